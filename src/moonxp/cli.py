@@ -1,0 +1,154 @@
+"""Command line: ``python -m moonxp [train|bench|info] ...``; `main` returns the exit code.
+
+Exit codes: 0 done, 2 bad input or an unusable backend/device/output (one line,
+no traceback), 3 training diverged, 130 interrupted (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Callable, Sequence, TextIO
+
+from . import __version__, job, report
+from .errors import DivergedError, InvalidInputError, MoonxpError
+from .outputs import output_directory
+from .progress import Progress
+
+EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
+COMMANDS = ("train", "bench", "info")
+MAX_SEED = 2**32 - 1  # NumPy's legacy generator takes seeds below 2**32
+MAX_PLOT_GRID = 4096  # a bigger grid is for moonxp.evaluate_grid or `moonxp bench`, not a PNG
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports an error in one line (no usage block)."""
+
+    def error(self, message: str) -> None:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number(kind: Callable, minimum: float | None = None, positive: bool = False,
+            maximum: float | None = None) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not finite")
+        if positive and value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum:g}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be <= {maximum:g}")
+        return value
+    return parse
+
+
+def _device_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--backend", default=None,
+                        help="numpy, cupy, torch, jax or array-api-strict (default: numpy on cpu, cupy on cuda)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="moonxp", description="Train the two-moons ReLU network with hand-written backprop "
+                     "on any Array API backend, and benchmark hardware with it.")
+    parser.add_argument("--version", action="version", version=f"moonxp {__version__}")
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train and plot (the default command)")
+    _device_options(train)
+    train.add_argument("--dtype", default="float64", choices=("float64", "float32"))
+    train.add_argument("--hidden", type=_number(int, 1), default=50, help="hidden units H (default 50)")
+    train.add_argument("--lr", type=_number(float, positive=True), default=0.1, help="learning rate (default 0.1)")
+    train.add_argument("--iters", type=_number(int, 0), default=128, help="gradient steps (default 128)")
+    train.add_argument("--samples", type=_number(int, 1), default=100, help="moons N (default 100)")
+    train.add_argument("--noise", type=_number(float, 0), default=0.0, help="moons noise (default 0)")
+    train.add_argument("--seed", type=_number(int, 0, maximum=MAX_SEED), default=0, help="seed (default 0)")
+    train.add_argument("--ensemble", type=_number(int, 1), default=1, metavar="B",
+                       help="train B networks from seeds seed..seed+B-1 at once (default 1)")
+    train.add_argument("--grid", type=_number(int, 2, maximum=MAX_PLOT_GRID), default=100,
+                       help="grid points per side for the boundary plots (default 100)")
+    train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="compile the step (jax.jit / torch.compile); default: JAX yes, others no")
+    train.add_argument("--out", default="moonxp-out", help="output directory (default moonxp-out)")
+    train.add_argument("--no-plot", action="store_true", help="write metrics.json only, no PNGs")
+    train.add_argument("--json", action="store_true", help="print the metrics as JSON instead of text")
+    train.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+    bench = commands.add_parser("bench", help="time the workloads against this machine's limits")
+    _device_options(bench)
+    bench.add_argument("--quick", action="store_true", help="small sizes: a couple of minutes on 2 cores")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+
+    commands.add_parser("info", help="versions, backends and devices found here")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run the command line `argv` (default sys.argv[1:]); return the exit code."""
+    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not (argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version"))):
+        argv.insert(0, "train")
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # --help, --version, or a usage error already printed
+        return int(exit.code or 0)
+    try:
+        if args.command == "info":
+            from .info import report as info_report
+            stdout.write(info_report())
+            return EXIT_OK
+        if args.command == "bench":
+            from .bench import main as bench_main
+            return bench_main(args, stdout, stderr)
+        return _train(args, stdout, stderr)
+    except MoonxpError as exc:
+        stderr.write(f"moonxp: error: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        stderr.write("moonxp: interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    config = job.Config(hidden=args.hidden, lr=args.lr, iters=args.iters, samples=args.samples,
+                        noise=args.noise, seed=args.seed, ensemble=args.ensemble, grid=args.grid,
+                        device=args.device, backend=args.backend, dtype=args.dtype, compile=args.compile)
+    if config.seed + config.ensemble - 1 > MAX_SEED:
+        raise InvalidInputError(f"--seed + --ensemble - 1 must be <= {MAX_SEED} (NumPy's seed range)")
+    directory = output_directory(args.out)
+    run = job.start(config)
+    text = not (args.json or args.quiet)
+    say = (lambda line: stdout.write(line + "\n")) if text else (lambda line: None)
+    say(report.header(run))
+    bar = Progress(stderr, config.iters) if not args.quiet else None
+    try:
+        job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), bar)
+    except DivergedError as exc:
+        report.write(run, directory, False, report.metrics(run, "diverged", str(exc)))
+        stderr.write(f"moonxp: {exc}\n")
+        return EXIT_DIVERGED
+    except KeyboardInterrupt:
+        report.write(run, directory, False, report.metrics(run, "interrupted"))
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    metrics = report.metrics(run)
+    written = report.write(run, directory, not args.no_plot, metrics)
+    if args.json and not args.quiet:
+        stdout.write(json.dumps(metrics, indent=2) + "\n")
+    say(report.summary(run, written))
+    return EXIT_OK
+
+
+def main_exit() -> None:
+    """Console-script entry point: exit with `main`'s code."""
+    sys.exit(main())

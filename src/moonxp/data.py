@@ -1,0 +1,60 @@
+"""The homework's data and initial parameters, drawn on the host with NumPy.
+
+The homework seeds NumPy's legacy generator, calls ``make_moons`` (which
+shuffles with that generator) and then draws W, b, v in that order. A private
+``RandomState(seed)`` gives the same stream without touching NumPy's global
+state, so ``make_problem(0)`` is the homework's starting point digit for digit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.datasets import make_moons
+
+from .errors import InvalidInputError
+from .kernels import Params
+
+
+def make_problem(seed: int = 0, n_samples: int = 100, noise: float = 0.0,
+                 hidden: int = 50) -> tuple[np.ndarray, np.ndarray, Params]:
+    """Moons X (N, 2) scaled to X*2-1, labels T (N,) in {-1, +1}, and initial params (H = hidden).
+
+    Host NumPy float64, drawn in the homework's order from the legacy generator seeded with `seed`.
+    """
+    rng = np.random.RandomState(seed)
+    # noise=0 must not reach make_moons: it would draw 2N zero-scale normals and shift W, b, v.
+    X, labels = make_moons(n_samples=n_samples, noise=noise or None, random_state=rng)
+    W = rng.normal(0, 1 / 2.0**0.5, [2, hidden])
+    b = rng.normal(0, 1, [hidden])
+    v = rng.normal(0, 1 / hidden**0.5, [hidden])
+    return X * 2 - 1, labels * 2.0 - 1, Params(W, b, v)
+
+
+def make_ensemble(seed: int = 0, networks: int = 1, n_samples: int = 100, noise: float = 0.0,
+                  hidden: int = 50) -> tuple[np.ndarray, np.ndarray, Params]:
+    """The data of `seed` and B = `networks` initial params stacked (B, ...): network k is seed + k's.
+
+    Network 0 is exactly `make_problem(seed)`'s network.
+    """
+    X, T, first = make_problem(seed, n_samples, noise, hidden)
+    nets = [first] + [make_problem(seed + k, n_samples, noise, hidden)[2] for k in range(1, networks)]
+    return X, T, Params(*(np.stack(field) for field in zip(*nets)))
+
+
+def signed_labels(labels: np.ndarray) -> np.ndarray:
+    """Convert {0, 1} class labels to the loss's {-1.0, +1.0}."""
+    labels = np.asarray(labels)
+    if not np.isin(labels, (0, 1)).all():
+        raise InvalidInputError("signed_labels expects labels in {0, 1}; labels already in {-1, +1} need no conversion")
+    return labels * 2.0 - 1
+
+
+def grid_axis(size: int = 100, lo: float = -4.0, hi: float = 4.0) -> np.ndarray:
+    """The homework's grid coordinates l = linspace(lo, hi, size), host float64."""
+    return np.linspace(lo, hi, size)
+
+
+def snapshot_iterations(iters: int) -> list[int]:
+    """The homework's snapshot iterations 0, 1, 3, 7, ... (2**k - 1) that come before update `iters`."""
+    end = max(iters, 1)  # with no update at all, the initial state is still shown
+    return [2**k - 1 for k in range(end.bit_length() + 1) if 2**k - 1 < end]

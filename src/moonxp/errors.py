@@ -1,0 +1,33 @@
+"""Exceptions for problems a user can fix; the CLI turns each into one line and exit 2.
+
+They subclass the built-in a library user would catch (ValueError, TypeError,
+RuntimeError, OSError) and `MoonxpError`, which the CLI catches.
+"""
+
+
+class MoonxpError(Exception):
+    """Base of every error whose message names the problem and the fix."""
+
+
+class InvalidInputError(MoonxpError, ValueError):
+    """A value, shape or argument is out of range."""
+
+
+class InvalidTypeError(MoonxpError, TypeError):
+    """A dtype, an array type, or a mix of namespaces or devices is unsupported."""
+
+
+class BackendError(MoonxpError, RuntimeError):
+    """A backend or device was asked for that is unknown or unusable here."""
+
+
+class OutputError(MoonxpError, OSError):
+    """An output file cannot be written; nothing half-written is left."""
+
+
+class DivergedError(MoonxpError, FloatingPointError):
+    """Training produced a non-finite error or parameter."""
+
+    def __init__(self, message: str, iteration: int):
+        super().__init__(message)
+        self.iteration = iteration

@@ -1,0 +1,116 @@
+"""Large work as a map over tiles of (networks x points), then a reduction.
+
+A tile is a slice of the first batch axis (whole networks) and a slice of the
+points, sized so that one (networks, points, H) temporary holds about
+`Policy.tile_elements` elements: cache-sized on a CPU, a share of free memory
+on a GPU. Gradients and errors are sums over points, so tiles of points add
+up; tiles of networks concatenate. Tiles run on `Policy.workers` threads
+(NumPy releases the GIL inside its loops). A device that runs out of memory
+gets the same work again in tiles half the size.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import operator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Sequence
+
+from .backend import Policy, is_out_of_memory
+from .errors import InvalidInputError, InvalidTypeError
+
+Tile = tuple[slice, slice]  # (first batch axis, points)
+ALL = slice(None)
+MIN_TILE_ELEMENTS = 1 << 10  # below this, out-of-memory is not a tiling problem
+
+
+def plan(networks: int, per_network: int, points: int, per_point: int, tile_elements: int) -> list[Tile]:
+    """Tiles over `networks` entries of the first batch axis (each `per_network` networks) and `points`.
+
+    A tile's temporaries hold per_network * per_point elements per point and network entry.
+    """
+    if networks * per_network * points * per_point <= tile_elements:
+        return [(ALL, ALL)]
+    step_points = max(1, min(points, tile_elements // (per_network * per_point)))
+    step_networks = max(1, min(networks, tile_elements // (per_network * points * per_point)))
+    return [(_part(i, step_networks, networks), _part(j, step_points, points))
+            for i in range(0, networks, step_networks) for j in range(0, points, step_points)]
+
+
+def _part(start: int, step: int, total: int) -> slice:
+    """slice(start, start + step), or ALL when one step covers everything (nothing to slice)."""
+    return ALL if step >= total else slice(start, min(start + step, total))
+
+
+@functools.lru_cache(maxsize=32)
+def prepare(fn: Callable, policy: Policy, compile: bool | None, /, **bound: Any) -> Callable:
+    """`fn` with keyword arguments bound, compiled by the policy's compiler when asked.
+
+    compile=None takes the namespace's default (JAX: jit; others: eager). Cached, so a
+    compiled function is traced once per shape, not once per call.
+    """
+    if compile and policy.compiler is None:
+        raise InvalidTypeError("these arrays' namespace has no compiler: compile=True needs JAX or PyTorch arrays")
+    fn = functools.partial(fn, **bound)
+    return policy.compiler(fn) if (policy.compile_by_default if compile is None else compile) else fn
+
+
+@functools.lru_cache(maxsize=4)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="moonxp")
+
+
+def run(work: Callable[[Tile], Any], tiles: Sequence[Tile], workers: int) -> list:
+    """[work(tile) for tile in tiles], with contiguous blocks of tiles on `workers` threads."""
+    workers = min(workers, len(tiles))
+    if workers <= 1:
+        return [work(t) for t in tiles]
+    bounds = [len(tiles) * k // workers for k in range(workers + 1)]
+    blocks = [tiles[bounds[k]:bounds[k + 1]] for k in range(workers)]
+    others = [_pool(workers).submit(lambda b=b: [work(t) for t in b]) for b in blocks[1:]]
+    first = [work(t) for t in blocks[0]]  # the calling thread takes a block too
+    return first + [r for f in others for r in f.result()]
+
+
+def map_tiles(work: Callable[[Tile], Any], shape: tuple[int, int, int, int], policy: Policy) -> tuple[list, list]:
+    """Plan tiles for shape (networks, per_network, points, per_point) and run `work` on each.
+
+    Out of device memory, the tiles halve until they fit or become too small to help.
+    Returns (tiles, results).
+    """
+    tile_elements = policy.tile_elements
+    while True:
+        tiles = plan(*shape, tile_elements)
+        try:
+            return tiles, run(work, tiles, policy.workers)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if tile_elements <= MIN_TILE_ELEMENTS:
+                raise InvalidInputError(
+                    f"out of device memory even in tiles of {tile_elements} elements ({exc}); "
+                    f"free device memory or use a smaller problem") from None
+            tile_elements = min(tile_elements, math.prod(shape)) // 2
+
+
+def _by_networks(tiles: Sequence[Tile], results: list) -> list[list]:
+    groups: dict[tuple, list] = {}
+    for (nets, _), result in zip(tiles, results):
+        groups.setdefault((nets.start, nets.stop), []).append(result)  # ALL is (None, None)
+    return list(groups.values())
+
+
+def sum_over_points(tiles: Sequence[Tile], results: list, xp: Any) -> tuple:
+    """Reduce per-tile tuples of arrays: add point tiles, concatenate network tiles (first axis)."""
+    sums = [tuple(functools.reduce(operator.add, parts) for parts in zip(*group))
+            for group in _by_networks(tiles, results)]
+    if len(sums) == 1:
+        return sums[0]
+    return tuple(xp.concat(parts, axis=0) for parts in zip(*sums))
+
+
+def concat_over_points(tiles: Sequence[Tile], results: list, xp: Any, axis: int) -> Any:
+    """Reduce per-tile arrays: concatenate point tiles along `axis`, then network tiles (first axis)."""
+    rows = [group[0] if len(group) == 1 else xp.concat(group, axis=axis) for group in _by_networks(tiles, results)]
+    return rows[0] if len(rows) == 1 else xp.concat(rows, axis=0)

@@ -1,0 +1,2 @@
+"""`python -m moonxp info`: placeholder"""
+def report(): return "info\n"

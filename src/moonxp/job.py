@@ -1,0 +1,119 @@
+"""The main job: the homework run (or an ensemble of it) on a chosen backend, with snapshots.
+
+Data and initial parameters are drawn on the host and moved to the device
+once. Training runs from snapshot to snapshot (iterations 0, 1, 3, 7, ...);
+only there are errors read back and the decision function evaluated on the
+grid, so the device is not synchronized in between.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .backend import Backend, resolve, to_host
+from .data import make_ensemble, make_problem, snapshot_iterations
+from .grid import evaluate_grid
+from .kernels import Params
+from .train import evaluate, train
+
+GRID_LO, GRID_HI = -4.0, 4.0
+ENSEMBLE_PANELS = 4  # networks whose final boundary an ensemble run draws
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a run; the defaults are the homework's."""
+
+    hidden: int = 50
+    lr: float = 0.1
+    iters: int = 128
+    samples: int = 100
+    noise: float = 0.0
+    seed: int = 0
+    ensemble: int = 1
+    grid: int = 100
+    device: str = "cpu"
+    backend: str | None = None
+    dtype: str = "float64"
+    compile: bool | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """State before update `iteration`: errors (B, iteration + 1) so far, network 0's grid (G, G)."""
+
+    iteration: int
+    errors: np.ndarray
+    grid: np.ndarray
+
+
+@dataclass
+class Run:
+    """A run's inputs and what it has produced so far (host arrays); `finished` once complete."""
+
+    config: Config
+    backend: Backend
+    X: np.ndarray
+    T: np.ndarray
+    initial: Params
+    axis: np.ndarray
+    snapshots: list[Snapshot] = field(default_factory=list)
+    errors: np.ndarray | None = None         # (B, iters + 1)
+    accuracy: np.ndarray | None = None       # (B,)
+    final_grids: np.ndarray | None = None    # (k, G, G): an ensemble's first networks
+    timings: dict = field(default_factory=dict)
+    finished: bool = False
+
+
+def start(config: Config) -> Run:
+    """Resolve the backend and draw the data: quick, so bad input is reported before any training."""
+    backend = resolve(config.device, config.backend, config.dtype)
+    if config.ensemble == 1:
+        X, T, initial = make_problem(config.seed, config.samples, config.noise, config.hidden)
+    else:
+        X, T, initial = make_ensemble(config.seed, config.ensemble, config.samples, config.noise, config.hidden)
+    return Run(config, backend, X, T, initial, np.linspace(GRID_LO, GRID_HI, config.grid))
+
+
+def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot: None,
+            progress: Callable[[int, int], None] | None = None) -> Run:
+    """Train `run` to the end, calling `on_snapshot` at each snapshot; fills in its results."""
+    config, backend = run.config, run.backend
+    started = time.perf_counter()
+    params = Params(*(backend.asarray(p) for p in run.initial))
+    X, T = backend.asarray(run.X), backend.asarray(run.T)
+    network0 = (lambda p: Params(*(a[0, ...] for a in p))) if config.ensemble > 1 else (lambda p: p)
+    grid = functools.partial(evaluate_grid, size=config.grid, lo=GRID_LO, hi=GRID_HI, compile=config.compile)
+    stops = snapshot_iterations(config.iters)
+    columns, done, timings = [], 0, {"train_s": 0.0, "grid_s": 0.0}
+    for target in sorted(set(stops) | {config.iters}):
+        tick = time.perf_counter()
+        report = None if progress is None else (lambda k, n, done=done: progress(done + k, config.iters))
+        params, errors = train(params, X, T, lr=config.lr, iters=target - done, compile=config.compile,
+                               progress=report)
+        errors = to_host(errors).reshape(-1, target - done + 1)  # (B, updates + 1)
+        columns.append(errors[:, :-1])
+        done, tock = target, time.perf_counter()
+        timings["train_s"] += tock - tick
+        if target in stops:
+            image = to_host(grid(network0(params)))
+            timings["grid_s"] += time.perf_counter() - tock
+            run.snapshots.append(Snapshot(target, np.concatenate(columns + [errors[:, -1:]], axis=1), image))
+            on_snapshot(run.snapshots[-1])
+    run.errors = np.concatenate(columns + [errors[:, -1:]], axis=1)
+    tick = time.perf_counter()
+    run.accuracy = to_host(evaluate(params, X, T)[1]).reshape(-1)
+    if config.ensemble > 1:
+        run.final_grids = to_host(grid(Params(*(a[:ENSEMBLE_PANELS, ...] for a in params))))
+    timings["grid_s"] += time.perf_counter() - tick
+    run.timings = {**timings, "total_s": time.perf_counter() - started}
+    run.finished = True
+    return run

@@ -1,0 +1,93 @@
+"""The network, its loss and its hand-written backprop, written once for any Array API namespace.
+
+    z = X W + b            (..., N, H)   preactivation
+    a = max(0, z)                          ReLU
+    y = a v                (..., N)      readout (no output bias)
+    E = mean_N max(0, -y t)  (...)         perceptron loss, t = +-1
+
+Backprop, each line the derivative of the forward line above it:
+    dE/dy = -t/N where -y t > 0, else 0
+    dE/dz = dE/dy v where z > 0, else 0
+    dE/dW = X^T dE/dz,  dE/db = sum_N dE/dz,  dE/dv = a^T dE/dy
+
+Every parameter may carry leading batch dimensions (...): B networks are one
+call. The functions are pure: no host transfers, no in-place updates and no
+Python branch on array values, so a tracer (``jax.jit``) compiles them as
+they are. Masks multiply (``astype(mask, dtype)``) instead of ``where``: it is
+portable to strict namespaces and measured far faster in NumPy.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from array_api_compat import array_namespace
+
+Array = Any
+Namespace = Any
+
+
+class Params(NamedTuple):
+    """Network parameters (or their gradients): W (..., 2, H), b (..., H), v (..., H)."""
+
+    W: Array
+    b: Array
+    v: Array
+
+
+def preactivation(params: Params, X: Array, xp: Namespace) -> Array:
+    """z = X W + b: (..., N, 2) points -> (..., N, H)."""
+    return X @ params.W + params.b[..., None, :]
+
+
+def readout(z: Array, v: Array, xp: Namespace) -> Array:
+    """y = max(0, z) v: preactivations (..., N, H) -> outputs (..., N)."""
+    return (xp.maximum(z, 0.0) @ v[..., :, None])[..., 0]
+
+
+def forward(params: Params, X: Array, *, xp: Namespace | None = None) -> Array:
+    """Network outputs Y (..., N) for points X (N, 2) or (..., N, 2)."""
+    xp = array_namespace(X, *params) if xp is None else xp
+    return readout(preactivation(params, X, xp), params.v, xp)
+
+
+def loss_terms(Y: Array, T: Array, xp: Namespace) -> Array:
+    """max(0, -Y T) per point: outputs Y (..., N), labels T = +-1 -> (..., N)."""
+    return xp.maximum(-Y * T, 0.0)
+
+
+def loss(Y: Array, T: Array, *, xp: Namespace | None = None) -> Array:
+    """E (...) = mean over N of max(0, -Y T), for outputs Y (..., N) and labels T = +-1."""
+    xp = array_namespace(Y, T) if xp is None else xp
+    return xp.mean(loss_terms(Y, T, xp), axis=-1)
+
+
+def error_and_gradient_sums(params: Params, X: Array, T: Array, xp: Namespace) -> tuple[Array, Params]:
+    """Sums over the N points of the loss terms (...) and of their parameter gradients.
+
+    Sums, not means, so that chunks of points add up (see `executor`).
+    """
+    z = preactivation(params, X, xp)                                 # (..., N, H)
+    active = xp.astype(z > 0, z.dtype)                               # ReLU'(z)
+    a = z * active                                                   # max(0, z)
+    y = (a @ params.v[..., :, None])[..., 0]                         # (..., N)
+    hinge = loss_terms(y, T, xp)                                     # (..., N)
+    dy = -T * xp.astype(hinge > 0, y.dtype)                          # d hinge / dy
+    dz = dy[..., :, None] * params.v[..., None, :] * active          # (..., N, H)
+    dW = xp.matrix_transpose(X) @ dz                                 # (..., 2, H)
+    db = xp.sum(dz, axis=-2)                                         # (..., H)
+    dv = (dy[..., None, :] @ a)[..., 0, :]                           # (..., H)
+    return xp.sum(hinge, axis=-1), Params(dW, db, dv)
+
+
+def backprop(params: Params, X: Array, T: Array, *, xp: Namespace | None = None) -> Params:
+    """Gradients of E w.r.t. W, b, v (same shapes as params), averaged over the N points."""
+    xp = array_namespace(X, T, *params) if xp is None else xp
+    _, sums = error_and_gradient_sums(params, X, T, xp)
+    n = X.shape[-2]
+    return Params(*(g / n for g in sums))
+
+
+def descent(params: Params, grads: Params, lr: float) -> Params:
+    """One gradient-descent step: theta - lr * dE/dtheta."""
+    return Params(*(p - lr * g for p, g in zip(params, grads)))

@@ -1,0 +1,125 @@
+"""What a run reports: the printed lines, metrics.json, and the figures in the output directory."""
+
+from __future__ import annotations
+
+import math
+import platform
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, plot
+from .job import Run, Snapshot
+from .outputs import write_figure, write_json
+
+PACKAGES = ("numpy", "array-api-compat", "scikit-learn", "matplotlib")
+BACKEND_PACKAGES = {"cupy": ("cupy-cuda12x", "cupy-cuda13x", "cupy"), "torch": ("torch",), "jax": ("jax", "jaxlib"),
+                    "array-api-strict": ("array-api-strict",), "numpy": ()}
+
+
+def versions(backend: str | None = None) -> dict:
+    """Python, moonxp's dependencies and (if given) the backend's packages, by installed version."""
+    found = {"python": platform.python_version(), "moonxp": __version__}
+    for name in PACKAGES + BACKEND_PACKAGES.get(backend or "numpy", ()):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def header(run: Run) -> str:
+    """One line: backend, version, device, dtype and the problem's sizes."""
+    c, b = run.config, run.backend
+    networks = f", {c.ensemble} networks" if c.ensemble > 1 else ""
+    return (f"moonxp {__version__}: {b.name} {b.version} on {b.device_name}, {b.dtype_name} | "
+            f"N={c.samples} moons (noise {c.noise:g}), H={c.hidden}{networks}, {c.iters} iterations, "
+            f"lr {c.lr:g} | grid {c.grid}x{c.grid}")
+
+
+def snapshot_line(snapshot: Snapshot) -> str:
+    """The homework's line for network 0, and the ensemble's spread when there is one."""
+    last = snapshot.errors[:, -1]
+    line = "It: %d, Error: %.3f" % (snapshot.iteration, last[0])
+    if len(last) > 1:
+        line += f"  ({len(last)} networks: {_spread(last, '.3f')})"
+    return line
+
+
+def summary(run: Run, written: list[Path]) -> str:
+    """One line: final error, accuracy, time, files written."""
+    final, accuracy = run.errors[:, -1], run.accuracy
+    if len(final) == 1:
+        result = f"final error {final[0]:.3f}, accuracy {accuracy[0]:.1%}"
+    else:
+        result = (f"final error {final[0]:.3f} ({_spread(final, '.3f')}), "
+                  f"accuracy {accuracy[0]:.1%} ({_spread(accuracy, '.1%')})")
+    files = f" | wrote {', '.join(str(p) for p in written)}" if written else ""
+    return f"Done: {result} | trained in {run.timings['train_s']:.3f} s, total {run.timings['total_s']:.2f} s{files}"
+
+
+def _spread(values: np.ndarray, fmt: str) -> str:
+    return (f"median {np.median(values):{fmt}}, min {values.min():{fmt}}, max {values.max():{fmt}}")
+
+
+def _floats(values: np.ndarray) -> list:
+    """JSON-ready floats; non-finite values (a diverged run) become null."""
+    return [float(x) if math.isfinite(x) else None for x in np.asarray(values, dtype=float).ravel()]
+
+
+def _stats(values: np.ndarray) -> dict:
+    p05, median, p95 = np.percentile(values, [5, 50, 95])
+    return {"mean": float(values.mean()), "min": float(values.min()), "p05": float(p05),
+            "median": float(median), "p95": float(p95), "max": float(values.max())}
+
+
+def metrics(run: Run, status: str = "ok", message: str | None = None) -> dict:
+    """Everything about a run as a JSON-ready dict; a partial run (status != 'ok') has what it reached."""
+    b = run.backend
+    errors = run.errors if run.finished else (run.snapshots[-1].errors if run.snapshots else np.zeros((1, 0)))
+    data = {
+        "moonxp": __version__,
+        "status": status,
+        "config": run.config.as_dict(),
+        "backend": {"name": b.name, "version": b.version, "device": b.device_name, "dtype": b.dtype_name},
+        "versions": versions(b.name),
+        "snapshots": [{"iteration": s.iteration, "error": _floats(s.errors[0, -1:])[0]} for s in run.snapshots],
+        "errors": _floats(errors[0]),
+        "timings": run.timings,
+    }
+    if message:
+        data["message"] = message
+    if run.finished:
+        data["final_error"] = _floats(errors[0, -1:])[0]
+        data["accuracy"] = float(run.accuracy[0])
+        if len(errors) > 1 and np.isfinite(errors).all():
+            p05, median, p95 = np.percentile(errors, [5, 50, 95], axis=0)
+            data["ensemble"] = {
+                "networks": len(errors),
+                "final_error": _stats(errors[:, -1]), "accuracy": _stats(run.accuracy),
+                "final_errors": _floats(errors[:, -1]), "accuracies": _floats(run.accuracy),
+                "errors_p05": _floats(p05), "errors_median": _floats(median), "errors_p95": _floats(p95),
+            }
+    return data
+
+
+def write(run: Run, directory: Path, plots: bool, metrics: dict) -> list[Path]:
+    """Write `metrics` as metrics.json and, for a finished run with `plots`, the figures; return the paths."""
+    written = []
+    if plots and run.finished:
+        titles = ["It: %d, Error: %.3f" % (s.iteration, s.errors[0, -1]) for s in run.snapshots]
+        figures = {"boundaries.png": plot.boundaries(run.axis, [s.grid for s in run.snapshots], titles,
+                                                     run.X, run.T)}
+        spread = np.percentile(run.errors, [5, 95], axis=0) if len(run.errors) > 1 else None
+        figures["curve.png"] = plot.curve(run.errors[0], spread)
+        if run.final_grids is not None:
+            labels = [f"network {k}: error {e:.3f}" for k, e in enumerate(run.errors[:len(run.final_grids), -1])]
+            figures["ensemble.png"] = plot.ensemble(run.axis, run.final_grids, labels, run.X, run.T,
+                                                    run.errors[:, -1], run.accuracy)
+        for name, figure in figures.items():
+            write_figure(directory / name, figure)
+            written.append(directory / name)
+    write_json(directory / "metrics.json", metrics)
+    written.append(directory / "metrics.json")
+    return written

@@ -1,0 +1,126 @@
+"""Gradient descent with everything on the device.
+
+One iteration is one `step`: the error and gradient sums of the kernels over
+tiles of (networks x points) (`executor`), divided by N, then `descent`.
+Errors stay on the device; every `check_every` iterations a single boolean is
+read back to stop a diverging run, so a GPU is not synchronized every step.
+Where the namespace has a compiler (``jax.jit``, ``torch.compile``), the whole
+step is compiled from the same source.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+
+from . import validate
+from .backend import Policy, device_context, policy as policy_for, to_host
+from .errors import DivergedError
+from .executor import ALL, Tile, map_tiles, prepare, sum_over_points
+from .kernels import Params, descent, error_and_gradient_sums, forward, loss_terms
+
+Array = Any
+
+
+def _tile(params: Params, X: Array, T: Array, tile: Tile) -> tuple[Params, Array, Array]:
+    """The tile's networks (first batch axis, where X and T have it too) and points."""
+    nets, points = tile
+    if nets is not ALL:
+        batch_ndim = params.W.ndim - 2
+        params = Params(*(p[nets, ...] for p in params))
+        if X.ndim - 2 == batch_ndim and X.shape[0] != 1:
+            X = X[nets, ...]
+        if T.ndim - 1 == batch_ndim and T.shape[0] != 1:
+            T = T[nets, ...]
+    if points is not ALL:
+        X, T = X[..., points, :], T[..., points]
+    return params, X, T
+
+
+def _tiled(work: Callable, params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple:
+    """Sum `work(params, X, T)` (a tuple of per-network sums over points) over all tiles."""
+    W = params.W
+    shape = (W.shape[0] if W.ndim > 2 else 1, math.prod(W.shape[1:-2]), X.shape[-2], W.shape[-1])
+    tiles, results = map_tiles(lambda tile: work(*_tile(params, X, T, tile)), shape, policy)
+    return sum_over_points(tiles, results, xp)
+
+
+def error_and_gradient(params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple[Array, Params]:
+    """Error E (...) and its gradients (means over the N points), computed tile by tile."""
+    def sums(p, x, t):
+        e, g = error_and_gradient_sums(p, x, t, xp)
+        return (e, *g)
+
+    n = X.shape[-2]
+    e, dW, db, dv = _tiled(sums, params, X, T, xp, policy)
+    return e / n, Params(dW / n, db / n, dv / n)
+
+
+def _step(params: Params, X: Array, T: Array, lr: float, xp: Any, policy: Policy) -> tuple[Params, Array]:
+    """(params after one descent step, error before it)."""
+    e, grads = error_and_gradient(params, X, T, xp, policy)
+    return descent(params, grads, lr), e
+
+
+def train(params: Params, X: Array, T: Array, *, lr: float = 0.1, iters: int = 128,
+          compile: bool | None = None, check_every: int = 16,
+          progress: Callable[[int, int], None] | None = None) -> tuple[Params, Array]:
+    """Train by gradient descent: (params, errors), errors (..., iters + 1) = E before each update, then after the last.
+
+    params W (..., 2, H), b (..., H), v (..., H) train B networks at once; X (N, 2) or
+    (..., N, 2); T (..., N) of +-1. Results keep the inputs' namespace, device and dtype.
+    `compile`: None = the namespace's default (JAX: jit), True = `jax.jit`/`torch.compile`.
+    `progress(done, iters)` is called at each divergence check.
+    """
+    xp, device = validate.arrays(params, X, T)
+    params = Params(*params)
+    validate.points(xp, X, params, into_batch=True)
+    validate.labels(xp, T, X)
+    lr = validate.learning_rate(lr)
+    validate.count("iters", iters, 0)
+    validate.count("check_every", check_every, 1)
+    policy = policy_for(xp, device, params.W.dtype)
+    step = prepare(_step, policy, compile, xp=xp, policy=policy)
+    errors = []
+    with device_context(xp, device):
+        for i in range(iters + 1):
+            new_params, e = step(params, X, T, lr)
+            errors.append(e)
+            if (i + 1) % check_every == 0 or i == iters:
+                _check_finite(xp, errors, params, lr)
+                if progress is not None:
+                    progress(min(i + 1, iters), iters)
+            if i < iters:  # the last step only measures the final error
+                params = new_params
+        return params, xp.stack(errors, axis=-1)
+
+
+def _check_finite(xp: Any, errors: list, params: Params, lr: float) -> None:
+    if bool(xp.all(xp.isfinite(errors[-1])) & xp.all(xp.isfinite(xp.sum(params.W) + xp.sum(params.b) + xp.sum(params.v)))):
+        return
+    bad = ~np.isfinite(to_host(xp.stack(errors, axis=-1)))  # (..., iterations so far)
+    per_iteration = bad.reshape(-1, bad.shape[-1]).any(axis=0)
+    first = int(np.argmax(per_iteration)) if per_iteration.any() else len(errors) - 1
+    networks = f" ({int(bad[..., first].sum())} of {bad[..., 0].size} networks)" if bad.ndim > 1 else ""
+    raise DivergedError(f"training diverged at iteration {first}{networks}: the error or the parameters "
+                        f"are no longer finite; use a smaller learning rate than {lr:g}", first)
+
+
+def evaluate(params: Params, X: Array, T: Array) -> tuple[Array, Array]:
+    """Error E (...) and accuracy (...) (share of points with sign(Y) = T) of the network(s) on X, T."""
+    xp, device = validate.arrays(params, X, T)
+    params = Params(*params)
+    validate.points(xp, X, params, into_batch=False)
+    validate.labels(xp, T, X)
+    policy = policy_for(xp, device, params.W.dtype)
+
+    def sums(p, x, t):
+        y = forward(p, x, xp=xp)
+        return xp.sum(loss_terms(y, t, xp), axis=-1), xp.sum(xp.astype(y * t > 0, y.dtype), axis=-1)
+
+    with device_context(xp, device):
+        n = X.shape[-2]
+        e, correct = _tiled(sums, params, X, T, xp, policy)
+        return e / n, correct / n

@@ -1,0 +1,133 @@
+"""Checks at the public entries: one-line errors that name the problem and the fix.
+
+Shape and dtype checks are free. Value checks (finite, labels +-1) read one
+boolean back from the device, once per call, never inside the training loop,
+and are skipped while arrays are being traced (``jax.jit``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .backend import common_device, namespace_of, values_readable
+from .errors import InvalidInputError, InvalidTypeError
+from .kernels import Params
+
+
+def arrays(params: Params, *others: Any) -> tuple[Any, Any]:
+    """Namespace and device shared by the parameters and `others`; checks the parameters' shapes."""
+    if not isinstance(params, tuple) or len(params) != 3:
+        raise InvalidTypeError(f"params must be moonxp.Params(W, b, v), not {type(params).__name__}")
+    params = Params(*params)
+    xp = namespace_of(*params, *others)
+    device = common_device(*params, *others)
+    dtype = params.W.dtype
+    for name, a in zip("Wbv", params):
+        _floating(xp, f"params.{name}", a)
+        if a.dtype != dtype:
+            raise InvalidTypeError(f"params.{name} is {a.dtype} but params.W is {dtype}: give all "
+                                   f"parameters one dtype (xp.astype)")
+    W, b, v = params
+    if W.ndim < 2 or W.shape[-2] != 2 or W.shape[-1] < 1:
+        raise InvalidInputError(f"params.W has shape {tuple(W.shape)}: expected (..., 2, H) with H >= 1")
+    expected = tuple(W.shape[:-2]) + (W.shape[-1],)
+    for name, a in (("b", b), ("v", v)):
+        if tuple(a.shape) != expected:
+            raise InvalidInputError(f"params.{name} has shape {tuple(a.shape)} but params.W {tuple(W.shape)} "
+                                    f"needs {expected}: (..., H) with W's batch dims and H")
+    for name, a in zip("Wbv", params):
+        _finite(xp, f"params.{name}", a)
+    return xp, device
+
+
+def points(xp: Any, X: Any, params: Params, *, into_batch: bool) -> None:
+    """X is (N, 2) or (..., N, 2), float like the params, finite, N >= 1.
+
+    `into_batch`: X's batch dims must broadcast into the params' (training: one gradient per network).
+    """
+    _floating(xp, "X", X)
+    if X.dtype != params.W.dtype:
+        raise InvalidTypeError(f"X is {X.dtype} but the params are {params.W.dtype}: convert one "
+                               f"(xp.astype) so both have the same dtype")
+    if X.ndim < 2 or X.shape[-1] != 2:
+        raise InvalidInputError(f"X has shape {tuple(X.shape)}: expected points (N, 2) or (..., N, 2)")
+    if X.shape[-2] < 1:
+        raise InvalidInputError("X holds no points (N = 0): give at least one point")
+    batch, pbatch = tuple(X.shape[:-2]), tuple(params.W.shape[:-2])
+    try:
+        joint = np.broadcast_shapes(batch, pbatch)
+    except ValueError:
+        raise InvalidInputError(f"X's batch dims {batch} do not broadcast with the params' {pbatch}") from None
+    if into_batch and joint != pbatch:
+        raise InvalidInputError(f"X's batch dims {batch} exceed the params' {pbatch}: each network "
+                                f"needs its own parameters; stack params to batch {joint}")
+    _finite(xp, "X", X)
+
+
+def labels(xp: Any, T: Any, X: Any) -> None:
+    """T is (..., N) for points X (..., N, 2), in X's dtype, every value -1 or +1."""
+    _labels(xp, T, tuple(X.shape[:-1]), X.dtype, "X")
+
+
+def outputs_and_labels(Y: Any, T: Any) -> tuple[Any, Any]:
+    """Namespace and device of network outputs Y (..., N) and labels T (..., N) of +-1."""
+    xp, device = namespace_of(Y, T), common_device(Y, T)
+    _floating(xp, "Y", Y)
+    if Y.ndim < 1 or Y.shape[-1] < 1:
+        raise InvalidInputError(f"Y has shape {tuple(Y.shape)}: expected outputs (..., N) with N >= 1")
+    _labels(xp, T, tuple(Y.shape), Y.dtype, "Y")
+    _finite(xp, "Y", Y)
+    return xp, device
+
+
+def _labels(xp: Any, T: Any, shape: tuple, dtype: Any, other: str) -> None:
+    _floating(xp, "T", T)
+    if T.dtype != dtype:
+        raise InvalidTypeError(f"T is {T.dtype} but {other} is {dtype}: convert T (xp.astype) to {other}'s dtype")
+    if T.ndim < 1 or not _broadcasts_into(tuple(T.shape), shape):
+        raise InvalidInputError(f"T has shape {tuple(T.shape)} but {other} needs {shape}: one label per point, "
+                                f"(..., N)")
+    if values_readable(T) and not bool(xp.all((T == 1.0) | (T == -1.0))):
+        raise InvalidInputError("labels T must be -1 or +1; convert {0, 1} labels with moonxp.signed_labels")
+
+
+def learning_rate(lr: Any) -> float:
+    """lr is a finite number > 0."""
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise InvalidInputError(f"learning rate must be a finite number > 0, not {lr!r}")
+    return float(lr)
+
+
+def count(name: str, value: Any, minimum: int) -> int:
+    """value is an int >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInputError(f"{name} must be an integer >= {minimum}, not {value!r}")
+    return value
+
+
+def interval(lo: Any, hi: Any) -> tuple[float, float]:
+    """lo < hi, both finite."""
+    if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in (lo, hi)) or not lo < hi:
+        raise InvalidInputError(f"grid bounds must be finite with lo < hi, not lo={lo!r}, hi={hi!r}")
+    return float(lo), float(hi)
+
+
+def _floating(xp: Any, name: str, a: Any) -> None:
+    if not xp.isdtype(a.dtype, "real floating"):
+        raise InvalidTypeError(f"{name} has dtype {a.dtype}: moonxp computes in float32 or float64; "
+                               f"convert it with xp.astype({name}, xp.float64)")
+
+
+def _finite(xp: Any, name: str, a: Any) -> None:
+    if values_readable(a) and not bool(xp.all(xp.isfinite(a))):
+        raise InvalidInputError(f"{name} holds NaN or infinity: give finite values")
+
+
+def _broadcasts_into(shape: tuple, target: tuple) -> bool:
+    try:
+        return np.broadcast_shapes(shape, target) == target
+    except ValueError:
+        return False
