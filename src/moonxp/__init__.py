@@ -9,7 +9,7 @@ from .errors import (BackendError, DivergedError, InvalidInputError, InvalidType
                      OutputError)
 from .grid import evaluate_grid
 from .kernels import Params
-from .train import evaluate, train
+from .training import evaluate, train
 
 __all__ = ["Backend", "BackendError", "DivergedError", "InvalidInputError", "InvalidTypeError",
            "MoonxpError", "OutputError", "Params", "backprop", "descent", "evaluate", "evaluate_grid",

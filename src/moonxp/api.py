@@ -19,8 +19,9 @@ Array = Any
 def forward(params: Params, X: Array) -> Array:
     """Network outputs Y (..., N) for points X (N, 2) or (..., N, 2); params W (..., 2, H), b, v (..., H)."""
     xp, _ = validate.arrays(params, X)
-    validate.points(xp, X, Params(*params), into_batch=False)
-    return kernels.forward(Params(*params), X, xp=xp)
+    params = Params(*params)
+    validate.points(xp, X, params, into_batch=False)
+    return kernels.forward(params, X, xp=xp)
 
 
 def loss(Y: Array, T: Array) -> Array:
@@ -32,15 +33,16 @@ def loss(Y: Array, T: Array) -> Array:
 def backprop(params: Params, X: Array, T: Array) -> Params:
     """Gradients of E w.r.t. W (..., 2, H), b (..., H), v (..., H), averaged over the N points."""
     xp, _ = validate.arrays(params, X, T)
-    validate.points(xp, X, Params(*params), into_batch=True)
-    validate.labels(xp, T, X)
-    return kernels.backprop(Params(*params), X, T, xp=xp)
+    params = Params(*params)
+    validate.points(xp, X, params, into_batch=True)
+    validate.labels(xp, T, X, params)
+    return kernels.backprop(params, X, T, xp=xp)
 
 
 def descent(params: Params, grads: Params, lr: float) -> Params:
     """params - lr * grads, field by field; grads have the params' shapes."""
+    validate.arrays(grads, name="grads")
     validate.arrays(params, *grads)
-    validate.arrays(grads)
     for name, p, g in zip("Wbv", params, grads):
         if tuple(p.shape) != tuple(g.shape):
             raise InvalidInputError(f"grads.{name} has shape {tuple(g.shape)} but params.{name} has "

@@ -77,7 +77,7 @@ class Policy:
 
 def resolve(device: str = "cpu", backend: str | None = None, dtype: str = "float64") -> Backend:
     """Backend for device 'cpu' | 'cuda' | 'cuda:N', backend name (default: numpy on cpu, cupy on cuda), dtype."""
-    match = _DEVICE.match(device)
+    match = _DEVICE.match(device) if isinstance(device, str) else None
     if match is None:
         raise InvalidInputError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
     kind, index = match.group(1), int(match.group(2) or 0)
@@ -179,10 +179,12 @@ def to_host(x: Any) -> np.ndarray:
     return np.from_dlpack(x)  # array-api-strict, on any of its devices
 
 
-def synchronize(*arrays: Any) -> None:
-    """Wait until the work producing `arrays` has finished (before a timer is read)."""
-    for x in arrays:
-        if is_jax_array(x):
+def synchronize(*results: Any) -> None:
+    """Wait until the work producing `results` (arrays, or tuples of them) has finished, before a timer is read."""
+    for x in results:
+        if isinstance(x, (tuple, list)):
+            synchronize(*x)
+        elif is_jax_array(x):
             x.block_until_ready()
         elif is_cupy_array(x):
             x.device.synchronize()
@@ -253,7 +255,7 @@ def namespace_of(*arrays: Any) -> Any:
     except TypeError as exc:
         kinds = sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in arrays})
         raise InvalidTypeError(f"arrays from different libraries ({', '.join(kinds)}): move them to one "
-                               f"namespace first ({exc})") from None
+                               f"namespace first") from None
 
 
 def common_device(*arrays: Any) -> Any:

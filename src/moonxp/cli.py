@@ -7,9 +7,11 @@ no traceback), 3 training diverged, 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
+import warnings
 from typing import Callable, Sequence, TextIO
 
 from . import __version__, job, report
@@ -44,7 +46,7 @@ def _number(kind: Callable, minimum: float | None = None, positive: bool = False
         if minimum is not None and value < minimum:
             raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum:g}")
         if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"{text!r} must be <= {maximum:g}")
+            raise argparse.ArgumentTypeError(f"{text!r} must be <= {maximum}")
         return value
     return parse
 
@@ -97,7 +99,12 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
     if not (argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version"))):
         argv.insert(0, "train")
     try:
-        args = build_parser().parse_args(argv)
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):  # argparse prints to sys.*
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            lists = [name for name, value in vars(args).items() if isinstance(value, list)]
+            if lists:  # argparse turns '--lr=--' into [] without calling `type` (CPython 3.11)
+                parser.error(f"argument --{lists[0].replace('_', '-')}: expected one argument")
     except SystemExit as exit:  # --help, --version, or a usage error already printed
         return int(exit.code or 0)
     try:
@@ -111,6 +118,9 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
         return _train(args, stdout, stderr)
     except MoonxpError as exc:
         stderr.write(f"moonxp: error: {exc}\n")
+        return EXIT_USAGE
+    except MemoryError:
+        stderr.write("moonxp: error: out of host memory: use a smaller --samples, --hidden, --ensemble or --grid\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         stderr.write("moonxp: interrupted\n")
@@ -130,7 +140,9 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     say(report.header(run))
     bar = Progress(stderr, config.iters) if not args.quiet else None
     try:
-        job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), bar)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # overflow on the way to divergence: reported below
+            job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), bar)
     except DivergedError as exc:
         report.write(run, directory, False, report.metrics(run, "diverged", str(exc)))
         stderr.write(f"moonxp: {exc}\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.datasets import make_moons
 
+from . import validate
 from .errors import InvalidInputError
 from .kernels import Params
 
@@ -21,6 +22,7 @@ def make_problem(seed: int = 0, n_samples: int = 100, noise: float = 0.0,
 
     Host NumPy float64, drawn in the homework's order from the legacy generator seeded with `seed`.
     """
+    validate.problem(seed, n_samples, noise, hidden)
     rng = np.random.RandomState(seed)
     # noise=0 must not reach make_moons: it would draw 2N zero-scale normals and shift W, b, v.
     X, labels = make_moons(n_samples=n_samples, noise=noise or None, random_state=rng)
@@ -36,6 +38,7 @@ def make_ensemble(seed: int = 0, networks: int = 1, n_samples: int = 100, noise:
 
     Network 0 is exactly `make_problem(seed)`'s network.
     """
+    validate.problem(seed, n_samples, noise, hidden, networks)
     X, T, first = make_problem(seed, n_samples, noise, hidden)
     nets = [first] + [make_problem(seed + k, n_samples, noise, hidden)[2] for k in range(1, networks)]
     return X, T, Params(*(np.stack(field) for field in zip(*nets)))

@@ -1,8 +1,10 @@
-"""Exceptions for problems a user can fix; the CLI turns each into one line and exit 2.
+"""Exceptions for problems a user can fix; the CLI turns each into one line and exit 2 (diverged: 3).
 
 They subclass the built-in a library user would catch (ValueError, TypeError,
 RuntimeError, OSError) and `MoonxpError`, which the CLI catches.
 """
+
+from __future__ import annotations
 
 
 class MoonxpError(Exception):
@@ -31,3 +33,8 @@ class DivergedError(MoonxpError, FloatingPointError):
     def __init__(self, message: str, iteration: int):
         super().__init__(message)
         self.iteration = iteration
+
+    def after(self, done: int) -> DivergedError:
+        """The same error for a run resumed after `done` iterations: the iteration counts from its start."""
+        at = f"iteration {self.iteration}"
+        return DivergedError(str(self).replace(at, f"iteration {self.iteration + done}", 1), self.iteration + done)

@@ -22,6 +22,7 @@ from .errors import InvalidInputError, InvalidTypeError
 
 Tile = tuple[slice, slice]  # (first batch axis, points)
 ALL = slice(None)
+ALL_TILE = (ALL, ALL)
 MIN_TILE_ELEMENTS = 1 << 10  # below this, out-of-memory is not a tiling problem
 
 
@@ -31,7 +32,7 @@ def plan(networks: int, per_network: int, points: int, per_point: int, tile_elem
     A tile's temporaries hold per_network * per_point elements per point and network entry.
     """
     if networks * per_network * points * per_point <= tile_elements:
-        return [(ALL, ALL)]
+        return [ALL_TILE]
     step_points = max(1, min(points, tile_elements // (per_network * per_point)))
     step_networks = max(1, min(networks, tile_elements // (per_network * points * per_point)))
     return [(_part(i, step_networks, networks), _part(j, step_points, points))
@@ -83,7 +84,7 @@ def map_tiles(work: Callable[[Tile], Any], shape: tuple[int, int, int, int], pol
     while True:
         tiles = plan(*shape, tile_elements)
         try:
-            return tiles, run(work, tiles, policy.workers)
+            return tiles, [work(ALL_TILE)] if tiles[0] is ALL_TILE else run(work, tiles, policy.workers)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -103,6 +104,8 @@ def _by_networks(tiles: Sequence[Tile], results: list) -> list[list]:
 
 def sum_over_points(tiles: Sequence[Tile], results: list, xp: Any) -> tuple:
     """Reduce per-tile tuples of arrays: add point tiles, concatenate network tiles (first axis)."""
+    if len(results) == 1:
+        return results[0]
     sums = [tuple(functools.reduce(operator.add, parts) for parts in zip(*group))
             for group in _by_networks(tiles, results)]
     if len(sums) == 1:

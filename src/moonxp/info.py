@@ -1,2 +1,87 @@
-"""`python -m moonxp info`: placeholder"""
-def report(): return "info\n"
+"""`python -m moonxp info`: versions, the backends found, the devices, and their measured limits."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from . import __version__
+from .backend import BACKENDS, resolve
+from .bench import machine
+from .errors import MoonxpError
+from .limits import measure
+from .report import versions
+
+MODULES = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "jax": "jax", "array-api-strict": "array_api_strict"}
+
+
+def backends() -> list[dict]:
+    """For each backend: installed version, and on which devices it is usable (or why not)."""
+    found = []
+    for name in BACKENDS:
+        if importlib.util.find_spec(MODULES[name]) is None:
+            found.append({"name": name, "version": None, "usable": [], "not_usable": {"all": "not installed"}})
+            continue
+        usable, problems = [], {}
+        for device in ("cpu", "cuda"):
+            try:
+                usable.append(resolve(device, name, "float32").device_name)
+            except MoonxpError as exc:
+                if not str(exc).startswith(name):  # "<name> runs on ... only" is no news
+                    problems[device] = str(exc)
+        version = getattr(importlib.import_module(MODULES[name]), "__version__", None)
+        found.append({"name": name, "version": version, "usable": usable, "not_usable": problems})
+    return found
+
+
+def gpus() -> list[dict]:
+    """CUDA devices as CuPy (else PyTorch) sees them: name, memory, compute capability, versions."""
+    try:
+        import cupy
+        runtime = cupy.cuda.runtime
+        out = []
+        for index in range(runtime.getDeviceCount()):
+            props = runtime.getDeviceProperties(index)
+            out.append({"device": f"cuda:{index}", "name": props["name"].decode(),
+                        "memory_gib": props["totalGlobalMem"] / 2**30,
+                        "compute_capability": f"{props['major']}.{props['minor']}",
+                        "driver": runtime.driverGetVersion(), "cuda_runtime": runtime.runtimeGetVersion()})
+        return out
+    except Exception:  # no CuPy, or no driver: try PyTorch
+        pass
+    try:
+        import torch
+        return [{"device": f"cuda:{i}", "name": torch.cuda.get_device_name(i),
+                 "memory_gib": torch.cuda.get_device_properties(i).total_memory / 2**30,
+                 "compute_capability": "{}.{}".format(*torch.cuda.get_device_capability(i)),
+                 "cuda_runtime": torch.version.cuda} for i in range(torch.cuda.device_count())]
+    except Exception:
+        return []
+
+
+def report(measure_limits: bool = True) -> str:
+    """The `info` text."""
+    m = machine()
+    lines = [f"moonxp {__version__} | Python {m['python']} | {m['system']}",
+             "packages: " + ", ".join(f"{k} {v}" for k, v in versions().items() if k not in ("python", "moonxp")),
+             "", "backends:"]
+    for b in backends():
+        state = ("usable on " + ", ".join(b["usable"])) if b["usable"] else "not usable"
+        lines.append(f"  {b['name']:17} {b['version'] or '-':12} {state}")
+        lines += [f"  {'':17} {'':12} {device}: {why}" for device, why in b["not_usable"].items()]
+    lines += ["", "devices:", f"  cpu: {m['cpu']}, {m['cores']} cores"]
+    for g in gpus():
+        lines.append(f"  {g['device']}: {g['name']}, {g['memory_gib']:.1f} GiB, compute capability "
+                     f"{g['compute_capability']}, driver {g.get('driver', '?')}, CUDA runtime {g['cuda_runtime']}")
+    if measure_limits:
+        lines += ["", "measured limits (peak matmul, copy bandwidth):"]
+        for device in ["cpu"] + [g["device"] for g in gpus()]:
+            for dtype in ("float32", "float64"):
+                try:
+                    lim = measure(resolve(device, None, dtype), quick=True)
+                except MoonxpError as exc:
+                    lines.append(f"  {device} {dtype}: not measured ({exc})")
+                    continue
+                lines.append(f"  {device} {dtype}: {lim['matmul_flops'] / 1e9:.1f} GFLOP/s, "
+                             f"{lim['copy_bandwidth'] / 1e9:.1f} GB/s")
+    return "\n".join(lines) + "\n"

@@ -17,9 +17,10 @@ import numpy as np
 
 from .backend import Backend, resolve, to_host
 from .data import make_ensemble, make_problem, snapshot_iterations
+from .errors import DivergedError
 from .grid import evaluate_grid
 from .kernels import Params
-from .train import evaluate, train
+from .training import evaluate, train
 
 GRID_LO, GRID_HI = -4.0, 4.0
 ENSEMBLE_PANELS = 4  # networks whose final boundary an ensemble run draws
@@ -97,8 +98,11 @@ def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot:
     for target in sorted(set(stops) | {config.iters}):
         tick = time.perf_counter()
         report = None if progress is None else (lambda k, n, done=done: progress(done + k, config.iters))
-        params, errors = train(params, X, T, lr=config.lr, iters=target - done, compile=config.compile,
-                               progress=report)
+        try:
+            params, errors = train(params, X, T, lr=config.lr, iters=target - done, compile=config.compile,
+                                   progress=report)
+        except DivergedError as exc:
+            raise exc.after(done) from None
         errors = to_host(errors).reshape(-1, target - done + 1)  # (B, updates + 1)
         columns.append(errors[:, :-1])
         done, tock = target, time.perf_counter()
@@ -112,7 +116,7 @@ def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot:
     tick = time.perf_counter()
     run.accuracy = to_host(evaluate(params, X, T)[1]).reshape(-1)
     if config.ensemble > 1:
-        run.final_grids = to_host(grid(Params(*(a[:ENSEMBLE_PANELS, ...] for a in params))))
+        run.final_grids = to_host(grid(Params(*(a[:min(ENSEMBLE_PANELS, config.ensemble), ...] for a in params))))
     timings["grid_s"] += time.perf_counter() - tick
     run.timings = {**timings, "total_s": time.perf_counter() - started}
     run.finished = True

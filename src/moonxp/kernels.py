@@ -65,7 +65,8 @@ def loss(Y: Array, T: Array, *, xp: Namespace | None = None) -> Array:
 def error_and_gradient_sums(params: Params, X: Array, T: Array, xp: Namespace) -> tuple[Array, Params]:
     """Sums over the N points of the loss terms (...) and of their parameter gradients.
 
-    Sums, not means, so that chunks of points add up (see `executor`).
+    Sums, not means, so that tiles of points add up (see `executor`). The factor v
+    of dE/dz is the same for every point, so it multiplies after the sum over points.
     """
     z = preactivation(params, X, xp)                                 # (..., N, H)
     active = xp.astype(z > 0, z.dtype)                               # ReLU'(z)
@@ -73,9 +74,9 @@ def error_and_gradient_sums(params: Params, X: Array, T: Array, xp: Namespace) -
     y = (a @ params.v[..., :, None])[..., 0]                         # (..., N)
     hinge = loss_terms(y, T, xp)                                     # (..., N)
     dy = -T * xp.astype(hinge > 0, y.dtype)                          # d hinge / dy
-    dz = dy[..., :, None] * params.v[..., None, :] * active          # (..., N, H)
-    dW = xp.matrix_transpose(X) @ dz                                 # (..., 2, H)
-    db = xp.sum(dz, axis=-2)                                         # (..., H)
+    dz_v = dy[..., :, None] * active                                 # dE/dz = dz_v * v, (..., N, H)
+    dW = (X.mT @ dz_v) * params.v[..., None, :]                      # (..., 2, H)
+    db = (dy[..., None, :] @ active)[..., 0, :] * params.v           # (..., H)
     dv = (dy[..., None, :] @ a)[..., 0, :]                           # (..., H)
     return xp.sum(hinge, axis=-1), Params(dW, db, dv)
 

@@ -6,6 +6,7 @@ and a failure (disk full, no permission, Ctrl-C) leaves no temporary behind.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -36,7 +37,10 @@ def output_directory(path: str | os.PathLike) -> Path:
 
 
 def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    except OSError as exc:
+        raise _unwritable(path, exc) from None
     try:
         with handle:
             write(handle)
@@ -47,8 +51,13 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     except BaseException as exc:
         Path(handle.name).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise OutputError(f"cannot write {str(path)!r}: {exc.strerror or exc}; nothing was written") from None
+            raise _unwritable(path, exc) from None
         raise
+
+
+def _unwritable(path: Path, exc: OSError) -> OutputError:
+    fix = "free disk space or choose another --out" if exc.errno == errno.ENOSPC else "choose another --out"
+    return OutputError(f"cannot write {str(path)!r}: {exc.strerror or exc}; nothing was written; {fix}")
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -1,45 +1,51 @@
 """Checks at the public entries: one-line errors that name the problem and the fix.
 
 Shape and dtype checks are free. Value checks (finite, labels +-1) read one
-boolean back from the device, once per call, never inside the training loop,
-and are skipped while arrays are being traced (``jax.jit``).
+boolean back from the device per argument (params, X, T), once per call, never
+inside the training loop, and are skipped while arrays are being traced (``jax.jit``).
 """
 
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+from array_api_compat import is_array_api_obj
 
 from .backend import common_device, namespace_of, values_readable
 from .errors import InvalidInputError, InvalidTypeError
 from .kernels import Params
 
 
-def arrays(params: Params, *others: Any) -> tuple[Any, Any]:
+MAX_SEED = 2**32 - 1  # NumPy's legacy generator takes seeds below 2**32
+
+
+def arrays(params: Params, *others: Any, name: str = "params") -> tuple[Any, Any]:
     """Namespace and device shared by the parameters and `others`; checks the parameters' shapes."""
     if not isinstance(params, tuple) or len(params) != 3:
-        raise InvalidTypeError(f"params must be moonxp.Params(W, b, v), not {type(params).__name__}")
+        raise InvalidTypeError(f"{name} must be moonxp.Params(W, b, v), not {type(params).__name__}")
     params = Params(*params)
+    for label, a in [(f"{name}.{f}", p) for f, p in zip("Wbv", params)] + [("an input", a) for a in others]:
+        _array(label, a)
     xp = namespace_of(*params, *others)
     device = common_device(*params, *others)
     dtype = params.W.dtype
-    for name, a in zip("Wbv", params):
-        _floating(xp, f"params.{name}", a)
+    for field, a in zip("Wbv", params):
+        _floating(xp, f"{name}.{field}", a)
         if a.dtype != dtype:
-            raise InvalidTypeError(f"params.{name} is {a.dtype} but params.W is {dtype}: give all "
+            raise InvalidTypeError(f"{name}.{field} is {a.dtype} but {name}.W is {dtype}: give all "
                                    f"parameters one dtype (xp.astype)")
     W, b, v = params
     if W.ndim < 2 or W.shape[-2] != 2 or W.shape[-1] < 1:
-        raise InvalidInputError(f"params.W has shape {tuple(W.shape)}: expected (..., 2, H) with H >= 1")
+        raise InvalidInputError(f"{name}.W has shape {tuple(W.shape)}: expected (..., 2, H) with H >= 1")
     expected = tuple(W.shape[:-2]) + (W.shape[-1],)
-    for name, a in (("b", b), ("v", v)):
+    for field, a in (("b", b), ("v", v)):
         if tuple(a.shape) != expected:
-            raise InvalidInputError(f"params.{name} has shape {tuple(a.shape)} but params.W {tuple(W.shape)} "
+            raise InvalidInputError(f"{name}.{field} has shape {tuple(a.shape)} but {name}.W {tuple(W.shape)} "
                                     f"needs {expected}: (..., H) with W's batch dims and H")
-    for name, a in zip("Wbv", params):
-        _finite(xp, f"params.{name}", a)
+    _finite(xp, [f"{name}.{field}" for field in "Wbv"], params)
     return xp, device
 
 
@@ -64,22 +70,25 @@ def points(xp: Any, X: Any, params: Params, *, into_batch: bool) -> None:
     if into_batch and joint != pbatch:
         raise InvalidInputError(f"X's batch dims {batch} exceed the params' {pbatch}: each network "
                                 f"needs its own parameters; stack params to batch {joint}")
-    _finite(xp, "X", X)
+    _finite(xp, ["X"], [X])
 
 
-def labels(xp: Any, T: Any, X: Any) -> None:
-    """T is (..., N) for points X (..., N, 2), in X's dtype, every value -1 or +1."""
-    _labels(xp, T, tuple(X.shape[:-1]), X.dtype, "X")
+def labels(xp: Any, T: Any, X: Any, params: Params) -> None:
+    """T (..., N) for the outputs of `params` on points X (..., N, 2), in X's dtype, every value -1 or +1."""
+    batch = np.broadcast_shapes(tuple(X.shape[:-2]), tuple(params.W.shape[:-2]))
+    _labels(xp, T, batch + (X.shape[-2],), X.dtype, "X")
 
 
 def outputs_and_labels(Y: Any, T: Any) -> tuple[Any, Any]:
     """Namespace and device of network outputs Y (..., N) and labels T (..., N) of +-1."""
+    _array("Y", Y)
+    _array("T", T)
     xp, device = namespace_of(Y, T), common_device(Y, T)
     _floating(xp, "Y", Y)
     if Y.ndim < 1 or Y.shape[-1] < 1:
         raise InvalidInputError(f"Y has shape {tuple(Y.shape)}: expected outputs (..., N) with N >= 1")
     _labels(xp, T, tuple(Y.shape), Y.dtype, "Y")
-    _finite(xp, "Y", Y)
+    _finite(xp, ["Y"], [Y])
     return xp, device
 
 
@@ -96,34 +105,56 @@ def _labels(xp: Any, T: Any, shape: tuple, dtype: Any, other: str) -> None:
 
 def learning_rate(lr: Any) -> float:
     """lr is a finite number > 0."""
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+    if isinstance(lr, bool) or not isinstance(lr, Real) or not math.isfinite(lr) or lr <= 0:
         raise InvalidInputError(f"learning rate must be a finite number > 0, not {lr!r}")
     return float(lr)
 
 
-def count(name: str, value: Any, minimum: int) -> int:
-    """value is an int >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInputError(f"{name} must be an integer >= {minimum}, not {value!r}")
-    return value
+def count(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
+    """value is an integer in [minimum, maximum]."""
+    if (isinstance(value, bool) or not isinstance(value, Integral) or value < minimum
+            or (maximum is not None and value > maximum)):
+        limits = f">= {minimum}" if maximum is None else f"from {minimum} to {maximum}"
+        raise InvalidInputError(f"{name} must be an integer {limits}, not {value!r}")
+    return int(value)
+
+
+def problem(seed: Any, n_samples: Any, noise: Any, hidden: Any, networks: Any = 1) -> None:
+    """Arguments of `make_problem` / `make_ensemble`: seeds seed..seed+networks-1 all valid for NumPy."""
+    count("networks", networks, 1)
+    count("seed", seed, 0, MAX_SEED - networks + 1)
+    count("n_samples", n_samples, 1)
+    count("hidden", hidden, 1)
+    if isinstance(noise, bool) or not isinstance(noise, Real) or not math.isfinite(noise) or noise < 0:
+        raise InvalidInputError(f"noise must be a finite number >= 0, not {noise!r}")
 
 
 def interval(lo: Any, hi: Any) -> tuple[float, float]:
     """lo < hi, both finite."""
-    if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in (lo, hi)) or not lo < hi:
+    if not all(isinstance(x, Real) and math.isfinite(x) for x in (lo, hi)) or not lo < hi:
         raise InvalidInputError(f"grid bounds must be finite with lo < hi, not lo={lo!r}, hi={hi!r}")
     return float(lo), float(hi)
 
 
+def _array(name: str, a: Any) -> None:
+    if not is_array_api_obj(a):
+        raise InvalidTypeError(f"{name} is a {type(a).__name__}, not an array: convert it with xp.asarray "
+                               f"of NumPy, CuPy, PyTorch, JAX or array-api-strict")
+
+
 def _floating(xp: Any, name: str, a: Any) -> None:
     if not xp.isdtype(a.dtype, "real floating"):
-        raise InvalidTypeError(f"{name} has dtype {a.dtype}: moonxp computes in float32 or float64; "
-                               f"convert it with xp.astype({name}, xp.float64)")
+        raise InvalidTypeError(f"{name} has dtype {a.dtype}: moonxp computes in floating point; "
+                               f"convert it with xp.astype({name}, xp.float64) or xp.float32")
 
 
-def _finite(xp: Any, name: str, a: Any) -> None:
-    if values_readable(a) and not bool(xp.all(xp.isfinite(a))):
-        raise InvalidInputError(f"{name} holds NaN or infinity: give finite values")
+def _finite(xp: Any, names: list[str], arrays: list) -> None:
+    """One read-back for all `arrays`; the names of the bad ones only on failure."""
+    if not values_readable(arrays[0]) or bool(xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays]))):
+        return
+    bad = [name for name, a in zip(names, arrays) if not bool(xp.all(xp.isfinite(a)))]
+    raise InvalidInputError(f"{' and '.join(bad)} hold{'s' if len(bad) == 1 else ''} NaN or infinity: "
+                            f"give finite values")
 
 
 def _broadcasts_into(shape: tuple, target: tuple) -> bool:

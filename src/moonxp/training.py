@@ -47,21 +47,19 @@ def _tiled(work: Callable, params: Params, X: Array, T: Array, xp: Any, policy: 
     return sum_over_points(tiles, results, xp)
 
 
-def error_and_gradient(params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple[Array, Params]:
-    """Error E (...) and its gradients (means over the N points), computed tile by tile."""
+def error_and_gradient_sums_tiled(params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple:
+    """`error_and_gradient_sums` over all tiles: (error sum (...), dW, db, dv sums)."""
     def sums(p, x, t):
         e, g = error_and_gradient_sums(p, x, t, xp)
         return (e, *g)
-
-    n = X.shape[-2]
-    e, dW, db, dv = _tiled(sums, params, X, T, xp, policy)
-    return e / n, Params(dW / n, db / n, dv / n)
+    return _tiled(sums, params, X, T, xp, policy)
 
 
 def _step(params: Params, X: Array, T: Array, lr: float, xp: Any, policy: Policy) -> tuple[Params, Array]:
-    """(params after one descent step, error before it)."""
-    e, grads = error_and_gradient(params, X, T, xp, policy)
-    return descent(params, grads, lr), e
+    """(params after one descent step, error before it). lr / N turns the gradient sums into means."""
+    n = X.shape[-2]
+    e, *sums = error_and_gradient_sums_tiled(params, X, T, xp, policy)
+    return descent(params, Params(*sums), lr / n), e / n
 
 
 def train(params: Params, X: Array, T: Array, *, lr: float = 0.1, iters: int = 128,
@@ -77,7 +75,7 @@ def train(params: Params, X: Array, T: Array, *, lr: float = 0.1, iters: int = 1
     xp, device = validate.arrays(params, X, T)
     params = Params(*params)
     validate.points(xp, X, params, into_batch=True)
-    validate.labels(xp, T, X)
+    validate.labels(xp, T, X, params)
     lr = validate.learning_rate(lr)
     validate.count("iters", iters, 0)
     validate.count("check_every", check_every, 1)
@@ -113,7 +111,7 @@ def evaluate(params: Params, X: Array, T: Array) -> tuple[Array, Array]:
     xp, device = validate.arrays(params, X, T)
     params = Params(*params)
     validate.points(xp, X, params, into_batch=False)
-    validate.labels(xp, T, X)
+    validate.labels(xp, T, X, params)
     policy = policy_for(xp, device, params.W.dtype)
 
     def sums(p, x, t):

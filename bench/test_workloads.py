@@ -1,0 +1,31 @@
+"""The benchmark cases: see conftest.py for how to run them and what each case is."""
+
+from __future__ import annotations
+
+from moonxp.bench import machine
+from moonxp.limits import roofline
+from moonxp.backend import resolve, synchronize
+from moonxp.report import versions
+from moonxp.workloads import WORKLOADS, prepare
+
+
+def test_workload(benchmark, case, limits):
+    name, size, dtype, implementation, backend_name, device = case
+    workload = WORKLOADS[name]
+    backend = resolve(device, backend_name, dtype)
+    call = prepare(workload, size, backend, implementation)
+
+    def timed():
+        synchronize(call())
+
+    benchmark.pedantic(timed, rounds=3, warmup_rounds=1, iterations=1)
+    benchmark.extra_info.update({"workload": name, "size": size, "dtype": dtype, "implementation": implementation,
+                                 "backend": backend_name, "device": backend.device_name,
+                                 "machine": machine(), "versions": versions(backend_name), "unit": workload.unit})
+    if benchmark.stats is not None:
+        median = benchmark.stats.stats.median
+        lim = limits(device, dtype)
+        throughput = workload.items(size) / median
+        bound = roofline(lim, workload.flops_per_item, workload.bytes_per_item(4 if dtype == "float32" else 8))
+        benchmark.extra_info.update({"throughput": throughput, "percent_of_limit": 100 * throughput / bound,
+                                     "limits": lim})

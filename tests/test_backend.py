@@ -1,0 +1,268 @@
+"""moonxp.resolve and the host/device helpers: every name/device/dtype, and every failure with a fix."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+from array_api_compat import array_namespace, device as device_of
+
+import moonxp
+from conftest import assert_close, assert_on_case
+
+
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+needs = {name: pytest.mark.skipif(not _installed(module), reason=f"{module} missing")
+         for name, module in (("torch", "torch"), ("jax", "jax"), ("array-api-strict", "array_api_strict"),
+                              ("cupy", "cupy"))}
+
+
+# ---------------------------------------------------------------- resolution
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("backend", [
+    "numpy", pytest.param("torch", marks=needs["torch"]), pytest.param("jax", marks=needs["jax"]),
+    pytest.param("array-api-strict", marks=needs["array-api-strict"])])
+def test_resolve_cpu_backends(backend, dtype):
+    b = moonxp.resolve("cpu", backend, dtype)
+    assert isinstance(b, moonxp.Backend)
+    assert (b.name, b.device_name, b.dtype_name) == (backend, "cpu", dtype)
+    x = b.asarray(np.array([1.0, -2.0]))
+    assert array_namespace(x) is array_namespace(b.xp.asarray(x))
+    assert x.dtype == b.dtype == getattr(b.xp, dtype)
+    assert device_of(x) == b.device
+    assert b.version and b.version[0].isdigit()
+    np.testing.assert_array_equal(moonxp.to_host(x), [1.0, -2.0])
+
+
+def test_resolve_defaults_to_numpy_float64_on_cpu():
+    b = moonxp.resolve()
+    assert (b.name, b.device_name, b.dtype_name, b.version) == ("numpy", "cpu", "float64", np.__version__)
+    assert moonxp.resolve("cpu", None, "float32").name == "numpy"
+    x = b.asarray([0.5])
+    assert isinstance(x, np.ndarray) and x.dtype == np.float64
+
+
+def test_resolve_namespaces_are_the_array_api_ones():
+    import array_api_compat.numpy
+    assert moonxp.resolve("cpu", "numpy").xp is array_api_compat.numpy
+    if _installed("torch"):
+        import array_api_compat.torch
+        import torch
+        b = moonxp.resolve("cpu", "torch")
+        assert b.xp is array_api_compat.torch and b.device == torch.device("cpu")
+    if _installed("array_api_strict"):
+        import array_api_strict
+        b = moonxp.resolve("cpu", "array-api-strict")
+        assert b.xp is array_api_strict
+        assert b.device == array_api_strict.__array_namespace_info__().default_device()
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3"])
+def test_cuda_defaults_to_cupy(device, monkeypatch):
+    """--device cuda without --backend asks CuPy (here: CuPy missing, so the CuPy hint comes back)."""
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    with pytest.raises(moonxp.BackendError, match="cupy"):
+        moonxp.resolve(device)
+
+
+@needs["jax"]
+def test_jax_float64_really_computes_in_float64():
+    import jax
+    b = moonxp.resolve("cpu", "jax", "float64")
+    assert jax.config.jax_enable_x64
+    x = b.asarray(np.array([1.0]))
+    assert x.dtype == b.xp.float64
+    assert float(((x + 1e-12) - x)[0]) != 0.0  # lost in float32
+    X, T, p = moonxp.make_problem(0, n_samples=20, hidden=4)
+    Y = moonxp.forward(moonxp.Params(*(b.asarray(a) for a in p)), b.asarray(X))
+    assert Y.dtype == b.xp.float64
+    np.testing.assert_allclose(moonxp.to_host(Y), np.maximum(X @ p.W + p.b, 0) @ p.v, rtol=1e-14, atol=1e-14)
+
+
+@needs["jax"]
+def test_jax_float32_stays_float32():
+    b = moonxp.resolve("cpu", "jax", "float32")
+    x = b.asarray(np.array([1.0, 2.0]))
+    assert x.dtype == b.xp.float32
+    assert (x * 0.5).dtype == b.xp.float32
+
+
+# ---------------------------------------------------------------- failures that name the fix
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:x", "cpu:0", "CUDA", "", "cuda:", "gpu", "cuda:-1"])
+def test_unknown_device(device):
+    with pytest.raises(moonxp.MoonxpError, match="device") as info:
+        moonxp.resolve(device)
+    assert isinstance(info.value, ValueError)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int32", "float", ""])
+def test_unknown_dtype(dtype):
+    with pytest.raises(moonxp.MoonxpError, match="float64 or float32"):
+        moonxp.resolve("cpu", "numpy", dtype)
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "Numpy", "array_api_strict", "mlx"])
+def test_unknown_backend(backend):
+    with pytest.raises(moonxp.MoonxpError, match="unknown backend") as info:
+        moonxp.resolve("cpu", backend)
+    assert "numpy, cupy, torch, jax, array-api-strict" in str(info.value)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array-api-strict"])
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cpu_only_backend_on_cuda(backend, device):
+    with pytest.raises(moonxp.MoonxpError, match="CPU only") as info:
+        moonxp.resolve(device, backend)
+    assert "cupy" in str(info.value)  # names a backend that does run there
+
+
+def test_cupy_on_cpu():
+    with pytest.raises(moonxp.MoonxpError, match="CUDA devices only") as info:
+        moonxp.resolve("cpu", "cupy")
+    assert "--device cuda" in str(info.value)
+
+
+def test_cupy_missing_names_the_extras(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` raises ImportError
+    with pytest.raises(moonxp.BackendError) as info:
+        moonxp.resolve("cuda", "cupy")
+    message = str(info.value)
+    assert 'pip install "moonxp[cuda12]"' in message and '"moonxp[cuda13]"' in message
+    assert "\n" not in message
+
+
+def test_cupy_missing_via_import_module(monkeypatch):
+    real = importlib.import_module
+
+    def no_cupy(name, *args, **kwargs):
+        if name == "cupy" or name.startswith("cupy."):
+            raise ModuleNotFoundError("No module named 'cupy'", name="cupy")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", no_cupy)
+    with pytest.raises(moonxp.BackendError, match=r"moonxp\[cuda12\]"):
+        moonxp.resolve("cuda")
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_missing_optional_backend_names_the_install(backend, monkeypatch):
+    monkeypatch.setitem(sys.modules, backend, None)
+    with pytest.raises(moonxp.BackendError, match=f"pip install .*{backend}"):
+        moonxp.resolve("cpu", backend)
+
+
+@needs["cupy"]
+def test_cupy_without_a_device_or_driver(monkeypatch):
+    """The real CuPy here has no usable GPU: its runtime error becomes a one-line BackendError."""
+    import cupy
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except cupy.cuda.runtime.CUDARuntimeError:
+        count = None  # no driver: the real refusal
+    if count is None:
+        with pytest.raises(moonxp.BackendError, match="no CUDA device") as info:
+            moonxp.resolve("cuda")
+        assert "--device cpu" in str(info.value)
+    # with a driver but no device
+    monkeypatch.setattr(cupy.cuda.runtime, "getDeviceCount", lambda: 0)
+    with pytest.raises(moonxp.BackendError, match="no CUDA device"):
+        moonxp.resolve("cuda:0", "cupy")
+
+
+@needs["cupy"]
+def test_cupy_device_index_out_of_range(monkeypatch):
+    import cupy
+    monkeypatch.setattr(cupy.cuda.runtime, "getDeviceCount", lambda: 2)
+    with pytest.raises(moonxp.BackendError, match="cuda:5 does not exist") as info:
+        moonxp.resolve("cuda:5")
+    assert "cuda:0 to cuda:1" in str(info.value)
+
+
+@needs["torch"]
+def test_torch_without_cuda(monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(moonxp.BackendError, match="no CUDA device") as info:
+        moonxp.resolve("cuda", "torch")
+    assert "PyTorch" in str(info.value)
+
+
+@needs["torch"]
+def test_torch_device_index_out_of_range(monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(moonxp.BackendError, match="cuda:5 does not exist") as info:
+        moonxp.resolve("cuda:5", "torch")
+    assert "1 CUDA device" in str(info.value)
+    b = moonxp.resolve("cuda:0", "torch", "float32")  # the one that exists resolves
+    assert (b.name, b.device_name, b.dtype_name) == ("torch", "cuda:0", "float32")
+    assert b.device == torch.device("cuda:0")
+
+
+@needs["jax"]
+def test_jax_without_a_gpu(monkeypatch):
+    import jax
+
+    def no_gpu(backend=None):
+        if backend in ("gpu", "cuda"):
+            raise RuntimeError("Unknown backend: 'gpu' requested, but no platforms that are instances of gpu")
+        return [d for d in jax.local_devices(backend="cpu")]
+
+    monkeypatch.setattr(jax, "devices", no_gpu)
+    with pytest.raises(moonxp.BackendError, match="no CUDA device"):
+        moonxp.resolve("cuda", "jax", "float32")
+
+
+def test_errors_are_the_builtin_kinds():
+    """A library user can catch the usual built-ins: ValueError for bad names, RuntimeError for unusable devices."""
+    with pytest.raises(ValueError):
+        moonxp.resolve("tpu")
+    with pytest.raises(ValueError):
+        moonxp.resolve("cpu", "tensorflow")
+    assert issubclass(moonxp.BackendError, RuntimeError)
+
+
+# ---------------------------------------------------------------- host, device, synchronization
+
+def test_to_host_and_synchronize(xp):
+    host = np.arange(1.0, 15.0).reshape(7, 2) * 0.25
+    x = xp.asarray(host)
+    assert_on_case(x, xp)
+    back = moonxp.to_host(x)
+    assert isinstance(back, np.ndarray)
+    assert back.dtype == np.dtype(xp.dtype_name) and back.shape == (7, 2)
+    np.testing.assert_array_equal(back, host.astype(xp.dtype_name))
+    y = xp.xp.sum(x * 2.0, axis=0)
+    assert moonxp.synchronize(y, x) is None
+    np.testing.assert_allclose(moonxp.to_host(y), host.sum(axis=0) * 2, rtol=1e-6)
+
+
+def test_to_host_of_a_scalar(xp):
+    x = xp.xp.sum(xp.asarray(np.array([1.5, 2.5])))
+    back = moonxp.to_host(x)
+    assert isinstance(back, np.ndarray) and back.shape == () and float(back) == 4.0
+
+
+def test_outputs_stay_on_the_inputs_device(xp):
+    """Every public function returns arrays on the input's device (strict's device1 catches a missing device=)."""
+    X, T, p = moonxp.make_problem(3, n_samples=40, hidden=8)  # test_train's sizes: JAX compiles once
+    params = moonxp.Params(*(xp.asarray(a) for a in p))
+    Xd, Td = xp.asarray(X), xp.asarray(T)
+    Y = moonxp.forward(params, Xd)
+    outputs = [Y, moonxp.loss(Y, Td), *moonxp.backprop(params, Xd, Td),
+               *moonxp.train(params, Xd, Td, iters=2)[0], moonxp.train(params, Xd, Td, iters=2)[1],
+               *moonxp.evaluate(params, Xd, Td), moonxp.evaluate_grid(params, size=5)]
+    for a in outputs:
+        assert_on_case(a, xp)
+    assert_close(Y, np.maximum(X @ p.W + p.b, 0) @ p.v, xp)

@@ -1,0 +1,239 @@
+"""The command line: main(argv) in-process, one real `python -m moonxp` that writes PNGs, and bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import moonxp
+from moonxp.cli import main
+
+HOMEWORK_LINES = ["It: 0, Error: 0.127", "It: 1, Error: 0.052", "It: 3, Error: 0.010", "It: 7, Error: 0.001",
+                  "It: 15, Error: 0.000", "It: 31, Error: 0.000", "It: 63, Error: 0.000", "It: 127, Error: 0.000"]
+BLUE, ORANGE = (0x00 / 255, 0x88 / 255, 0xFF / 255), (0xFF / 255, 0x88 / 255, 0x00 / 255)
+
+
+def cli(*argv: str) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of main(argv), in-process."""
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def it_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith("It:")]
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
+# ---------------------------------------------------------------- runs in-process
+
+def test_default_run(tmp_path):
+    code, out, err = cli("--out", str(tmp_path), "--no-plot")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("moonxp ")
+    for word in ("numpy", "cpu", "float64", "N=100", "H=50", "128 iterations", "grid 100x100"):
+        assert word in lines[0]
+    assert lines[1:9] == HOMEWORK_LINES
+    assert lines[9].startswith("Done: final error 0.000, accuracy 100.0%")
+    assert "metrics.json" in lines[9]
+    assert len(lines) == 10
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # --no-plot: no PNG, no temporary
+    assert "Traceback" not in err
+
+
+def test_json_prints_the_metrics(tmp_path):
+    code, out, err = cli("--out", str(tmp_path), "--no-plot", "--json", "--iters", "16")
+    assert code == 0, err
+    data = json.loads(out)  # nothing but JSON on stdout
+    for key in ("config", "backend", "versions", "errors", "accuracy", "timings"):
+        assert key in data
+    assert data["config"]["iters"] == 16 and data["config"]["lr"] == 0.1 and data["config"]["seed"] == 0
+    assert data["backend"]["name"] == "numpy" and data["backend"]["dtype"] == "float64"
+    assert data["backend"]["device"] == "cpu"
+    assert data["versions"]["numpy"] == np.__version__ and data["versions"]["moonxp"] == moonxp.__version__
+    assert len(data["errors"]) == 17
+    assert ["It: %d, Error: %.3f" % (i, data["errors"][i]) for i in (0, 1, 3, 7, 15)] == HOMEWORK_LINES[:5]
+    assert 0 <= data["accuracy"] <= 1
+    assert data["timings"]["total_s"] >= 0
+    assert json.loads((tmp_path / "metrics.json").read_text()) == data
+
+
+def test_quiet_prints_nothing(tmp_path):
+    code, out, err = cli("--out", str(tmp_path), "--no-plot", "--quiet", "--iters", "4")
+    assert (code, out, err) == (0, "", "")
+    assert len(json.loads((tmp_path / "metrics.json").read_text())["errors"]) == 5
+
+
+def test_ensemble_shows_the_spread(tmp_path):
+    code, out, err = cli("--out", str(tmp_path), "--ensemble", "4", "--iters", "8", "--grid", "20")
+    assert code == 0, err
+    assert "4 networks" in out.splitlines()[0]
+    lines = it_lines(out)
+    assert len(lines) == 4  # It: 0, 1, 3, 7
+    for line, homework in zip(lines, HOMEWORK_LINES):
+        assert line.startswith(homework + "  (4 networks: median ")  # network 0 is the homework's
+        assert ", min " in line and ", max " in line
+    data = json.loads((tmp_path / "metrics.json").read_text())
+    ensemble = data["ensemble"]
+    assert ensemble["networks"] == 4
+    assert len(ensemble["final_errors"]) == len(ensemble["accuracies"]) == 4
+    assert ensemble["final_errors"][0] == data["final_error"]
+    assert len(set(ensemble["final_errors"])) > 1  # four different networks
+    assert ensemble["final_error"]["min"] <= ensemble["final_error"]["median"] <= ensemble["final_error"]["max"]
+    import matplotlib.image
+    image = matplotlib.image.imread(tmp_path / "ensemble.png")
+    assert image.shape[0] == 300 and image.shape[1] == 300 * 6  # 4 boundaries + 2 histograms, 3 in each
+    assert (tmp_path / "boundaries.png").exists() and (tmp_path / "curve.png").exists()
+
+
+@pytest.fixture(scope="module")
+def numpy_lines(tmp_path_factory):
+    code, out, err = cli("--out", str(tmp_path_factory.mktemp("numpy")), "--no-plot", "--iters", "32")
+    assert code == 0, err
+    return it_lines(out)
+
+
+@pytest.mark.parametrize("argv", [
+    pytest.param(["--backend", "torch"], marks=pytest.mark.skipif(not _installed("torch"), reason="torch missing"),
+                 id="torch"),
+    pytest.param(["--backend", "jax"], marks=pytest.mark.skipif(not _installed("jax"), reason="jax missing"),
+                 id="jax"),
+    pytest.param(["--backend", "array-api-strict"], id="array-api-strict",
+                 marks=pytest.mark.skipif(not _installed("array_api_strict"), reason="array-api-strict missing")),
+    pytest.param(["--device", "cuda"], marks=pytest.mark.cuda, id="cupy-cuda"),
+    pytest.param(["--device", "cuda:0", "--backend", "torch"], marks=pytest.mark.cuda, id="torch-cuda"),
+])
+def test_backend_end_to_end(argv, tmp_path, numpy_lines):
+    code, out, err = cli(*argv, "--out", str(tmp_path), "--no-plot", "--iters", "32")
+    assert code == 0, err
+    backend = argv[argv.index("--backend") + 1] if "--backend" in argv else "cupy"
+    assert out.splitlines()[0].startswith(f"moonxp {moonxp.__version__}: {backend} ")
+    assert it_lines(out) == numpy_lines == HOMEWORK_LINES[:6]
+    data = json.loads((tmp_path / "metrics.json").read_text())
+    assert data["backend"]["name"] == backend and data["backend"]["dtype"] == "float64"
+
+
+def test_backend_float32_runs(tmp_path):
+    code, out, err = cli("--dtype", "float32", "--out", str(tmp_path), "--no-plot", "--iters", "8")
+    assert code == 0, err
+    assert "float32" in out.splitlines()[0]
+    assert it_lines(out)[0] == HOMEWORK_LINES[0]
+
+
+# ---------------------------------------------------------------- one real process, real PNGs
+
+def _near(image: np.ndarray, colour: tuple, tol: float = 0.06) -> int:
+    return int((np.abs(image[..., :3] - np.array(colour)) < tol).all(axis=-1).sum())
+
+
+def test_python_m_moonxp_writes_real_pngs(tmp_path):
+    import matplotlib.image
+    out = tmp_path / "out"
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    done = subprocess.run([sys.executable, "-m", "moonxp", "--out", str(out)], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    assert it_lines(done.stdout) == HOMEWORK_LINES
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["boundaries.png", "curve.png", "metrics.json"]
+
+    boundaries = matplotlib.image.imread(out / "boundaries.png")
+    assert boundaries.shape[:2] == (600, 1200)  # 8 panels: 2 rows of 4, 3 inches each at 100 dpi
+    assert _near(boundaries, BLUE) > 100 and _near(boundaries, ORANGE) > 100  # the data points
+    # the decision regions: the homework's colours, lightened
+    assert _near(boundaries, [1 - 0.35 * (1 - c) for c in BLUE]) > 10_000
+    assert _near(boundaries, [1 - 0.35 * (1 - c) for c in ORANGE]) > 10_000
+    assert (boundaries[..., :3].max(axis=-1) < 0.25).sum() > 1000  # dark: dashed contour, titles, ticks
+
+    curve = matplotlib.image.imread(out / "curve.png")
+    assert curve.shape[:2] == (350, 600)
+    assert (curve[..., :3].max(axis=-1) < 0.25).sum() > 500  # the black error curve and the labels
+
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["status"] == "ok"
+    assert len(data["errors"]) == 129
+    assert ["It: %d, Error: %.3f" % (s["iteration"], s["error"]) for s in data["snapshots"]] == HOMEWORK_LINES
+    assert data["final_error"] == data["errors"][-1] == 0.0
+    assert data["accuracy"] == 1.0
+    assert data["config"] == {**data["config"], "hidden": 50, "lr": 0.1, "iters": 128, "samples": 100,
+                              "noise": 0.0, "seed": 0, "grid": 100, "dtype": "float64", "device": "cpu"}
+
+
+# ---------------------------------------------------------------- bad command lines
+
+BAD = {
+    "lr nan": ["--lr", "nan"],
+    "lr inf": ["--lr", "inf"],
+    "lr -1": ["--lr=-1"],
+    "lr 0": ["--lr", "0"],
+    "lr text": ["--lr", "fast"],
+    "hidden 0": ["--hidden", "0"],
+    "iters -1": ["--iters=-1"],
+    "iters 1.5": ["--iters", "1.5"],
+    "samples 0": ["--samples", "0"],
+    "grid 1": ["--grid", "1"],
+    "noise -0.1": ["--noise=-0.1"],
+    "noise nan": ["--noise", "nan"],
+    "seed -1": ["--seed=-1"],
+    "seed 2**32": ["--seed", str(2**32)],
+    "seed + ensemble > 2**32": ["--seed", str(2**32 - 2), "--ensemble", "4"],
+    "grid 5000": ["--grid", "5000"],
+    "ensemble 0": ["--ensemble", "0"],
+    "dtype float16": ["--dtype", "float16"],
+    "device tpu": ["--device", "tpu"],
+    "device cuda:x": ["--device", "cuda:x"],
+    "device cpu:0": ["--device", "cpu:0"],
+    "backend unknown": ["--backend", "tensorflow"],
+    "numpy on cuda": ["--device", "cuda", "--backend", "numpy"],
+    "array-api-strict on cuda": ["--device", "cuda:0", "--backend", "array-api-strict"],
+    "cupy on cpu": ["--backend", "cupy"],
+    "unknown option": ["--hiden", "5"],
+}
+
+
+@pytest.mark.parametrize("argv", BAD.values(), ids=BAD.keys())
+def test_bad_command_line_is_one_line_exit_2(argv, tmp_path):
+    code, out, err = cli(*argv, "--out", str(tmp_path / "out"), "--no-plot")
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and err.endswith("\n") and len(err) > 20
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def _cuda_usable() -> bool:
+    try:
+        moonxp.resolve("cuda")
+        return True
+    except moonxp.MoonxpError:
+        return False
+
+
+@pytest.mark.skipif(_cuda_usable(), reason="a CUDA device is usable here")
+@pytest.mark.parametrize("argv", [["--device", "cuda"], ["--device", "cuda:1"], ["--device", "cuda", "--backend", "torch"]],
+                         ids=["cupy", "cupy-cuda1", "torch"])
+def test_cuda_without_a_gpu_is_one_line_exit_2(argv, tmp_path):
+    code, out, err = cli(*argv, "--out", str(tmp_path), "--no-plot")
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "CUDA" in err or "cupy" in err.lower()
+
+
+def test_messages_name_the_problem(tmp_path):
+    assert "cuda" in cli("--backend", "numpy", "--device", "cuda", "--out", str(tmp_path))[2]
+    assert "tensorflow" in cli("--backend", "tensorflow", "--out", str(tmp_path))[2]
+    assert "--lr" in cli("--lr", "nan", "--out", str(tmp_path))[2]
+    assert "float16" in cli("--dtype", "float16", "--out", str(tmp_path))[2]
+    assert "4294967295" in cli("--seed", "4294967296", "--out", str(tmp_path))[2]  # NumPy's largest seed, in full

@@ -1,0 +1,181 @@
+"""moonxp.executor: tiles cover the work exactly once, threads return results in order, out of memory halves tiles."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import array_api_compat.numpy as xp
+import moonxp
+from moonxp.backend import Policy
+from moonxp.executor import ALL, concat_over_points, map_tiles, plan, run, sum_over_points
+
+
+def _indices(part: slice, total: int) -> range:
+    return range(total)[part]
+
+
+def _coverage(tiles, networks: int, points: int) -> np.ndarray:
+    """How often each (network entry, point) is in a tile."""
+    seen = np.zeros((networks, points), dtype=int)
+    for nets, pts in tiles:
+        for n in _indices(nets, networks):
+            for p in _indices(pts, points):
+                seen[n, p] += 1
+    return seen
+
+
+SHAPES = [  # (networks, per_network, points, per_point, tile_elements)
+    (1, 1, 100, 50, 1 << 18),     # the homework: one tile
+    (1, 1, 100, 50, 500),         # points split
+    (1, 1, 101, 50, 500),         # a last, shorter tile
+    (7, 1, 100, 50, 12_000),      # whole networks per tile, 7 = 2 + 2 + 2 + 1
+    (5, 3, 10, 4, 100),           # batch dims behind the first: per_network = 3
+    (3, 1, 10, 50, 10),           # a single point exceeds the budget: one point per tile
+    (4, 2, 1, 1, 3),
+]
+
+
+@pytest.mark.parametrize(("networks", "per_network", "points", "per_point", "budget"), SHAPES)
+def test_plan_covers_everything_exactly_once(networks, per_network, points, per_point, budget):
+    tiles = plan(networks, per_network, points, per_point, budget)
+    assert (_coverage(tiles, networks, points) == 1).all()
+    for nets, pts in tiles:
+        size = len(_indices(nets, networks)) * per_network * len(_indices(pts, points)) * per_point
+        # within budget, unless one point of one network entry alone exceeds it
+        assert size <= max(budget, per_network * per_point)
+
+
+def test_plan_exhaustive_small_shapes():
+    for networks, per_network, points, per_point, budget in itertools.product(
+            (1, 2, 5), (1, 3), (1, 4, 9), (1, 2, 7), (1, 6, 20, 64, 1000)):
+        tiles = plan(networks, per_network, points, per_point, budget)
+        case = (networks, per_network, points, per_point, budget)
+        assert (_coverage(tiles, networks, points) == 1).all(), case
+        for nets, pts in tiles:
+            size = len(_indices(nets, networks)) * per_network * len(_indices(pts, points)) * per_point
+            assert size <= max(budget, per_network * per_point), case
+
+
+def test_plan_one_tile_when_it_fits():
+    assert plan(4, 2, 100, 50, 40_000) == [(ALL, ALL)]
+    assert len(plan(4, 2, 100, 50, 39_999)) > 1
+
+
+def test_plan_keeps_tiles_contiguous_and_ordered():
+    """Point tiles of one network entry follow each other in order (concatenation relies on it)."""
+    tiles = plan(3, 1, 10, 10, 30)
+    starts = [(_indices(n, 3)[0], _indices(p, 10)[0]) for n, p in tiles]
+    assert starts == sorted(starts)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 8])
+def test_run_returns_results_in_tile_order(workers):
+    tiles = [(slice(k, k + 1), ALL) for k in range(23)]
+    threads = set()
+    delays = random.Random(0)
+    pauses = {k: delays.uniform(0, 0.003) for k in range(23)}
+
+    def work(tile):
+        threads.add(threading.get_ident())
+        time.sleep(pauses[tile[0].start])  # finish out of order
+        return tile[0].start * 10
+
+    assert run(work, tiles, workers) == [k * 10 for k in range(23)]
+    assert (len(threads) > 1) == (workers > 1)
+
+
+def test_run_propagates_an_error_from_a_thread():
+    def work(tile):
+        if tile[0].start == 5:
+            raise KeyError("tile 5")
+        return tile[0].start
+
+    with pytest.raises(KeyError, match="tile 5"):
+        run(work, [(slice(k, k + 1), ALL) for k in range(8)], 3)
+
+
+class OutOfMemoryError(Exception):
+    """Named like CuPy's and PyTorch's: the executor recognizes it by name."""
+
+
+def _points_in(tile, total: int) -> int:
+    return len(_indices(tile[1], total))
+
+
+def test_map_tiles_halves_tiles_out_of_memory():
+    shape = (1, 1, 1000, 10)  # 10_000 elements
+    attempts = []
+
+    def work(tile):
+        n = _points_in(tile, 1000)
+        attempts.append(n)
+        if n > 200:
+            raise OutOfMemoryError(f"cannot allocate {n * 10} elements")
+        return n
+
+    tiles, results = map_tiles(work, shape, Policy(tile_elements=10_000, workers=1))
+    # 10_000 -> 5000 -> 2500 -> 1250 elements: 1000, 500, 250, then 125 points a tile
+    assert attempts[:3] == [1000, 500, 250]
+    assert results == [125] * 8
+    assert (_coverage(tiles, 1, 1000) == 1).all()
+
+
+def test_map_tiles_recognizes_xla_resource_exhausted():
+    calls = []
+
+    def work(tile):
+        calls.append(tile)
+        if _points_in(tile, 64) == 64:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
+        return 1
+
+    tiles, results = map_tiles(work, (1, 1, 64, 64), Policy(tile_elements=1 << 20, workers=2))
+    assert len(results) == len(tiles) > 1
+
+
+def test_map_tiles_gives_up_with_a_clear_error():
+    def work(tile):
+        raise OutOfMemoryError("out of memory")
+
+    with pytest.raises(moonxp.MoonxpError, match="out of device memory") as info:
+        map_tiles(work, (2, 1, 1000, 50), Policy(tile_elements=1 << 16, workers=1))
+    assert "smaller problem" in str(info.value)
+
+
+def test_map_tiles_does_not_retry_other_errors():
+    calls = []
+
+    def work(tile):
+        calls.append(tile)
+        raise ValueError("a bug, not memory")
+
+    with pytest.raises(ValueError, match="a bug"):
+        map_tiles(work, (1, 1, 100, 50), Policy(tile_elements=1 << 18, workers=1))
+    assert len(calls) == 1
+
+
+def test_sum_over_points_adds_point_tiles_and_concatenates_network_tiles():
+    tiles = plan(3, 1, 10, 1, 4)  # networks one by one, points in tiles of 4
+    data = np.arange(30.0).reshape(3, 10)
+
+    def work(tile):
+        nets, pts = tile
+        part = data[nets][:, pts] if nets is not ALL else data[:, pts]
+        return (xp.sum(part, axis=-1), xp.sum(part ** 2, axis=-1))
+
+    total, squares = sum_over_points(tiles, [work(t) for t in tiles], xp)
+    np.testing.assert_array_equal(total, data.sum(axis=-1))
+    np.testing.assert_array_equal(squares, (data ** 2).sum(axis=-1))
+
+
+def test_concat_over_points_restores_the_layout():
+    tiles = plan(2, 1, 7, 1, 3)
+    data = np.arange(14.0).reshape(2, 7, 1)
+    results = [data[n][:, p] if n is not ALL else data[:, p] for n, p in tiles]
+    np.testing.assert_array_equal(concat_over_points(tiles, results, xp, axis=-2), data)

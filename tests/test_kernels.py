@@ -1,0 +1,247 @@
+"""The kernels (forward, loss, backprop, descent) against a NumPy float64 reference, on every backend.
+
+The reference is the homework's code (Z = X W + B, A = max(0, Z), Y = A V, ...)
+for one network; batches are checked network by network. Gradients are also
+checked by central finite differences and by autograd (torch, jax), at points
+away from the ReLU kinks (|z| small) and the loss hinge (|y| small), where the
+loss is smooth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import moonxp
+import moonxp.kernels
+from conftest import assert_close, assert_on_case, tolerance
+from moonxp import Params
+
+MARGIN = 0.05  # every |z| and |y| of a test problem is at least this far from a kink
+
+
+# ---------------------------------------------------------------- reference (homework style, one network)
+
+def ref_forward(W, B, V, X):
+    Z = X.dot(W) + B
+    A = np.maximum(0, Z)
+    return A.dot(V)
+
+
+def ref_loss(Y, T):
+    return np.maximum(0, -Y * T).mean()
+
+
+def ref_backprop(W, B, V, X, T):
+    Z = X.dot(W) + B
+    A = np.maximum(0, Z)
+    Y = A.dot(V)
+    DY = (-Y * T > 0) * (-T)
+    DZ = np.outer(DY, V) * (Z > 0)
+    N = len(X)
+    return X.T.dot(DZ) / N, DZ.sum(axis=0) / N, A.T.dot(DY) / N
+
+
+def smooth_network(rng: np.random.Generator, n: int = 12, hidden: int = 6, X: np.ndarray | None = None,
+                   T: np.ndarray | None = None):
+    """(X (n, 2), T (n,), Params) host float64 with every |z| and |y| >= MARGIN, some points misclassified."""
+    for _ in range(1000):
+        Xk = rng.uniform(-2, 2, (n, 2)) if X is None else X
+        Tk = rng.choice([-1.0, 1.0], n) if T is None else T
+        W, B, V = rng.normal(0, 1, (2, hidden)), rng.normal(0, 1, hidden), rng.normal(0, 1, hidden)
+        Z = Xk @ W + B
+        Y = np.maximum(Z, 0) @ V
+        if np.abs(Z).min() > MARGIN and np.abs(Y).min() > MARGIN and 0 < (Y * Tk < 0).sum() < n:
+            return Xk, Tk, Params(W, B, V)
+    raise AssertionError("no smooth test problem found")
+
+
+def smooth_batch(rng: np.random.Generator, batch: tuple, n: int = 12, hidden: int = 6, shared_X: bool = False):
+    """Networks stacked to `batch`: data (X (n, 2), T (n,)) shared or (*batch, n, 2), (*batch, n); Params (*batch, ...)."""
+    X0, T0 = (rng.uniform(-2, 2, (n, 2)), rng.choice([-1.0, 1.0], n)) if shared_X else (None, None)
+    nets = [smooth_network(rng, n, hidden, X0, T0) for _ in range(int(np.prod(batch)))]
+    X = X0 if shared_X else np.stack([x for x, _, _ in nets]).reshape(*batch, n, 2)
+    T = T0 if shared_X else np.stack([t for _, t, _ in nets]).reshape(*batch, n)
+    params = Params(*(np.stack([p[k] for _, _, p in nets]).reshape(*batch, *nets[0][2][k].shape)
+                      for k in range(3)))
+    return X, T, params
+
+
+def on(case, *arrays):
+    """Host arrays (or Params) moved to the case."""
+    out = [Params(*(case.asarray(p) for p in a)) if isinstance(a, Params) else case.asarray(a) for a in arrays]
+    return out[0] if len(out) == 1 else out
+
+
+# ---------------------------------------------------------------- one network, every backend
+
+@pytest.fixture
+def problem():
+    return smooth_network(np.random.default_rng(1))
+
+
+def test_forward_matches_reference(xp, problem):
+    X, T, p = problem
+    expected = ref_forward(*p, X)
+    assert_close(moonxp.forward(on(xp, p), on(xp, X)), expected, xp)
+    assert_close(moonxp.kernels.forward(on(xp, p), on(xp, X)), expected, xp)
+
+
+def test_loss_matches_reference(xp, problem):
+    X, T, p = problem
+    Y = ref_forward(*p, X)
+    E = moonxp.loss(*on(xp, Y, T))
+    assert tuple(E.shape) == ()
+    assert ref_loss(Y, T) > 0  # some points are misclassified: the loss is not trivially 0
+    assert_close(E, np.asarray(ref_loss(Y, T)), xp)
+    assert_close(moonxp.kernels.loss(*on(xp, Y, T)), np.asarray(ref_loss(Y, T)), xp)
+
+
+def test_backprop_matches_reference(xp, problem):
+    X, T, p = problem
+    expected = ref_backprop(*p, X, T)
+    for grads in (moonxp.backprop(on(xp, p), *on(xp, X, T)), moonxp.kernels.backprop(on(xp, p), *on(xp, X, T))):
+        assert isinstance(grads, Params)
+        for g, e in zip(grads, expected):
+            assert tuple(g.shape) == e.shape
+            assert_close(g, e, xp)
+        assert np.abs(expected[0]).max() > 0.01  # a real gradient, not zeros
+
+
+def test_descent_matches_reference(xp, problem):
+    X, T, p = problem
+    grads = Params(*ref_backprop(*p, X, T))
+    for descent in (moonxp.descent, moonxp.kernels.descent):
+        new = descent(on(xp, p), on(xp, grads), 0.3)
+        assert isinstance(new, Params)
+        for n, q, g in zip(new, p, grads):
+            assert_close(n, q - 0.3 * g, xp)
+
+
+def test_forward_on_many_points_keeps_shape(xp):
+    """Y (..., N) for points (N, 2) on one network: a grid of points flattens like the homework's."""
+    rng = np.random.default_rng(2)
+    X = rng.uniform(-4, 4, (200, 2))
+    _, _, p = smooth_network(rng)
+    Y = moonxp.forward(on(xp, p), on(xp, X))
+    assert tuple(Y.shape) == (200,)
+    assert_close(Y, ref_forward(*p, X), xp)
+
+
+# ---------------------------------------------------------------- gradients: finite differences, autograd
+
+def _loss_of(p: Params, X, T) -> float:
+    return ref_loss(ref_forward(*p, X), T)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_backprop_equals_central_finite_differences(seed):
+    X, T, p = smooth_network(np.random.default_rng(100 + seed))
+    grads = moonxp.backprop(p, X, T)
+    h = 1e-6  # moves every z and y by far less than MARGIN: no kink is crossed
+    for name, param, grad in zip("Wbv", p, grads):
+        numeric = np.zeros_like(param)
+        for index in np.ndindex(param.shape):
+            plus, minus = param.copy(), param.copy()
+            plus[index] += h
+            minus[index] -= h
+            numeric[index] = (_loss_of(p._replace(**{name: plus}), X, T)
+                              - _loss_of(p._replace(**{name: minus}), X, T)) / (2 * h)
+        assert np.abs(numeric).max() > 0.01, name
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8, err_msg=f"d E / d {name}")
+
+
+def test_backprop_equals_torch_autograd():
+    torch = pytest.importorskip("torch")
+    X, T, p = smooth_network(np.random.default_rng(7), n=20, hidden=8)
+    W, B, V = (torch.tensor(a, requires_grad=True) for a in p)
+    Y = torch.relu(torch.tensor(X) @ W + B) @ V
+    torch.clamp(-Y * torch.tensor(T), min=0).mean().backward()
+    for g, oracle in zip(moonxp.backprop(p, X, T), (W.grad, B.grad, V.grad)):
+        np.testing.assert_allclose(g, oracle.numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_backprop_equals_jax_grad():
+    jax = pytest.importorskip("jax")
+    moonxp.resolve("cpu", "jax", "float64")  # enables x64, so the oracle runs in float64
+    jnp = jax.numpy
+    X, T, p = smooth_network(np.random.default_rng(8), n=20, hidden=8)
+
+    def E(params):
+        W, B, V = params
+        return jnp.mean(jnp.maximum(-(jnp.maximum(jnp.asarray(X) @ W + B, 0) @ V) * jnp.asarray(T), 0))
+
+    oracle = jax.grad(E)(tuple(jnp.asarray(a) for a in p))
+    assert oracle[0].dtype == jnp.float64
+    for g, o in zip(moonxp.backprop(p, X, T), oracle):
+        np.testing.assert_allclose(g, np.asarray(o), rtol=1e-12, atol=1e-14)
+
+
+def test_backprop_of_batch_equals_torch_autograd_on_each():
+    """Batched gradients: autograd on the sum of the B losses gives each network's own gradient."""
+    torch = pytest.importorskip("torch")
+    X, T, p = smooth_batch(np.random.default_rng(9), (3,))
+    W, B, V = (torch.tensor(a, requires_grad=True) for a in p)
+    Y = (torch.relu(torch.tensor(X) @ W + B[:, None, :]) @ V[:, :, None])[..., 0]
+    torch.clamp(-Y * torch.tensor(T), min=0).mean(dim=-1).sum().backward()
+    for g, oracle in zip(moonxp.backprop(p, X, T), (W.grad, B.grad, V.grad)):
+        np.testing.assert_allclose(g, oracle.numpy(), rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------- batches of networks
+
+# JAX compiles each op once per shape (~1 s): the cases share their shapes where they can.
+BATCHES = [pytest.param((4,), False, id="B=4-own-X"), pytest.param((3, 2), True, id="B=3x2-shared-X")]
+
+
+@pytest.mark.parametrize(("batch", "shared_X"), BATCHES)
+def test_batch_equals_single_networks(xp, batch, shared_X):
+    X, T, p = smooth_batch(np.random.default_rng(3), batch, shared_X=shared_X)
+    Y = moonxp.forward(on(xp, p), on(xp, X))
+    E = moonxp.loss(Y, on(xp, T))
+    grads = moonxp.backprop(on(xp, p), *on(xp, X, T))
+    new = moonxp.descent(on(xp, p), grads, 0.5)
+    assert tuple(Y.shape) == (*batch, X.shape[-2])
+    assert tuple(E.shape) == batch
+    for a in (Y, E, *grads, *new):
+        assert_on_case(a, xp)
+    for g, q in zip(grads, p):
+        assert tuple(g.shape) == q.shape
+    tol, rounding = tolerance(xp), 64 * float(np.finfo(xp.dtype_name).eps)
+    Yh, Eh = moonxp.to_host(Y), moonxp.to_host(E)
+    gh, nh = [moonxp.to_host(g) for g in grads], [moonxp.to_host(n) for n in new]
+    for index in np.ndindex(*batch):
+        one = Params(*(q[index] for q in p))
+        Xk, Tk = (X, T) if shared_X else (X[index], T[index])
+        # the same network alone, on the same backend
+        single_grads = moonxp.backprop(on(xp, one), *on(xp, Xk, Tk))
+        for g, s in zip(gh, single_grads):
+            assert_on_case(s, xp)
+            np.testing.assert_allclose(g[index], moonxp.to_host(s), rtol=rounding, atol=rounding)
+        # and the float64 reference
+        np.testing.assert_allclose(Yh[index], ref_forward(*one, Xk), rtol=tol, atol=tol)
+        expected = ref_backprop(*one, Xk, Tk)
+        for g, e, n, q in zip(gh, expected, nh, one):
+            np.testing.assert_allclose(g[index], e, rtol=tol, atol=tol)
+            np.testing.assert_allclose(n[index], q - 0.5 * e, rtol=tol, atol=tol)
+        np.testing.assert_allclose(Eh[index], ref_loss(ref_forward(*one, Xk), Tk), rtol=tol, atol=tol)
+
+
+def test_batched_points_on_one_network_forward(xp):
+    """forward of one network on points (B, N, 2) gives (B, N): X's batch broadcasts against the params'."""
+    rng = np.random.default_rng(5)
+    _, _, p = smooth_network(rng)
+    X = rng.uniform(-2, 2, (4, 12, 2))
+    Y = moonxp.forward(on(xp, p), on(xp, X))
+    assert_close(Y, np.stack([ref_forward(*p, x) for x in X]), xp)
+
+
+def test_shared_data_equals_data_repeated_per_network(xp):
+    """X (N, 2), T (N,) shared by a batch of networks equals X, T repeated per network."""
+    X, T, p = smooth_batch(np.random.default_rng(6), (4,), shared_X=True)
+    shared = moonxp.backprop(on(xp, p), *on(xp, X, T))
+    repeated = moonxp.backprop(on(xp, p), *on(xp, np.stack([X] * 4), np.stack([T] * 4)))
+    rounding = 16 * float(np.finfo(xp.dtype_name).eps)
+    for s, r in zip(shared, repeated):
+        assert_on_case(s, xp)
+        np.testing.assert_allclose(moonxp.to_host(s), moonxp.to_host(r), rtol=rounding, atol=rounding)
