@@ -145,7 +145,23 @@ def test_map_tiles_gives_up_with_a_clear_error():
 
     with pytest.raises(moonxp.MoonxpError, match="out of device memory") as info:
         map_tiles(work, (2, 1, 1000, 50), Policy(tile_elements=1 << 16, workers=1))
-    assert "smaller problem" in str(info.value)
+    assert "fewer networks or points" in str(info.value)
+
+
+def test_map_tiles_remembers_the_tile_size_that_fitted():
+    calls = []
+
+    def work(tile):
+        calls.append(tile)
+        if tile[1].stop is None or tile[1].stop - (tile[1].start or 0) > 100:
+            raise OutOfMemoryError("out of memory")
+        return 1
+
+    policy = Policy(tile_elements=1 << 16, workers=1)
+    first, _ = map_tiles(work, (1, 1, 1000, 50), policy)
+    calls.clear()
+    again, _ = map_tiles(work, (1, 1, 1000, 50), policy)
+    assert again == first and len(calls) == len(first)  # no failed attempts the second time
 
 
 def test_map_tiles_does_not_retry_other_errors():

@@ -131,8 +131,6 @@ def test_trained_homework_classifies_every_point(homework):
     assert float(accuracy) == 1.0
 
 
-# NumPy warns about the overflow on the way; the DivergedError is what is tested here (see the xfail below).
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_divergence_raises_naming_the_iteration(xp, problem):
     X, T, p = problem
     with pytest.raises(moonxp.DivergedError, match="iteration 1") as info:
@@ -141,7 +139,6 @@ def test_divergence_raises_naming_the_iteration(xp, problem):
     assert "learning rate" in str(info.value)
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_divergence_in_one_network_of_a_batch(problem):
     X, T, p = problem
     # network 1's huge v (y ~ 1e160) makes its first update overflow; the others train normally
@@ -151,8 +148,6 @@ def test_divergence_in_one_network_of_a_batch(problem):
     assert info.value.iteration == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: train lets NumPy's overflow RuntimeWarnings escape before DivergedError "
-                   "(with warnings as errors, as in this project's pytest config, the caller gets a RuntimeWarning)")
 def test_divergence_raises_without_warnings(problem):
     X, T, p = problem
     with warnings.catch_warnings():

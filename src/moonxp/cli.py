@@ -11,7 +11,6 @@ import contextlib
 import json
 import math
 import sys
-import warnings
 from typing import Callable, Sequence, TextIO
 
 from . import __version__, job, report
@@ -140,9 +139,7 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     say(report.header(run))
     bar = Progress(stderr, config.iters) if not args.quiet else None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # overflow on the way to divergence: reported below
-            job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), bar)
+        job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), bar)
     except DivergedError as exc:
         report.write(run, directory, False, report.metrics(run, "diverged", str(exc)))
         stderr.write(f"moonxp: {exc}\n")

@@ -28,13 +28,13 @@ class OutputError(MoonxpError, OSError):
 
 
 class DivergedError(MoonxpError, FloatingPointError):
-    """Training produced a non-finite error or parameter."""
+    """Training produced a non-finite error or parameter, first seen at `iteration`."""
 
-    def __init__(self, message: str, iteration: int):
-        super().__init__(message)
-        self.iteration = iteration
+    def __init__(self, iteration: int, lr: float, networks: str = ""):
+        super().__init__(f"training diverged at iteration {iteration}{networks}: the error or the parameters "
+                         f"are no longer finite; use a smaller learning rate than {lr:g}")
+        self.iteration, self.lr, self.networks = iteration, lr, networks
 
     def after(self, done: int) -> DivergedError:
         """The same error for a run resumed after `done` iterations: the iteration counts from its start."""
-        at = f"iteration {self.iteration}"
-        return DivergedError(str(self).replace(at, f"iteration {self.iteration + done}", 1), self.iteration + done)
+        return DivergedError(self.iteration + done, self.lr, self.networks)

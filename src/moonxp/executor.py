@@ -17,6 +17,8 @@ import operator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from .backend import Policy, is_out_of_memory
 from .errors import InvalidInputError, InvalidTypeError
 
@@ -63,24 +65,32 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 def run(work: Callable[[Tile], Any], tiles: Sequence[Tile], workers: int) -> list:
-    """[work(tile) for tile in tiles], with contiguous blocks of tiles on `workers` threads."""
+    """[work(tile) for tile in tiles], with contiguous blocks of tiles on `workers` threads.
+
+    Worker threads handle floating-point errors as the calling thread does (np.errstate).
+    """
     workers = min(workers, len(tiles))
     if workers <= 1:
         return [work(t) for t in tiles]
     bounds = [len(tiles) * k // workers for k in range(workers + 1)]
     blocks = [tiles[bounds[k]:bounds[k + 1]] for k in range(workers)]
-    others = [_pool(workers).submit(lambda b=b: [work(t) for t in b]) for b in blocks[1:]]
-    first = [work(t) for t in blocks[0]]  # the calling thread takes a block too
+    errors = np.geterr()
+
+    def block(part: Sequence[Tile]) -> list:
+        with np.errstate(**errors):
+            return [work(t) for t in part]
+    others = [_pool(workers).submit(block, b) for b in blocks[1:]]
+    first = block(blocks[0])  # the calling thread takes a block too
     return first + [r for f in others for r in f.result()]
 
 
 def map_tiles(work: Callable[[Tile], Any], shape: tuple[int, int, int, int], policy: Policy) -> tuple[list, list]:
     """Plan tiles for shape (networks, per_network, points, per_point) and run `work` on each.
 
-    Out of device memory, the tiles halve until they fit or become too small to help.
-    Returns (tiles, results).
+    Out of device memory, the tiles halve until they fit (the size that fitted is kept
+    for later calls with this policy) or become too small to help. Returns (tiles, results).
     """
-    tile_elements = policy.tile_elements
+    tile_elements = _fitted.get(policy, policy.tile_elements)
     while True:
         tiles = plan(*shape, tile_elements)
         try:
@@ -90,9 +100,13 @@ def map_tiles(work: Callable[[Tile], Any], shape: tuple[int, int, int, int], pol
                 raise
             if tile_elements <= MIN_TILE_ELEMENTS:
                 raise InvalidInputError(
-                    f"out of device memory even in tiles of {tile_elements} elements ({exc}); "
-                    f"free device memory or use a smaller problem") from None
-            tile_elements = min(tile_elements, math.prod(shape)) // 2
+                    f"out of device memory even in tiles of {tile_elements} elements "
+                    f"({str(exc).splitlines()[0]}); free device memory (other processes?), use float32, "
+                    f"or use fewer networks or points") from None
+            tile_elements = _fitted[policy] = min(tile_elements, math.prod(shape)) // 2
+
+
+_fitted: dict = {}  # Policy -> tile size that fitted after running out of memory
 
 
 def _by_networks(tiles: Sequence[Tile], results: list) -> list[list]:
@@ -102,15 +116,21 @@ def _by_networks(tiles: Sequence[Tile], results: list) -> list[list]:
     return list(groups.values())
 
 
-def sum_over_points(tiles: Sequence[Tile], results: list, xp: Any) -> tuple:
-    """Reduce per-tile tuples of arrays: add point tiles, concatenate network tiles (first axis)."""
+def _tree(fn: Callable, *trees: Any) -> Any:
+    """fn applied leaf by leaf to matching (named) tuples of arrays."""
+    first = trees[0]
+    if isinstance(first, tuple):
+        leaves = [_tree(fn, *parts) for parts in zip(*trees)]
+        return first._make(leaves) if hasattr(first, "_make") else tuple(leaves)
+    return fn(*trees)
+
+
+def sum_over_points(tiles: Sequence[Tile], results: list, xp: Any) -> Any:
+    """Reduce per-tile results (arrays or nested tuples of them): add point tiles, concatenate network tiles."""
     if len(results) == 1:
         return results[0]
-    sums = [tuple(functools.reduce(operator.add, parts) for parts in zip(*group))
-            for group in _by_networks(tiles, results)]
-    if len(sums) == 1:
-        return sums[0]
-    return tuple(xp.concat(parts, axis=0) for parts in zip(*sums))
+    sums = [functools.reduce(lambda a, b: _tree(operator.add, a, b), group) for group in _by_networks(tiles, results)]
+    return sums[0] if len(sums) == 1 else _tree(lambda *parts: xp.concat(parts, axis=0), *sums)
 
 
 def concat_over_points(tiles: Sequence[Tile], results: list, xp: Any, axis: int) -> Any:

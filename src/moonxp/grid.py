@@ -36,6 +36,7 @@ def evaluate_grid(params: Params, size: int = 100, lo: float = -4.0, hi: float =
     params = Params(*params)
     validate.count("grid size", size, 2)
     lo, hi = validate.interval(lo, hi)
+    validate.compile_flag(compile)
     policy = policy_for(xp, device, params.W.dtype)
     rows = prepare(_rows, policy, compile, xp=xp)
     W, b, v = params

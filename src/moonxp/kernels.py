@@ -72,13 +72,13 @@ def error_and_gradient_sums(params: Params, X: Array, T: Array, xp: Namespace) -
     active = xp.astype(z > 0, z.dtype)                               # ReLU'(z)
     a = z * active                                                   # max(0, z)
     y = (a @ params.v[..., :, None])[..., 0]                         # (..., N)
-    hinge = loss_terms(y, T, xp)                                     # (..., N)
-    dy = -T * xp.astype(hinge > 0, y.dtype)                          # d hinge / dy
+    dy = -T * xp.astype(y * T < 0, y.dtype)                          # d max(0, -y t) / dy
     dz_v = dy[..., :, None] * active                                 # dE/dz = dz_v * v, (..., N, H)
     dW = (X.mT @ dz_v) * params.v[..., None, :]                      # (..., 2, H)
     db = (dy[..., None, :] @ active)[..., 0, :] * params.v           # (..., H)
     dv = (dy[..., None, :] @ a)[..., 0, :]                           # (..., H)
-    return xp.sum(hinge, axis=-1), Params(dW, db, dv)
+    # max(0, -y t) is positively homogeneous in y, so the loss sum is y . dE/dy (Euler).
+    return xp.vecdot(y, dy), Params(dW, db, dv)
 
 
 def backprop(params: Params, X: Array, T: Array, *, xp: Namespace | None = None) -> Params:

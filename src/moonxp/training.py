@@ -10,6 +10,7 @@ step is compiled from the same source.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -40,26 +41,18 @@ def _tile(params: Params, X: Array, T: Array, tile: Tile) -> tuple[Params, Array
 
 
 def _tiled(work: Callable, params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple:
-    """Sum `work(params, X, T)` (a tuple of per-network sums over points) over all tiles."""
+    """Sum `work(params, X, T)` (per-network sums over points, a tuple) over all tiles."""
     W = params.W
     shape = (W.shape[0] if W.ndim > 2 else 1, math.prod(W.shape[1:-2]), X.shape[-2], W.shape[-1])
     tiles, results = map_tiles(lambda tile: work(*_tile(params, X, T, tile)), shape, policy)
     return sum_over_points(tiles, results, xp)
 
 
-def error_and_gradient_sums_tiled(params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple:
-    """`error_and_gradient_sums` over all tiles: (error sum (...), dW, db, dv sums)."""
-    def sums(p, x, t):
-        e, g = error_and_gradient_sums(p, x, t, xp)
-        return (e, *g)
-    return _tiled(sums, params, X, T, xp, policy)
-
-
 def _step(params: Params, X: Array, T: Array, lr: float, xp: Any, policy: Policy) -> tuple[Params, Array]:
     """(params after one descent step, error before it). lr / N turns the gradient sums into means."""
     n = X.shape[-2]
-    e, *sums = error_and_gradient_sums_tiled(params, X, T, xp, policy)
-    return descent(params, Params(*sums), lr / n), e / n
+    e, sums = _tiled(functools.partial(error_and_gradient_sums, xp=xp), params, X, T, xp, policy)
+    return descent(params, sums, lr / n), e / n
 
 
 def train(params: Params, X: Array, T: Array, *, lr: float = 0.1, iters: int = 128,
@@ -79,10 +72,13 @@ def train(params: Params, X: Array, T: Array, *, lr: float = 0.1, iters: int = 1
     lr = validate.learning_rate(lr)
     validate.count("iters", iters, 0)
     validate.count("check_every", check_every, 1)
+    validate.compile_flag(compile)
+    validate.callback("progress", progress)
     policy = policy_for(xp, device, params.W.dtype)
     step = prepare(_step, policy, compile, xp=xp, policy=policy)
     errors = []
-    with device_context(xp, device):
+    # Overflow on the way to divergence is expected: `_check_finite` reports it as DivergedError.
+    with device_context(xp, device), np.errstate(over="ignore", invalid="ignore"):
         for i in range(iters + 1):
             new_params, e = step(params, X, T, lr)
             errors.append(e)
@@ -102,8 +98,7 @@ def _check_finite(xp: Any, errors: list, params: Params, lr: float) -> None:
     per_iteration = bad.reshape(-1, bad.shape[-1]).any(axis=0)
     first = int(np.argmax(per_iteration)) if per_iteration.any() else len(errors) - 1
     networks = f" ({int(bad[..., first].sum())} of {bad[..., 0].size} networks)" if bad.ndim > 1 else ""
-    raise DivergedError(f"training diverged at iteration {first}{networks}: the error or the parameters "
-                        f"are no longer finite; use a smaller learning rate than {lr:g}", first)
+    raise DivergedError(first, lr, networks)
 
 
 def evaluate(params: Params, X: Array, T: Array) -> tuple[Array, Array]:

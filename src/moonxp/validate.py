@@ -119,6 +119,18 @@ def count(name: str, value: Any, minimum: int, maximum: int | None = None) -> in
     return int(value)
 
 
+def compile_flag(compile: Any) -> None:
+    """compile is None (the namespace's default), True or False."""
+    if compile is not None and not isinstance(compile, bool):
+        raise InvalidTypeError(f"compile must be None, True or False, not {compile!r}")
+
+
+def callback(name: str, fn: Any) -> None:
+    """fn is None or callable."""
+    if fn is not None and not callable(fn):
+        raise InvalidTypeError(f"{name} must be a function or None, not {type(fn).__name__}")
+
+
 def problem(seed: Any, n_samples: Any, noise: Any, hidden: Any, networks: Any = 1) -> None:
     """Arguments of `make_problem` / `make_ensemble`: seeds seed..seed+networks-1 all valid for NumPy."""
     count("networks", networks, 1)
