@@ -9,10 +9,12 @@ timing, and chooses how work on a namespace/device is executed (`Policy`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import importlib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -30,13 +32,13 @@ CPU_BACKENDS = ("numpy", "torch", "jax", "array-api-strict")
 _DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
 CUPY_HINT = 'install CuPy: pip install "moonxp[cuda12]" (CUDA 12) or "moonxp[cuda13]" (CUDA 13)'
 
-# Elements of one (points x H) temporary per CPU tile: cache-sized work runs many
-# times faster than temporaries of hundreds of MB (see docs/design.md).
-CPU_TILE_ELEMENTS = 1 << 18
-# Share of free GPU memory one tile may use, and the live (points x H) temporaries a tile holds.
-GPU_MEMORY_SHARE = 0.5
-LIVE_TEMPORARIES = 8
-JAX_TILE_ELEMENTS = 1 << 24
+# Elements that all live temporaries of one tile hold together. On a CPU, cache-sized
+# tiles run many times faster than temporaries of hundreds of MB (see docs/design.md);
+# 2**20 measured best for both training and grids on a 2-core EPYC (bench/RESULTS.md).
+CPU_TILE_ELEMENTS = 1 << 20
+GPU_MEMORY_SHARE = 0.5  # of free device memory, for one tile's temporaries
+JAX_TILE_ELEMENTS = 1 << 26  # XLA fuses most temporaries away
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
 @dataclass(frozen=True)
@@ -210,19 +212,42 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def policy(xp: Any, device: Any, dtype: Any) -> Policy:
-    """Execution policy for arrays of namespace `xp` on `device` in floating `dtype`."""
+    """Execution policy for arrays of namespace `xp` on `device` in floating `dtype`.
+
+    `tile_elements` bounds the elements of all temporaries a tile holds at once.
+    """
     if is_jax_namespace(xp):
         return _jax_policy()
     if is_cupy_namespace(xp) or (is_torch_namespace(xp) and getattr(device, "type", "cpu") == "cuda"):
         free = _free_gpu_memory(xp, device)
         itemsize = xp.finfo(dtype).bits // 8
-        return Policy(max(1 << 16, int(free * GPU_MEMORY_SHARE) // (LIVE_TEMPORARIES * itemsize)), 1)
+        return Policy(max(1 << 16, int(free * GPU_MEMORY_SHARE) // itemsize), 1)
     if is_numpy_namespace(xp):
         # NumPy releases the GIL in its loops, so tiles run on all cores.
+        _keep_freed_memory()
         return Policy(CPU_TILE_ELEMENTS, os.cpu_count() or 1)
     if is_torch_namespace(xp):
         return Policy(CPU_TILE_ELEMENTS, 1, _torch_compile)  # torch threads each op itself
     return Policy(CPU_TILE_ELEMENTS, 1)
+
+
+@functools.lru_cache(maxsize=1)
+def _keep_freed_memory() -> None:
+    """Let glibc's malloc reuse freed tile temporaries instead of returning them to the OS.
+
+    By default, blocks over 128 KiB come from fresh mmap pages and freed heap tops are
+    trimmed, so every tile temporary pays a page fault per 4 KiB on first touch: that
+    halved the speed of tiled training here. Heap blocks up to 32 MiB and up to 256 MiB
+    of retained free memory avoid it. Set MOONXP_MALLOC_TUNING=0 to leave malloc alone.
+    """
+    if os.environ.get("MOONXP_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,9 +1,12 @@
 """The decision function on a G x G grid, in bounded memory, on any backend.
 
 On the grid the preactivation separates into a column term and a row term,
-    z[i, k] = l[k] W[0] + (l[i] W[1] + b),
-so each tile of rows adds two small (G, H) and (r, H) tables instead of
-multiplying every point by W, then reads out with the same `readout` kernel.
+    z[i, h, k] = col[h, k] + row[i, h],  col = l[k] W[0, h],  row = l[i] W[1, h] + b[h],
+so a tile of r rows adds two small tables instead of multiplying every point
+by W. With max(0, z) = (z + |z|) / 2 the linear half separates too:
+    y[i, k] = (sum_h v_h |z[i, h, k]| + row[i] . v + v . col[:, k]) / 2,
+which leaves one add, one |.| and one matmul per (point, unit). Units sit
+before columns, (r, H, G), so every elementwise loop runs along G.
 """
 
 from __future__ import annotations
@@ -14,15 +17,20 @@ from typing import Any
 from . import validate
 from .backend import device_context, policy as policy_for
 from .executor import ALL, concat_over_points, map_tiles, prepare
-from .kernels import Params, readout
+from .kernels import Params
 
 Array = Any
+ROW_TEMPORARIES = 2  # (..., r, H, G) arrays alive at once in `_rows`: z and |z|
 
 
-def _rows(col: Array, row: Array, v: Array, xp: Any) -> Array:
-    """Outputs (..., r, G) of rows with x2-terms `row` (..., r, H) over columns `col` (..., G, H)."""
-    z = row[..., :, None, :] + col[..., None, :, :]                   # (..., r, G, H)
-    return readout(z, v[..., None, :], xp)
+def _rows(row: Array, col: Array, v: Array, col_v: Array, xp: Any) -> Array:
+    """Outputs (..., r, G) of the rows with terms `row` (..., r, H) over the columns `col` (..., H, G).
+
+    `col_v` (..., G) is v . col, the columns' share of the linear half.
+    """
+    z = row[..., :, :, None] + col[..., None, :, :]                  # (..., r, H, G)
+    abs_v = (v[..., None, None, :] @ xp.abs(z))[..., 0, :]          # sum_h v_h |z|, (..., r, G)
+    return (abs_v + (row @ v[..., :, None]) + col_v[..., None, :]) * 0.5
 
 
 def evaluate_grid(params: Params, size: int = 100, lo: float = -4.0, hi: float = 4.0, *,
@@ -42,15 +50,17 @@ def evaluate_grid(params: Params, size: int = 100, lo: float = -4.0, hi: float =
     W, b, v = params
     with device_context(xp, device):
         axis = xp.linspace(lo, hi, size, dtype=W.dtype, device=device)
-        col = axis[:, None] * W[..., 0, None, :]                     # (..., G, H): x1 = l[k]
+        col = W[..., 0, :, None] * axis                              # (..., H, G): x1 = l[k]
         row = axis[:, None] * W[..., 1, None, :] + b[..., None, :]   # (..., G, H): x2 = l[i], plus b
+        col_v = (v[..., None, :] @ col)[..., 0, :]                   # (..., G)
 
         def work(tile):
             nets, rs = tile
-            c, r, w = (col, row, v) if nets is ALL else (col[nets, ...], row[nets, ...], v[nets, ...])
-            return rows(c, r if rs is ALL else r[..., rs, :], w)
+            r, c, w, cv = (row, col, v, col_v) if nets is ALL else (
+                row[nets, ...], col[nets, ...], v[nets, ...], col_v[nets, ...])
+            return rows(r if rs is ALL else r[..., rs, :], c, w, cv)
 
-        shape = (W.shape[0] if W.ndim > 2 else 1, math.prod(W.shape[1:-2]), size, size * W.shape[-1])
+        shape = (W.shape[0] if W.ndim > 2 else 1, math.prod(W.shape[1:-2]), size, ROW_TEMPORARIES * size * W.shape[-1])
         tiles, results = map_tiles(work, shape, policy)
         return concat_over_points(tiles, results, xp, axis=-2)
 

@@ -27,6 +27,9 @@ Array = Any
 Namespace = Any
 
 
+STEP_TEMPORARIES = 4  # (..., N, H) arrays alive at once in error_and_gradient_sums: z, z > 0, ReLU'(z), a
+
+
 class Params(NamedTuple):
     """Network parameters (or their gradients): W (..., 2, H), b (..., H), v (..., H)."""
 
@@ -65,18 +68,19 @@ def loss(Y: Array, T: Array, *, xp: Namespace | None = None) -> Array:
 def error_and_gradient_sums(params: Params, X: Array, T: Array, xp: Namespace) -> tuple[Array, Params]:
     """Sums over the N points of the loss terms (...) and of their parameter gradients.
 
-    Sums, not means, so that tiles of points add up (see `executor`). The factor v
-    of dE/dz is the same for every point, so it multiplies after the sum over points.
+    Sums, not means, so that tiles of points add up (see `executor`). dE/dz =
+    dE/dy v ReLU'(z) is never formed: the per-point factor dE/dy goes onto X (N, 2)
+    and the per-unit factor v onto the (2, H) and (H,) sums, so the only (N, H)
+    work of the backward pass is reading ReLU'(z) and a in three matmuls.
     """
     z = preactivation(params, X, xp)                                 # (..., N, H)
     active = xp.astype(z > 0, z.dtype)                               # ReLU'(z)
     a = z * active                                                   # max(0, z)
     y = (a @ params.v[..., :, None])[..., 0]                         # (..., N)
     dy = -T * xp.astype(y * T < 0, y.dtype)                          # d max(0, -y t) / dy
-    dz_v = dy[..., :, None] * active                                 # dE/dz = dz_v * v, (..., N, H)
-    dW = (X.mT @ dz_v) * params.v[..., None, :]                      # (..., 2, H)
-    db = (dy[..., None, :] @ active)[..., 0, :] * params.v           # (..., H)
-    dv = (dy[..., None, :] @ a)[..., 0, :]                           # (..., H)
+    dW = ((X * dy[..., :, None]).mT @ active) * params.v[..., None, :]  # sum_N x dy ReLU'(z) v, (..., 2, H)
+    db = (dy[..., None, :] @ active)[..., 0, :] * params.v           # sum_N dy ReLU'(z) v, (..., H)
+    dv = (dy[..., None, :] @ a)[..., 0, :]                           # sum_N dy a, (..., H)
     # max(0, -y t) is positively homogeneous in y, so the loss sum is y . dE/dy (Euler).
     return xp.vecdot(y, dy), Params(dW, db, dv)
 
