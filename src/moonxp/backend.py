@@ -37,7 +37,9 @@ CUPY_HINT = 'install CuPy: pip install "moonxp[cuda12]" (CUDA 12) or "moonxp[cud
 # 2**20 measured best for both training and grids on a 2-core EPYC (bench/RESULTS.md).
 CPU_TILE_ELEMENTS = 1 << 20
 GPU_MEMORY_SHARE = 0.5  # of free device memory, for one tile's temporaries
-JAX_TILE_ELEMENTS = 1 << 26  # XLA fuses most temporaries away
+# XLA fuses part of the temporaries; larger tiles train faster, but each tile of each
+# step is traced, so compile time grows as tiles shrink. 2**23 balanced both here.
+JAX_TILE_ELEMENTS = 1 << 23
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
@@ -253,8 +255,7 @@ def _keep_freed_memory() -> None:
 @functools.lru_cache(maxsize=1)
 def _jax_policy() -> Policy:
     import jax
-    # XLA fuses a step's temporaries, so tiles can be large; eager JAX dispatches op by op.
-    return Policy(JAX_TILE_ELEMENTS, 1, jax.jit, compile_by_default=True)
+    return Policy(JAX_TILE_ELEMENTS, 1, jax.jit, compile_by_default=True)  # eager JAX dispatches op by op
 
 
 def _torch_compile(fn: Callable) -> Callable:

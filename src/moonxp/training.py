@@ -55,6 +55,20 @@ def _step(params: Params, X: Array, T: Array, lr: float, xp: Any, policy: Policy
     return descent(params, sums, lr / n), e / n
 
 
+def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any,
+           policy: Policy) -> tuple[Params, Array]:
+    """`count` descent steps: (params after them, errors (..., count) before each).
+
+    Compiled, the steps form one program, so a compiler reuses buffers across them
+    and the host dispatches once per `count` steps.
+    """
+    errors = []
+    for _ in range(count):
+        params, e = _step(params, X, T, lr, xp, policy)
+        errors.append(e)
+    return params, xp.stack(errors, axis=-1)
+
+
 def train(params: Params, X: Array, T: Array, *, lr: float = 0.1, iters: int = 128,
           compile: bool | None = None, check_every: int = 16,
           progress: Callable[[int, int], None] | None = None) -> tuple[Params, Array]:
@@ -63,7 +77,8 @@ def train(params: Params, X: Array, T: Array, *, lr: float = 0.1, iters: int = 1
     params W (..., 2, H), b (..., H), v (..., H) train B networks at once; X (N, 2) or
     (..., N, 2); T (..., N) of +-1. Results keep the inputs' namespace, device and dtype.
     `compile`: None = the namespace's default (JAX: jit), True = `jax.jit`/`torch.compile`.
-    `progress(done, iters)` is called at each divergence check.
+    Every `check_every` steps (one compiled program) a single boolean is read back to
+    detect divergence and `progress(done, iters)` is called.
     """
     xp, device = validate.arrays(params, X, T)
     params = Params(*params)
@@ -75,33 +90,33 @@ def train(params: Params, X: Array, T: Array, *, lr: float = 0.1, iters: int = 1
     validate.compile_flag(compile)
     validate.callback("progress", progress)
     policy = policy_for(xp, device, params.W.dtype)
-    step = prepare(_step, policy, compile, xp=xp, policy=policy)
-    errors = []
+    chunks, done = [], 0
     # Overflow on the way to divergence is expected: `_check_finite` reports it as DivergedError.
     with device_context(xp, device), np.errstate(over="ignore", invalid="ignore"):
-        for i in range(iters + 1):
-            new_params, e = step(params, X, T, lr)
-            errors.append(e)
-            if (i + 1) % check_every == 0 or i == iters:
-                _check_finite(xp, errors, lr)
-                if progress is not None:
-                    progress(min(i + 1, iters), iters)
-            if i < iters:  # the last step only measures the final error
-                params = new_params
-        return params, xp.stack(errors, axis=-1)
+        while True:
+            count = min(check_every, iters - done) or 1  # once done, one more step measures the final error
+            run = prepare(_steps, policy, compile, count=count, xp=xp, policy=policy)
+            new_params, errors = run(params, X, T, lr)
+            chunks.append(errors if done < iters else errors[..., :1])
+            _check_finite(xp, chunks, lr)
+            if done == iters:
+                return params, chunks[0] if len(chunks) == 1 else xp.concat(chunks, axis=-1)
+            params, done = new_params, done + count
+            if progress is not None:
+                progress(done, iters)
 
 
-def _check_finite(xp: Any, errors: list, lr: float) -> None:
+def _check_finite(xp: Any, chunks: list, lr: float) -> None:
     """Raise DivergedError unless the latest error is finite.
 
     Non-finite parameters make the next error non-finite (the loss sum y . dE/dy turns
     inf * 0 into NaN), so the errors alone show divergence, the final state included.
     """
-    if bool(xp.all(xp.isfinite(errors[-1]))):
+    if bool(xp.all(xp.isfinite(chunks[-1][..., -1]))):
         return
-    bad = ~np.isfinite(to_host(xp.stack(errors, axis=-1)))  # (..., iterations so far)
+    bad = ~np.isfinite(to_host(xp.concat(chunks, axis=-1)))  # (..., iterations so far)
     per_iteration = bad.reshape(-1, bad.shape[-1]).any(axis=0)
-    first = int(np.argmax(per_iteration)) if per_iteration.any() else len(errors) - 1
+    first = int(np.argmax(per_iteration)) if per_iteration.any() else bad.shape[-1] - 1
     networks = f" ({int(bad[..., first].sum())} of {bad[..., 0].size} networks)" if bad.ndim > 1 else ""
     raise DivergedError(first, lr, networks)
 
