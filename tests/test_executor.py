@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 import random
 import threading
 import time
@@ -13,7 +15,7 @@ import pytest
 import array_api_compat.numpy as xp
 import moonxp
 from moonxp.backend import Policy
-from moonxp.executor import ALL, concat_over_points, map_tiles, plan, run, sum_over_points
+from moonxp.executor import ALL, concat_tiles, map_tiles, plan, run, sum_over_points
 
 
 def _indices(part: slice, total: int) -> range:
@@ -108,6 +110,10 @@ def _points_in(tile, total: int) -> int:
     return len(_indices(tile[1], total))
 
 
+def _map(work, shape, policy):
+    return map_tiles(work, functools.partial(plan, *shape), math.prod(shape), policy)
+
+
 def test_map_tiles_halves_tiles_out_of_memory():
     shape = (1, 1, 1000, 10)  # 10_000 elements
     attempts = []
@@ -119,7 +125,7 @@ def test_map_tiles_halves_tiles_out_of_memory():
             raise OutOfMemoryError(f"cannot allocate {n * 10} elements")
         return n
 
-    tiles, results = map_tiles(work, shape, Policy(tile_elements=10_000, workers=1))
+    tiles, results = _map(work, shape, Policy(tile_elements=10_000, workers=1))
     # 10_000 -> 5000 -> 2500 -> 1250 elements: 1000, 500, 250, then 125 points a tile
     assert attempts[:3] == [1000, 500, 250]
     assert results == [125] * 8
@@ -135,7 +141,7 @@ def test_map_tiles_recognizes_xla_resource_exhausted():
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
         return 1
 
-    tiles, results = map_tiles(work, (1, 1, 64, 64), Policy(tile_elements=1 << 20, workers=2))
+    tiles, results = _map(work, (1, 1, 64, 64), Policy(tile_elements=1 << 20, workers=2))
     assert len(results) == len(tiles) > 1
 
 
@@ -144,7 +150,7 @@ def test_map_tiles_gives_up_with_a_clear_error():
         raise OutOfMemoryError("out of memory")
 
     with pytest.raises(moonxp.MoonxpError, match="out of device memory") as info:
-        map_tiles(work, (2, 1, 1000, 50), Policy(tile_elements=1 << 16, workers=1))
+        _map(work, (2, 1, 1000, 50), Policy(tile_elements=1 << 16, workers=1))
     assert "fewer networks or points" in str(info.value)
 
 
@@ -158,9 +164,9 @@ def test_map_tiles_remembers_the_tile_size_that_fitted():
         return 1
 
     policy = Policy(tile_elements=1 << 16, workers=1)
-    first, _ = map_tiles(work, (1, 1, 1000, 50), policy)
+    first, _ = _map(work, (1, 1, 1000, 50), policy)
     calls.clear()
-    again, _ = map_tiles(work, (1, 1, 1000, 50), policy)
+    again, _ = _map(work, (1, 1, 1000, 50), policy)
     assert again == first and len(calls) == len(first)  # no failed attempts the second time
 
 
@@ -172,7 +178,7 @@ def test_map_tiles_does_not_retry_other_errors():
         raise ValueError("a bug, not memory")
 
     with pytest.raises(ValueError, match="a bug"):
-        map_tiles(work, (1, 1, 100, 50), Policy(tile_elements=1 << 18, workers=1))
+        _map(work, (1, 1, 100, 50), Policy(tile_elements=1 << 18, workers=1))
     assert len(calls) == 1
 
 
@@ -190,8 +196,16 @@ def test_sum_over_points_adds_point_tiles_and_concatenates_network_tiles():
     np.testing.assert_array_equal(squares, (data ** 2).sum(axis=-1))
 
 
-def test_concat_over_points_restores_the_layout():
+def test_concat_tiles_restores_the_layout():
     tiles = plan(2, 1, 7, 1, 3)
     data = np.arange(14.0).reshape(2, 7, 1)
     results = [data[n][:, p] if n is not ALL else data[:, p] for n, p in tiles]
-    np.testing.assert_array_equal(concat_over_points(tiles, results, xp, axis=-2), data)
+    np.testing.assert_array_equal(concat_tiles(tiles, results, xp, axes=(0, -2)), data)
+
+
+def test_concat_tiles_restores_rows_cut_into_column_tiles():
+    data = np.arange(2 * 5 * 7.0).reshape(2, 5, 7)
+    tiles = [(slice(n, n + 1), slice(r, r + 1), slice(c, min(c + 3, 7)))
+             for n in range(2) for r in range(5) for c in range(0, 7, 3)]
+    results = [data[n, r, c] for n, r, c in tiles]
+    np.testing.assert_array_equal(concat_tiles(tiles, results, xp, axes=(0, -2, -1)), data)

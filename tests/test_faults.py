@@ -134,18 +134,21 @@ class FakeOutOfMemoryError(RuntimeError):
 
 
 def out_of_memory_above(limit: int, failures: list):
-    """A map_tiles whose work runs out of 'device memory' on tiles of more than `limit` elements."""
-    def map_tiles(work, shape, policy):
-        networks, per_network, points, per_point = shape
+    """A map_tiles whose work runs out of 'device memory' in tiles planned for more than `limit` elements."""
+    def map_tiles(work, planner, total, policy):
+        budget = {}
+
+        def recording(tile_elements):
+            budget["now"] = tile_elements
+            return planner(tile_elements)
 
         def bounded(tile):
-            nets, pts = tile
-            size = len(range(networks)[nets]) * per_network * len(range(points)[pts]) * per_point
+            size = min(budget["now"], total)
             if size > limit:
                 failures.append(size)
                 raise FakeOutOfMemoryError(f"out of memory allocating {size} elements")
             return work(tile)
-        return real_map_tiles(bounded, shape, policy)
+        return real_map_tiles(bounded, recording, total, policy)
     return map_tiles
 
 

@@ -79,14 +79,13 @@ def tiny_tiles(monkeypatch):
     if hasattr(jax_policy, "cache_clear"):
         jax_policy.cache_clear()
     counts = []
-    plan = moonxp.executor.plan
+    run = moonxp.executor.run
 
-    def counting_plan(*args, **kwargs):
-        tiles = plan(*args, **kwargs)
+    def counting_run(work, tiles, workers):
         counts.append(len(tiles))
-        return tiles
+        return run(work, tiles, workers)
 
-    monkeypatch.setattr(moonxp.executor, "plan", counting_plan)
+    monkeypatch.setattr(moonxp.executor, "run", counting_run)
     yield counts
     monkeypatch.undo()
     if hasattr(jax_policy, "cache_clear"):

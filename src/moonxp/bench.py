@@ -46,17 +46,18 @@ class Case:
 
     @property
     def label(self) -> str:
-        name = self.implementation + ("+compile" if self.compile else "")
-        return f"{name} ({self.backend})" if self.implementation == "moonxp" else name
+        if self.implementation != "moonxp":
+            return self.implementation
+        return "moonxp" + {None: "", True: "+compile", False: " eager"}[self.compile] + f" ({self.backend})"
 
 
 def cases(device: str, backend: str | None, quick: bool) -> list[Case]:
     """Every measurement of a run: moonxp on the chosen backend, peers usable on the same device."""
     gpu = device.startswith("cuda")
     chosen = resolve(device, backend, "float32").name
-    implementations = [("moonxp", chosen, None)]
-    if chosen == "torch":
-        implementations.append(("moonxp", "torch", True))
+    # eager and compiled side by side where the backend has a compiler
+    implementations = {"torch": [("moonxp", chosen, False), ("moonxp", chosen, True)],
+                       "jax": [("moonxp", chosen, True), ("moonxp", chosen, False)]}.get(chosen, [("moonxp", chosen, None)])
     if gpu:
         implementations.append(("moonxp", "numpy", None))  # the CPU baseline, in the same run
     implementations += [(peer.name, peer.backend, None) for peer in PEERS.values()

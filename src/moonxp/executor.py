@@ -84,17 +84,18 @@ def run(work: Callable[[Tile], Any], tiles: Sequence[Tile], workers: int) -> lis
     return first + [r for f in others for r in f.result()]
 
 
-def map_tiles(work: Callable[[Tile], Any], shape: tuple[int, int, int, int], policy: Policy) -> tuple[list, list]:
-    """Plan tiles for shape (networks, per_network, points, per_point) and run `work` on each.
+def map_tiles(work: Callable[[Tile], Any], planner: Callable[[int], list], total: int,
+              policy: Policy) -> tuple[list, list]:
+    """Run `work` on each tile of `planner(tile_elements)`, for work holding `total` elements in all.
 
     Out of device memory, the tiles halve until they fit (the size that fitted is kept
     for later calls with this policy) or become too small to help. Returns (tiles, results).
     """
     tile_elements = _fitted.get(policy, policy.tile_elements)
     while True:
-        tiles = plan(*shape, tile_elements)
+        tiles = planner(tile_elements)
         try:
-            return tiles, [work(ALL_TILE)] if tiles[0] is ALL_TILE else run(work, tiles, policy.workers)
+            return tiles, [work(tiles[0])] if len(tiles) == 1 else run(work, tiles, policy.workers)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -103,16 +104,19 @@ def map_tiles(work: Callable[[Tile], Any], shape: tuple[int, int, int, int], pol
                     f"out of device memory even in tiles of {tile_elements} elements "
                     f"({str(exc).splitlines()[0]}); free device memory (other processes?), use float32, "
                     f"or use fewer networks or points") from None
-            tile_elements = _fitted[policy] = min(tile_elements, math.prod(shape)) // 2
+            tile_elements = _fitted[policy] = min(tile_elements, total) // 2
 
 
 _fitted: dict = {}  # Policy -> tile size that fitted after running out of memory
 
 
-def _by_networks(tiles: Sequence[Tile], results: list) -> list[list]:
-    groups: dict[tuple, list] = {}
-    for (nets, _), result in zip(tiles, results):
-        groups.setdefault((nets.start, nets.stop), []).append(result)  # ALL is (None, None)
+def _groups(tiles: Sequence[tuple], results: list) -> list[tuple[list, list]]:
+    """Consecutive (tiles, results) that share their tiles' first slice, without that slice."""
+    groups: dict[tuple, tuple[list, list]] = {}
+    for tile, result in zip(tiles, results):
+        rest, parts = groups.setdefault((tile[0].start, tile[0].stop), ([], []))  # ALL is (None, None)
+        rest.append(tile[1:])
+        parts.append(result)
     return list(groups.values())
 
 
@@ -129,11 +133,13 @@ def sum_over_points(tiles: Sequence[Tile], results: list, xp: Any) -> Any:
     """Reduce per-tile results (arrays or nested tuples of them): add point tiles, concatenate network tiles."""
     if len(results) == 1:
         return results[0]
-    sums = [functools.reduce(lambda a, b: _tree(operator.add, a, b), group) for group in _by_networks(tiles, results)]
+    sums = [functools.reduce(lambda a, b: _tree(operator.add, a, b), parts) for _, parts in _groups(tiles, results)]
     return sums[0] if len(sums) == 1 else _tree(lambda *parts: xp.concat(parts, axis=0), *sums)
 
 
-def concat_over_points(tiles: Sequence[Tile], results: list, xp: Any, axis: int) -> Any:
-    """Reduce per-tile arrays: concatenate point tiles along `axis`, then network tiles (first axis)."""
-    rows = [group[0] if len(group) == 1 else xp.concat(group, axis=axis) for group in _by_networks(tiles, results)]
-    return rows[0] if len(rows) == 1 else xp.concat(rows, axis=0)
+def concat_tiles(tiles: Sequence[tuple], results: list, xp: Any, axes: tuple[int, ...]) -> Any:
+    """Reassemble per-tile arrays: the slices in position k of the tiles concatenate along axes[k]."""
+    if not axes:
+        return results[0]
+    parts = [concat_tiles(rest, group, xp, axes[1:]) for rest, group in _groups(tiles, results)]
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=axes[0])

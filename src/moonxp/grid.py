@@ -16,7 +16,7 @@ from typing import Any
 
 from . import validate
 from .backend import device_context, policy as policy_for
-from .executor import ALL, concat_over_points, map_tiles, prepare
+from .executor import ALL, concat_tiles, map_tiles, plan, prepare
 from .kernels import Params
 
 Array = Any
@@ -38,7 +38,8 @@ def evaluate_grid(params: Params, size: int = 100, lo: float = -4.0, hi: float =
     """Yg (..., size, size) with Yg[..., i, k] = f(x1 = l[k], x2 = l[i]), l = linspace(lo, hi, size).
 
     For one network or a batch (params with leading dims); the result stays in the
-    params' namespace, device and dtype. Memory is bounded by tiling the rows.
+    params' namespace, device and dtype. Memory is bounded by tiling the rows (and the
+    columns of rows wider than a tile).
     """
     xp, device = validate.arrays(params)
     params = Params(*params)
@@ -55,12 +56,22 @@ def evaluate_grid(params: Params, size: int = 100, lo: float = -4.0, hi: float =
         col_v = (v[..., None, :] @ col)[..., 0, :]                   # (..., G)
 
         def work(tile):
-            nets, rs = tile
+            nets, rs, cs = tile
             r, c, w, cv = (row, col, v, col_v) if nets is ALL else (
                 row[nets, ...], col[nets, ...], v[nets, ...], col_v[nets, ...])
+            if cs is not ALL:
+                c, cv = c[..., cs], cv[..., cs]
             return rows(r if rs is ALL else r[..., rs, :], c, w, cv)
 
-        shape = (W.shape[0] if W.ndim > 2 else 1, math.prod(W.shape[1:-2]), size, ROW_TEMPORARIES * size * W.shape[-1])
-        tiles, results = map_tiles(work, shape, policy)
-        return concat_over_points(tiles, results, xp, axis=-2)
+        networks, per_network = (W.shape[0] if W.ndim > 2 else 1), math.prod(W.shape[1:-2])
+        per_row = ROW_TEMPORARIES * size * W.shape[-1]
 
+        def planner(tile_elements: int) -> list:
+            # a row wider than a tile is cut into column tiles of equal width
+            pieces = -(-size // max(1, tile_elements // (per_network * per_row // size)))
+            width = -(-size // pieces)
+            columns = [ALL] if pieces == 1 else [slice(k, min(k + width, size)) for k in range(0, size, width)]
+            return [(n, r, c) for n, r in plan(networks, per_network, size, per_row, tile_elements) for c in columns]
+
+        tiles, results = map_tiles(work, planner, networks * per_network * size * per_row, policy)
+        return concat_tiles(tiles, results, xp, axes=(0, -2, -1))

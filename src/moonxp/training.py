@@ -19,7 +19,7 @@ import numpy as np
 from . import validate
 from .backend import Policy, device_context, policy as policy_for, to_host
 from .errors import DivergedError
-from .executor import ALL, Tile, map_tiles, prepare, sum_over_points
+from .executor import ALL, Tile, map_tiles, plan, prepare, sum_over_points
 from .kernels import STEP_TEMPORARIES, Params, descent, error_and_gradient_sums, forward, loss_terms
 
 Array = Any
@@ -44,7 +44,8 @@ def _tiled(work: Callable, params: Params, X: Array, T: Array, xp: Any, policy: 
     """Sum `work(params, X, T)` (per-network sums over points, a tuple) over all tiles."""
     W = params.W
     shape = (W.shape[0] if W.ndim > 2 else 1, math.prod(W.shape[1:-2]), X.shape[-2], STEP_TEMPORARIES * W.shape[-1])
-    tiles, results = map_tiles(lambda tile: work(*_tile(params, X, T, tile)), shape, policy)
+    tiles, results = map_tiles(lambda tile: work(*_tile(params, X, T, tile)), functools.partial(plan, *shape),
+                               math.prod(shape), policy)
     return sum_over_points(tiles, results, xp)
 
 

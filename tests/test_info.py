@@ -1,0 +1,38 @@
+"""`python -m moonxp info`: versions, backends (usable or why not), devices, limits."""
+
+import io
+
+import pytest
+
+from moonxp import info
+from moonxp.cli import main
+
+
+def test_info_lists_backends_devices_and_limits(monkeypatch):
+    monkeypatch.setattr(info, "measure", lambda backend, quick: {"matmul_flops": 5e10, "copy_bandwidth": 2e10})
+    out = io.StringIO()
+    assert main(["info"], stdout=out) == 0
+    text = out.getvalue()
+    assert text.startswith("moonxp ") and "numpy" in text and "array-api-compat" in text
+    for name in ("numpy", "cupy", "torch", "jax", "array-api-strict"):
+        assert f"  {name} " in text
+    assert "numpy             " in text and "usable on cpu" in text
+    assert "cpu: " in text and "cores" in text
+    assert "cpu float32: 50.0 GFLOP/s, 20.0 GB/s" in text
+
+
+def test_backends_say_why_one_is_not_usable(monkeypatch):
+    pytest.importorskip("cupy")
+    monkeypatch.setattr(info, "gpus", lambda: [])
+    cupy = next(b for b in info.backends() if b["name"] == "cupy")
+    if cupy["usable"]:
+        pytest.skip("a CUDA device is usable here")
+    assert cupy["version"] and "cuda" in cupy["not_usable"]
+    assert "CUDA" in cupy["not_usable"]["cuda"]
+
+
+def test_a_missing_backend_is_reported_as_not_installed(monkeypatch):
+    real = info.importlib.util.find_spec
+    monkeypatch.setattr(info.importlib.util, "find_spec", lambda name: None if name == "jax" else real(name))
+    jax = next(b for b in info.backends() if b["name"] == "jax")
+    assert jax == {"name": "jax", "version": None, "usable": [], "not_usable": {"all": "not installed"}}
