@@ -29,7 +29,8 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _cuda_usable() -> bool:
+def cuda_usable() -> bool:
+    """Whether moonxp can use a CUDA device here."""
     try:
         moonxp.resolve("cuda")
         return True
@@ -60,7 +61,7 @@ CASES = [
 
 def pytest_collection_modifyitems(config, items):
     """Skip tests marked `cuda` where no CUDA device is usable."""
-    if any(item.get_closest_marker("cuda") for item in items) and not _cuda_usable():
+    if any(item.get_closest_marker("cuda") for item in items) and not cuda_usable():
         skip = pytest.mark.skip(reason="no usable CUDA device")
         for item in items:
             if item.get_closest_marker("cuda"):

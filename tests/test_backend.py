@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from array_api_compat import array_namespace, device as device_of
 
 import moonxp
+from moonxp import backend
 from conftest import assert_close, assert_on_case
 
 
@@ -266,3 +268,28 @@ def test_outputs_stay_on_the_inputs_device(xp):
     for a in outputs:
         assert_on_case(a, xp)
     assert_close(Y, np.maximum(X @ p.W + p.b, 0) @ p.v, xp)
+
+
+def test_execution_policies():
+    import array_api_compat.numpy as np_xp
+    numpy_policy = backend.policy(np_xp, "cpu", np_xp.float64)
+    assert numpy_policy.workers == (os.cpu_count() or 1) and numpy_policy.compiler is None
+    assert numpy_policy == backend.policy(np_xp, "cpu", np_xp.float32)  # cached compiled code stays valid
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as torch_xp
+    torch_policy = backend.policy(torch_xp, torch.device("cpu"), torch.float32)
+    assert torch_policy.compiler is not None and not torch_policy.compile_by_default
+
+
+def test_gpu_policy_tiles_by_free_memory_and_stays_fixed(monkeypatch):
+    import array_api_compat.numpy as np_xp
+    backend._gpu_tile_elements.cache_clear()
+    free = [8 << 30]
+    monkeypatch.setattr(backend, "is_cupy_namespace", lambda xp: True)
+    monkeypatch.setattr(backend, "_free_gpu_memory", lambda xp, device: free[0])
+    first = backend.policy(np_xp, "gpu0", np_xp.float32)
+    assert first.tile_elements == int((8 << 30) * backend.GPU_MEMORY_SHARE) // 4 and first.workers == 1
+    free[0] = 1 << 30  # memory use changed: the policy (and so compiled code, tile sizes learned) stays
+    assert backend.policy(np_xp, "gpu0", np_xp.float32) == first
+    assert backend.policy(np_xp, "gpu0", np_xp.float64).tile_elements == int((1 << 30) * backend.GPU_MEMORY_SHARE) // 8
+    backend._gpu_tile_elements.cache_clear()

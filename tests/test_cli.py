@@ -13,6 +13,7 @@ import pytest
 
 import moonxp
 from moonxp.cli import main
+from conftest import cuda_usable
 
 HOMEWORK_LINES = ["It: 0, Error: 0.127", "It: 1, Error: 0.052", "It: 3, Error: 0.010", "It: 7, Error: 0.001",
                   "It: 15, Error: 0.000", "It: 31, Error: 0.000", "It: 63, Error: 0.000", "It: 127, Error: 0.000"]
@@ -212,15 +213,7 @@ def test_bad_command_line_is_one_line_exit_2(argv, tmp_path):
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
-def _cuda_usable() -> bool:
-    try:
-        moonxp.resolve("cuda")
-        return True
-    except moonxp.MoonxpError:
-        return False
-
-
-@pytest.mark.skipif(_cuda_usable(), reason="a CUDA device is usable here")
+@pytest.mark.skipif(cuda_usable(), reason="a CUDA device is usable here")
 @pytest.mark.parametrize("argv", [["--device", "cuda"], ["--device", "cuda:1"], ["--device", "cuda", "--backend", "torch"]],
                          ids=["cupy", "cupy-cuda1", "torch"])
 def test_cuda_without_a_gpu_is_one_line_exit_2(argv, tmp_path):

@@ -15,6 +15,7 @@ import pytest
 import moonxp
 from moonxp import InvalidInputError as Bad, InvalidTypeError as BadType, Params
 from moonxp.cli import main
+from conftest import cuda_usable
 
 X0, T0, P0 = moonxp.make_problem(0, n_samples=8, hidden=4)
 NAN = float("nan")
@@ -262,15 +263,7 @@ def test_resolve_bad_names(args, phrase):
     assert phrase in str(info.value)
 
 
-def _no_cuda() -> bool:
-    try:
-        moonxp.resolve("cuda")
-        return False
-    except moonxp.MoonxpError:
-        return True
-
-
-@pytest.mark.skipif(not _no_cuda(), reason="a CUDA device is usable here")
+@pytest.mark.skipif(cuda_usable(), reason="a CUDA device is usable here")
 @pytest.mark.parametrize("backend", ["cupy", "torch", "jax"])
 def test_resolve_unavailable_cuda(backend):
     if backend != "cupy":
@@ -335,7 +328,7 @@ def test_cli_bad_input(case, tmp_path):
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
-@pytest.mark.skipif(not _no_cuda(), reason="a CUDA device is usable here")
+@pytest.mark.skipif(cuda_usable(), reason="a CUDA device is usable here")
 def test_cli_no_cuda_device(tmp_path):
     code, out, err = run_cli(["--device", "cuda"], tmp_path)
     assert code == 2 and "or use --device cpu" in err and err.count("\n") == 1

@@ -220,17 +220,14 @@ def policy(xp: Any, device: Any, dtype: Any) -> Policy:
     """
     if is_jax_namespace(xp):
         return _jax_policy()
+    compiler = _torch_compile if is_torch_namespace(xp) else None  # torch.compile only when asked
     if is_cupy_namespace(xp) or (is_torch_namespace(xp) and getattr(device, "type", "cpu") == "cuda"):
-        free = _free_gpu_memory(xp, device)
-        itemsize = xp.finfo(dtype).bits // 8
-        return Policy(max(1 << 16, int(free * GPU_MEMORY_SHARE) // itemsize), 1)
+        return Policy(_gpu_tile_elements(xp, device, xp.finfo(dtype).bits // 8), 1, compiler)
     if is_numpy_namespace(xp):
         # NumPy releases the GIL in its loops, so tiles run on all cores.
         _keep_freed_memory()
         return Policy(CPU_TILE_ELEMENTS, os.cpu_count() or 1)
-    if is_torch_namespace(xp):
-        return Policy(CPU_TILE_ELEMENTS, 1, _torch_compile)  # torch threads each op itself
-    return Policy(CPU_TILE_ELEMENTS, 1)
+    return Policy(CPU_TILE_ELEMENTS, 1, compiler)  # torch threads each op itself
 
 
 @functools.lru_cache(maxsize=1)
@@ -261,6 +258,12 @@ def _jax_policy() -> Policy:
 def _torch_compile(fn: Callable) -> Callable:
     import torch
     return torch.compile(fn, dynamic=False)
+
+
+@functools.lru_cache(maxsize=16)
+def _gpu_tile_elements(xp: Any, device: Any, itemsize: int) -> int:
+    """Tile size from the device's free memory at first use (a fixed policy keeps compiled code cached)."""
+    return max(1 << 16, int(_free_gpu_memory(xp, device) * GPU_MEMORY_SHARE) // itemsize)
 
 
 def _free_gpu_memory(xp: Any, device: Any) -> int:

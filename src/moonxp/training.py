@@ -4,8 +4,8 @@ One iteration is one `step`: the error and gradient sums of the kernels over
 tiles of (networks x points) (`executor`), divided by N, then `descent`.
 Errors stay on the device; every `check_every` iterations a single boolean is
 read back to stop a diverging run, so a GPU is not synchronized every step.
-Where the namespace has a compiler (``jax.jit``, ``torch.compile``), the whole
-step is compiled from the same source.
+Where the namespace has a compiler (``jax.jit``, ``torch.compile``), those
+`check_every` steps are compiled, from the same source, as one program.
 """
 
 from __future__ import annotations
