@@ -41,16 +41,22 @@ def _usable(device: str, backend: str) -> bool:
         return False
 
 
-# (id, implementation, backend, device): moonxp on each backend, and the peers.
+# (id, implementation, backend, device, compile): moonxp on each backend, eager and compiled, and the peers.
 IMPLEMENTATIONS = [
-    ("moonxp-numpy", "moonxp", "numpy", "cpu"),
-    ("numpy-homework", "numpy-homework", "numpy", "cpu"),
-    ("torch-eager-cpu", "torch-eager", "torch", "cpu"),
-    ("jax-jit-cpu", "jax-jit", "jax", "cpu"),
-    ("moonxp-cupy", "moonxp", "cupy", "cuda"),
-    ("moonxp-torch-cuda", "moonxp", "torch", "cuda"),
-    ("torch-eager-cuda", "torch-eager", "torch", "cuda"),
-    ("jax-jit-gpu", "jax-jit", "jax", "cuda"),
+    ("moonxp-numpy", "moonxp", "numpy", "cpu", None),
+    ("moonxp-torch-cpu", "moonxp", "torch", "cpu", False),
+    ("moonxp-torch-cpu-compile", "moonxp", "torch", "cpu", True),
+    ("moonxp-jax-cpu", "moonxp", "jax", "cpu", True),
+    ("moonxp-jax-cpu-eager", "moonxp", "jax", "cpu", False),
+    ("numpy-homework", "numpy-homework", "numpy", "cpu", None),
+    ("torch-eager-cpu", "torch-eager", "torch", "cpu", None),
+    ("jax-jit-cpu", "jax-jit", "jax", "cpu", None),
+    ("moonxp-cupy", "moonxp", "cupy", "cuda", None),
+    ("moonxp-torch-cuda", "moonxp", "torch", "cuda", False),
+    ("moonxp-torch-cuda-compile", "moonxp", "torch", "cuda", True),
+    ("moonxp-jax-gpu", "moonxp", "jax", "cuda", True),
+    ("torch-eager-cuda", "torch-eager", "torch", "cuda", None),
+    ("jax-jit-gpu", "jax-jit", "jax", "cuda", None),
 ]
 
 
@@ -60,7 +66,7 @@ def pytest_generate_tests(metafunc):
     sizes = _sizes(metafunc.config)
     params = []
     for name, workload in WORKLOADS.items():
-        for impl_id, implementation, backend, device in IMPLEMENTATIONS:
+        for impl_id, implementation, backend, device, compile in IMPLEMENTATIONS:
             # GPU sizes only where a GPU runs the case; the CPU keeps its own sizes
             chosen = {"gpu": "cpu", "quick-gpu": "quick"}.get(sizes, sizes) if device == "cpu" else sizes
             dtypes = ("float64",) if name == "homework" else ("float32", "float64")
@@ -69,7 +75,9 @@ def pytest_generate_tests(metafunc):
                     marks = [pytest.mark.cuda] if device == "cuda" else []
                     if not _usable(device, backend):
                         marks.append(pytest.mark.skip(reason=f"{backend} not usable on {device}"))
-                    params.append(pytest.param((name, size, dtype, implementation, backend, device),
+                    elif sizes == "smoke" and backend == "torch" and compile:
+                        marks.append(pytest.mark.skip(reason="torch.compile takes minutes: not in the smoke run"))
+                    params.append(pytest.param((name, size, dtype, implementation, backend, device, compile),
                                                id=f"{name}-{size}-{dtype}-{impl_id}", marks=marks))
     metafunc.parametrize("case", params)
 

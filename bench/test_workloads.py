@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from moonxp.bench import machine
+from moonxp.info import machine
 from moonxp.limits import roofline
 from moonxp.backend import resolve, synchronize
 from moonxp.report import versions
@@ -10,16 +10,17 @@ from moonxp.workloads import WORKLOADS, prepare
 
 
 def test_workload(benchmark, case, limits):
-    name, size, dtype, implementation, backend_name, device = case
+    name, size, dtype, implementation, backend_name, device, compile = case
     workload = WORKLOADS[name]
     backend = resolve(device, backend_name, dtype)
-    call = prepare(workload, size, backend, implementation)
+    call = prepare(workload, size, backend, implementation, compile)
 
     def timed():
         synchronize(call())
 
     benchmark.pedantic(timed, rounds=3, warmup_rounds=1, iterations=1)
     benchmark.extra_info.update({"workload": name, "size": size, "dtype": dtype, "implementation": implementation,
+                                 "compile": compile,
                                  "backend": backend_name, "device": backend.device_name,
                                  "machine": machine(), "versions": versions(backend_name), "unit": workload.unit})
     if benchmark.stats is not None:

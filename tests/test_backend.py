@@ -282,14 +282,15 @@ def test_execution_policies():
 
 
 def test_gpu_policy_tiles_by_free_memory_and_stays_fixed(monkeypatch):
-    import array_api_compat.numpy as np_xp
-    backend._gpu_tile_elements.cache_clear()
+    cupy = pytest.importorskip("cupy")
+    import array_api_compat.cupy as cupy_xp
+    device = cupy.cuda.Device(0)  # a real (unhashable) CuPy device object; no GPU needed to build it
     free = [8 << 30]
-    monkeypatch.setattr(backend, "is_cupy_namespace", lambda xp: True)
-    monkeypatch.setattr(backend, "_free_gpu_memory", lambda xp, device: free[0])
-    first = backend.policy(np_xp, "gpu0", np_xp.float32)
+    monkeypatch.setattr(backend, "_GPU_TILES", {})
+    monkeypatch.setattr(backend, "_free_gpu_memory", lambda xp, dev: free[0])
+    first = backend.policy(cupy_xp, device, cupy_xp.float32)
     assert first.tile_elements == int((8 << 30) * backend.GPU_MEMORY_SHARE) // 4 and first.workers == 1
     free[0] = 1 << 30  # memory use changed: the policy (and so compiled code, tile sizes learned) stays
-    assert backend.policy(np_xp, "gpu0", np_xp.float32) == first
-    assert backend.policy(np_xp, "gpu0", np_xp.float64).tile_elements == int((1 << 30) * backend.GPU_MEMORY_SHARE) // 8
-    backend._gpu_tile_elements.cache_clear()
+    assert backend.policy(cupy_xp, device, cupy_xp.float32) == first
+    assert backend.policy(cupy_xp, device, cupy_xp.float64).tile_elements == int((1 << 30) * backend.GPU_MEMORY_SHARE) // 8
+    assert backend.policy(cupy_xp, cupy.cuda.Device(1), cupy_xp.float32).tile_elements == (1 << 30) * 0.5 // 4

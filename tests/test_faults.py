@@ -389,3 +389,15 @@ def test_cli_rerun_replaces_outputs_whole(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["boundaries.png", "curve.png", "metrics.json"]
     for png in ("boundaries.png", "curve.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_out_of_memory_inside_a_compiled_program_is_exit_2(tmp_path, monkeypatch):
+    class XlaRuntimeError(RuntimeError):
+        pass
+
+    def exhausted(*args, **kwargs):
+        raise XlaRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 4.0GiB.\ndetails")
+    monkeypatch.setattr(moonxp.job, "train", exhausted)
+    code, _, err = cli("--out", str(tmp_path), "--no-plot")
+    assert code == 2
+    assert err.count("\n") == 1 and "out of device memory (RESOURCE_EXHAUSTED" in err

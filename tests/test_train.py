@@ -154,3 +154,38 @@ def test_divergence_raises_without_warnings(problem):
         warnings.simplefilter("error", RuntimeWarning)
         with pytest.raises(moonxp.DivergedError):
             moonxp.train(p, X, T, lr=1e300, iters=3)
+
+
+def test_training_reads_back_once_per_check_not_per_step(monkeypatch):
+    """64 more steps cost 4 more read-backs (check_every=16): none per step, on any backend."""
+    pytest.importorskip("array_api_strict")
+    backend = moonxp.resolve("cpu", "array-api-strict", "float64")
+    X, T, p = moonxp.make_problem(0)
+    params, Xd, Td = Params(*(backend.asarray(a) for a in p)), backend.asarray(X), backend.asarray(T)
+    reads = []
+    Array = type(Xd)
+    for name in ("__bool__", "__float__", "__int__", "__index__", "__dlpack__"):
+        real = getattr(Array, name)
+        monkeypatch.setattr(Array, name, lambda self, *a, _real=real, _name=name, **k: (reads.append(_name),
+                                                                                          _real(self, *a, **k))[1])
+    moonxp.train(params, Xd, Td, iters=64, check_every=16)
+    shorter = len(reads)
+    reads.clear()
+    moonxp.train(params, Xd, Td, iters=128, check_every=16)
+    assert len(reads) - shorter == 4 and set(reads) == {"__bool__"}
+
+
+def test_an_infinite_error_inside_a_chunk_is_caught():
+    from moonxp.training import _check_finite
+    import array_api_compat.numpy as xp
+    chunks = [np.array([[0.3, 0.2], [0.3, 0.1]]), np.array([[0.1, np.inf, 0.05], [0.1, 0.1, 0.1]])]
+    with pytest.raises(moonxp.DivergedError, match=r"iteration 3 \(1 of 2 networks\)") as info:
+        _check_finite(xp, chunks, 0.1)
+    assert info.value.iteration == 3
+
+
+def test_evaluate_refuses_points_batched_beyond_the_params(problem):
+    X, T, p = problem
+    batch = moonxp.make_ensemble(0, 3, n_samples=len(X))[2]
+    with pytest.raises(moonxp.InvalidInputError, match="exceed the params"):
+        moonxp.evaluate(batch, np.stack([np.stack([X] * 3)] * 2), T)

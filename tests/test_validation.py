@@ -301,7 +301,7 @@ CLI_CASES = {
     "noise-nan": (["--noise", "nan"], "is not finite"),
     "seed-negative": (["--seed", "-1"], "--seed: '-1' must be >= 0"),
     "seed-too-big": (["--seed", str(2**32)], "--seed: '4294967296' must be <= 4294967295"),
-    "seed-plus-ensemble": (["--seed", str(2**32 - 1), "--ensemble", "2"], "--seed + --ensemble - 1 must be <="),
+    "seed-plus-ensemble": (["--seed", str(2**32 - 1), "--ensemble", "2"], "2 networks use seeds seed to seed + 1"),
     "ensemble-zero": (["--ensemble", "0"], "--ensemble: '0' must be >= 1"),
     "grid-one": (["--grid", "1"], "--grid: '1' must be >= 2"),
     "grid-huge": (["--grid", "100000"], "must be <= 4096"),

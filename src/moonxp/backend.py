@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-from array_api_compat import (array_namespace, device as device_of, is_array_api_strict_namespace,
+from array_api_compat import (array_namespace, device as device_of,
                               is_cupy_array, is_cupy_namespace, is_jax_array, is_jax_namespace,
                               is_lazy_array, is_numpy_array, is_numpy_namespace, is_torch_array, is_torch_namespace)
 
@@ -226,8 +226,13 @@ def policy(xp: Any, device: Any, dtype: Any) -> Policy:
     if is_numpy_namespace(xp):
         # NumPy releases the GIL in its loops, so tiles run on all cores.
         _keep_freed_memory()
-        return Policy(CPU_TILE_ELEMENTS, os.cpu_count() or 1)
+        return Policy(CPU_TILE_ELEMENTS, _cores())
     return Policy(CPU_TILE_ELEMENTS, 1, compiler)  # torch threads each op itself
+
+
+def _cores() -> int:
+    """Cores this process may run on (affinity and container limits included, where the OS tells)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @functools.lru_cache(maxsize=1)
@@ -260,10 +265,15 @@ def _torch_compile(fn: Callable) -> Callable:
     return torch.compile(fn, dynamic=False)
 
 
-@functools.lru_cache(maxsize=16)
 def _gpu_tile_elements(xp: Any, device: Any, itemsize: int) -> int:
     """Tile size from the device's free memory at first use (a fixed policy keeps compiled code cached)."""
-    return max(1 << 16, int(_free_gpu_memory(xp, device) * GPU_MEMORY_SHARE) // itemsize)
+    key = (xp.__name__, str(device), itemsize)  # CuPy's Device objects are not hashable
+    if key not in _GPU_TILES:
+        _GPU_TILES[key] = max(1 << 16, int(_free_gpu_memory(xp, device) * GPU_MEMORY_SHARE) // itemsize)
+    return _GPU_TILES[key]
+
+
+_GPU_TILES: dict = {}
 
 
 def _free_gpu_memory(xp: Any, device: Any) -> int:
@@ -294,13 +304,3 @@ def common_device(*arrays: Any) -> Any:
         raise InvalidTypeError(f"arrays on different devices ({', '.join(sorted({str(d) for d in devices}))}): "
                                f"move them to one device first")
     return devices[0]
-
-
-def backend_name(xp: Any) -> str:
-    """The name `resolve` knows a namespace by."""
-    for name, test in (("numpy", is_numpy_namespace), ("cupy", is_cupy_namespace),
-                       ("torch", is_torch_namespace), ("jax", is_jax_namespace),
-                       ("array-api-strict", is_array_api_strict_namespace)):
-        if test(xp):
-            return name
-    return getattr(xp, "__name__", "unknown")

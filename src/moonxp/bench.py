@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import os
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -21,6 +18,7 @@ from typing import TextIO
 from . import __version__
 from .backend import resolve
 from .errors import MoonxpError
+from .info import machine
 from .limits import measure, median_time, roofline
 from .outputs import output_directory, write_json
 from .peers import PEERS
@@ -29,6 +27,7 @@ from .workloads import WORKLOADS, Workload, prepare
 
 DTYPES = ("float32", "float64")
 QUICK_DTYPES = ("float32",)
+EXIT_ALL_FAILED = 1
 MAX_SECONDS = 6.0  # a slow peer stops repeating after this long (at least one timed call)
 
 
@@ -87,17 +86,17 @@ def _usable(device: str, backend: str) -> bool:
 def run_case(case: Case, limits: dict) -> dict:
     """Measure one case; the result is a JSON-ready dict (with "error" if it failed).
 
-    `limits` caches each (device, dtype)'s measured limits, taken with that device's default backend.
+    `limits` caches each (device, dtype)'s measured limits, taken with the first backend run there.
     """
     key = (case.device, case.dtype)
-    if key not in limits:
-        limits[key] = measure(resolve(case.device, None, case.dtype), quick=True)
-    backend = resolve(case.device, case.backend, case.dtype)
     result = {"workload": case.workload.name, "size": case.size,
               "size_label": case.workload.size_label.format(case.size), "dtype": case.dtype,
-              "implementation": case.label, "backend": backend.name, "backend_version": backend.version,
-              "device": backend.device_name, "unit": case.workload.unit}
+              "implementation": case.label, "backend": case.backend, "device": case.device, "unit": case.workload.unit}
     try:
+        backend = resolve(case.device, case.backend, case.dtype)
+        result["backend_version"] = backend.version
+        if key not in limits:  # the first backend measured on a device measures its limits
+            limits[key] = measure(backend, quick=True)
         call = prepare(case.workload, case.size, backend, case.implementation, case.compile)
         seconds, repeats = median_time(call, min_repeats=3, min_seconds=1.0, max_seconds=MAX_SECONDS)
     except Exception as exc:  # a peer out of memory, say: report it, keep going
@@ -149,17 +148,6 @@ def table(results: list[dict], limits: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def machine() -> dict:
-    """Where the numbers were measured."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(), "python": platform.python_version()}
-
-
 def main(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     """Run the benchmark for `args.device`/`args.backend` (`--quick` for small sizes); print, and write JSON."""
     todo = cases(args.device, args.backend, args.quick)
@@ -184,4 +172,7 @@ def main(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                   "results": results}
         write_json(path, report)
         stdout.write(f"wrote {path}\n")
-    return 0
+    failed = sum("error" in r for r in results)
+    if failed:
+        stderr.write(f"moonxp bench: {failed} of {len(results)} measurements failed (see the table)\n")
+    return 0 if failed < len(results) else EXIT_ALL_FAILED

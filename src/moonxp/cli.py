@@ -14,13 +14,14 @@ import sys
 from typing import Callable, Sequence, TextIO
 
 from . import __version__, job, report
-from .errors import DivergedError, InvalidInputError, MoonxpError
+from .backend import is_out_of_memory
+from .errors import DivergedError, MoonxpError
 from .outputs import output_directory
 from .progress import Progress
+from .validate import MAX_SEED
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
 COMMANDS = ("train", "bench", "info")
-MAX_SEED = 2**32 - 1  # NumPy's legacy generator takes seeds below 2**32
 MAX_PLOT_GRID = 4096  # a bigger grid is for moonxp.evaluate_grid or `moonxp bench`, not a PNG
 
 
@@ -58,7 +59,9 @@ def _device_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="moonxp", description="Train the two-moons ReLU network with hand-written backprop "
-                     "on any Array API backend, and benchmark hardware with it.")
+                     "on any Array API backend, and benchmark hardware with it.",
+                     epilog="train is the default command: `python -m moonxp --lr 0.05` is `python -m moonxp "
+                     "train --lr 0.05`. Its options: python -m moonxp train --help")
     parser.add_argument("--version", action="version", version=f"moonxp {__version__}")
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
 
@@ -119,21 +122,26 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
         stderr.write(f"moonxp: error: {exc}\n")
         return EXIT_USAGE
     except MemoryError:
-        stderr.write("moonxp: error: out of host memory: use a smaller --samples, --hidden, --ensemble or --grid\n")
+        fix = "use --quick" if args.command == "bench" else "use a smaller --samples, --hidden, --ensemble or --grid"
+        stderr.write(f"moonxp: error: out of host memory: {fix}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         stderr.write("moonxp: interrupted\n")
         return EXIT_INTERRUPTED
+    except Exception as exc:
+        if not is_out_of_memory(exc):  # a compiled program (jax.jit) ran out of device memory
+            raise
+        stderr.write(f"moonxp: error: out of device memory ({str(exc).splitlines()[0]}): free device memory, "
+                     f"use --dtype float32, or a smaller problem\n")
+        return EXIT_USAGE
 
 
 def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     config = job.Config(hidden=args.hidden, lr=args.lr, iters=args.iters, samples=args.samples,
                         noise=args.noise, seed=args.seed, ensemble=args.ensemble, grid=args.grid,
                         device=args.device, backend=args.backend, dtype=args.dtype, compile=args.compile)
-    if config.seed + config.ensemble - 1 > MAX_SEED:
-        raise InvalidInputError(f"--seed + --ensemble - 1 must be <= {MAX_SEED} (NumPy's seed range)")
+    run = job.start(config)  # bad input, backend or device fails here, before --out is created
     directory = output_directory(args.out)
-    run = job.start(config)
     text = not (args.json or args.quiet)
     say = (lambda line: stdout.write(line + "\n")) if text else (lambda line: None)
     say(report.header(run))

@@ -52,11 +52,6 @@ def signed_labels(labels: np.ndarray) -> np.ndarray:
     return labels * 2.0 - 1
 
 
-def grid_axis(size: int = 100, lo: float = -4.0, hi: float = 4.0) -> np.ndarray:
-    """The homework's grid coordinates l = linspace(lo, hi, size), host float64."""
-    return np.linspace(lo, hi, size)
-
-
 def snapshot_iterations(iters: int) -> list[int]:
     """The homework's snapshot iterations 0, 1, 3, 7, ... (2**k - 1) that come before update `iters`."""
     end = max(iters, 1)  # with no update at all, the initial state is still shown

@@ -23,6 +23,10 @@ class BackendError(MoonxpError, RuntimeError):
     """A backend or device was asked for that is unknown or unusable here."""
 
 
+class DeviceMemoryError(MoonxpError, MemoryError):
+    """The device ran out of memory even for the smallest useful tiles."""
+
+
 class OutputError(MoonxpError, OSError):
     """An output file cannot be written; nothing half-written is left."""
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .backend import Policy, is_out_of_memory
-from .errors import InvalidInputError, InvalidTypeError
+from .errors import DeviceMemoryError, InvalidTypeError
 
 Tile = tuple[slice, slice]  # (first batch axis, points)
 ALL = slice(None)
@@ -100,7 +100,7 @@ def map_tiles(work: Callable[[Tile], Any], planner: Callable[[int], list], total
             if not is_out_of_memory(exc):
                 raise
             if tile_elements <= MIN_TILE_ELEMENTS:
-                raise InvalidInputError(
+                raise DeviceMemoryError(
                     f"out of device memory even in tiles of {tile_elements} elements "
                     f"({str(exc).splitlines()[0]}); free device memory (other processes?), use float32, "
                     f"or use fewer networks or points") from None

@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import platform
 
 from . import __version__
 from .backend import BACKENDS, resolve
-from .bench import machine
 from .errors import MoonxpError
 from .limits import measure
 from .report import versions
 
 MODULES = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "jax": "jax", "array-api-strict": "array_api_strict"}
+
+
+def machine() -> dict:
+    """Where this runs: CPU model, cores, system, Python."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(), "python": platform.python_version()}
 
 
 def backends() -> list[dict]:

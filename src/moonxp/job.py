@@ -67,7 +67,7 @@ class Run:
     initial: Params
     axis: np.ndarray
     snapshots: list[Snapshot] = field(default_factory=list)
-    errors: np.ndarray | None = None         # (B, iters + 1)
+    errors: np.ndarray | None = None         # (B, iterations reached + 1)
     accuracy: np.ndarray | None = None       # (B,)
     final_grids: np.ndarray | None = None    # (k, G, G): an ensemble's first networks
     timings: dict = field(default_factory=dict)
@@ -94,7 +94,8 @@ def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot:
     network0 = (lambda p: Params(*(a[0, ...] for a in p))) if config.ensemble > 1 else (lambda p: p)
     grid = functools.partial(evaluate_grid, size=config.grid, lo=GRID_LO, hi=GRID_HI, compile=config.compile)
     stops = snapshot_iterations(config.iters)
-    columns, done, timings = [], 0, {"train_s": 0.0, "grid_s": 0.0}
+    columns, done = [], 0
+    run.timings = timings = {"train_s": 0.0, "grid_s": 0.0, "total_s": 0.0}  # kept current for partial runs
     for target in sorted(set(stops) | {config.iters}):
         tick = time.perf_counter()
         report = None if progress is None else (lambda k, n, done=done: progress(done + k, config.iters))
@@ -105,19 +106,20 @@ def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot:
             raise exc.after(done) from None
         errors = to_host(errors).reshape(-1, target - done + 1)  # (B, updates + 1)
         columns.append(errors[:, :-1])
+        run.errors = np.concatenate(columns + [errors[:, -1:]], axis=1)  # (B, target + 1)
         done, tock = target, time.perf_counter()
         timings["train_s"] += tock - tick
         if target in stops:
             image = to_host(grid(network0(params)))
             timings["grid_s"] += time.perf_counter() - tock
-            run.snapshots.append(Snapshot(target, np.concatenate(columns + [errors[:, -1:]], axis=1), image))
+            run.snapshots.append(Snapshot(target, run.errors, image))
             on_snapshot(run.snapshots[-1])
-    run.errors = np.concatenate(columns + [errors[:, -1:]], axis=1)
+        timings["total_s"] = time.perf_counter() - started
     tick = time.perf_counter()
-    run.accuracy = to_host(evaluate(params, X, T)[1]).reshape(-1)
+    run.accuracy = to_host(evaluate(params, X, T, compile=config.compile)[1]).reshape(-1)
     if config.ensemble > 1:
         run.final_grids = to_host(grid(Params(*(a[:min(ENSEMBLE_PANELS, config.ensemble), ...] for a in params))))
     timings["grid_s"] += time.perf_counter() - tick
-    run.timings = {**timings, "total_s": time.perf_counter() - started}
+    timings["total_s"] = time.perf_counter() - started
     run.finished = True
     return run

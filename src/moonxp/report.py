@@ -77,7 +77,7 @@ def _stats(values: np.ndarray) -> dict:
 def metrics(run: Run, status: str = "ok", message: str | None = None) -> dict:
     """Everything about a run as a JSON-ready dict; a partial run (status != 'ok') has what it reached."""
     b = run.backend
-    errors = run.errors if run.finished else (run.snapshots[-1].errors if run.snapshots else np.zeros((1, 0)))
+    errors = run.errors if run.errors is not None else np.zeros((1, 0))
     data = {
         "moonxp": __version__,
         "status": status,

@@ -70,6 +70,17 @@ def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any,
     return params, xp.stack(errors, axis=-1)
 
 
+def _scores(params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple[Array, Array]:
+    """Error E (...) and accuracy (...) on X, T: forward only, tile by tile."""
+    def sums(p, x, t):
+        y = forward(p, x, xp=xp)
+        return xp.sum(loss_terms(y, t, xp), axis=-1), xp.sum(xp.astype(y * t > 0, y.dtype), axis=-1)
+
+    n = X.shape[-2]
+    e, correct = _tiled(sums, params, X, T, xp, policy)
+    return e / n, correct / n
+
+
 def train(params: Params, X: Array, T: Array, *, lr: float = 0.1, iters: int = 128,
           compile: bool | None = None, check_every: int = 16,
           progress: Callable[[int, int], None] | None = None) -> tuple[Params, Array]:
@@ -83,8 +94,6 @@ def train(params: Params, X: Array, T: Array, *, lr: float = 0.1, iters: int = 1
     """
     xp, device = validate.arrays(params, X, T)
     params = Params(*params)
-    validate.points(xp, X, params, into_batch=True)
-    validate.labels(xp, T, X, params)
     lr = validate.learning_rate(lr)
     validate.count("iters", iters, 0)
     validate.count("check_every", check_every, 1)
@@ -94,47 +103,46 @@ def train(params: Params, X: Array, T: Array, *, lr: float = 0.1, iters: int = 1
     chunks, done = [], 0
     # Overflow on the way to divergence is expected: `_check_finite` reports it as DivergedError.
     with device_context(xp, device), np.errstate(over="ignore", invalid="ignore"):
-        while True:
-            count = min(check_every, iters - done) or 1  # once done, one more step measures the final error
-            run = prepare(_steps, policy, compile, count=count, xp=xp, policy=policy)
-            new_params, errors = run(params, X, T, lr)
-            chunks.append(errors if done < iters else errors[..., :1])
+        validate.points(xp, X, params, into_batch=True)
+        validate.labels(xp, T, X, params)
+        while done < iters:
+            count = min(check_every, iters - done)
+            params, errors = prepare(_steps, policy, compile, count=count, xp=xp, policy=policy)(params, X, T, lr)
+            chunks.append(errors)
             _check_finite(xp, chunks, lr)
-            if done == iters:
-                return params, chunks[0] if len(chunks) == 1 else xp.concat(chunks, axis=-1)
-            params, done = new_params, done + count
+            done += count
             if progress is not None:
                 progress(done, iters)
+        final, _ = prepare(_scores, policy, compile, xp=xp, policy=policy)(params, X, T)
+        chunks.append(final[..., None])
+        _check_finite(xp, chunks, lr)
+        return params, chunks[0] if len(chunks) == 1 else xp.concat(chunks, axis=-1)
 
 
 def _check_finite(xp: Any, chunks: list, lr: float) -> None:
-    """Raise DivergedError unless the latest error is finite.
+    """Raise DivergedError unless the latest chunk of errors is finite (one read-back).
 
     Non-finite parameters make the next error non-finite (the loss sum y . dE/dy turns
     inf * 0 into NaN), so the errors alone show divergence, the final state included.
     """
-    if bool(xp.all(xp.isfinite(chunks[-1][..., -1]))):
+    if bool(xp.all(xp.isfinite(chunks[-1]))):
         return
     bad = ~np.isfinite(to_host(xp.concat(chunks, axis=-1)))  # (..., iterations so far)
-    per_iteration = bad.reshape(-1, bad.shape[-1]).any(axis=0)
-    first = int(np.argmax(per_iteration)) if per_iteration.any() else bad.shape[-1] - 1
+    first = int(np.argmax(bad.reshape(-1, bad.shape[-1]).any(axis=0)))
     networks = f" ({int(bad[..., first].sum())} of {bad[..., 0].size} networks)" if bad.ndim > 1 else ""
     raise DivergedError(first, lr, networks)
 
 
-def evaluate(params: Params, X: Array, T: Array) -> tuple[Array, Array]:
-    """Error E (...) and accuracy (...) (share of points with sign(Y) = T) of the network(s) on X, T."""
+def evaluate(params: Params, X: Array, T: Array, *, compile: bool | None = None) -> tuple[Array, Array]:
+    """Error E (...) and accuracy (...) (share of points with sign(Y) = T) of the network(s) on X, T.
+
+    Shapes as for `train`; `compile` as for `train`.
+    """
     xp, device = validate.arrays(params, X, T)
     params = Params(*params)
-    validate.points(xp, X, params, into_batch=False)
-    validate.labels(xp, T, X, params)
+    validate.compile_flag(compile)
     policy = policy_for(xp, device, params.W.dtype)
-
-    def sums(p, x, t):
-        y = forward(p, x, xp=xp)
-        return xp.sum(loss_terms(y, t, xp), axis=-1), xp.sum(xp.astype(y * t > 0, y.dtype), axis=-1)
-
     with device_context(xp, device):
-        n = X.shape[-2]
-        e, correct = _tiled(sums, params, X, T, xp, policy)
-        return e / n, correct / n
+        validate.points(xp, X, params, into_batch=True)
+        validate.labels(xp, T, X, params)
+        return prepare(_scores, policy, compile, xp=xp, policy=policy)(params, X, T)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import is_array_api_obj
 
-from .backend import common_device, namespace_of, values_readable
+from .backend import common_device, device_context, namespace_of, values_readable
 from .errors import InvalidInputError, InvalidTypeError
 from .kernels import Params
 
@@ -45,7 +45,8 @@ def arrays(params: Params, *others: Any, name: str = "params") -> tuple[Any, Any
         if tuple(a.shape) != expected:
             raise InvalidInputError(f"{name}.{field} has shape {tuple(a.shape)} but {name}.W {tuple(W.shape)} "
                                     f"needs {expected}: (..., H) with W's batch dims and H")
-    _finite(xp, [f"{name}.{field}" for field in "Wbv"], params)
+    with device_context(xp, device):
+        _finite(xp, [f"{name}.{field}" for field in "Wbv"], params)
     return xp, device
 
 
@@ -134,7 +135,11 @@ def callback(name: str, fn: Any) -> None:
 def problem(seed: Any, n_samples: Any, noise: Any, hidden: Any, networks: Any = 1) -> None:
     """Arguments of `make_problem` / `make_ensemble`: seeds seed..seed+networks-1 all valid for NumPy."""
     count("networks", networks, 1)
-    count("seed", seed, 0, MAX_SEED - networks + 1)
+    try:
+        count("seed", seed, 0, MAX_SEED - networks + 1)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{exc} (NumPy seeds stay below 2**32, and {networks} networks use seeds "
+                                f"seed to seed + {networks - 1})" if networks > 1 else str(exc)) from None
     count("n_samples", n_samples, 1)
     count("hidden", hidden, 1)
     if isinstance(noise, bool) or not isinstance(noise, Real) or not math.isfinite(noise) or noise < 0:
