@@ -230,3 +230,19 @@ def test_messages_name_the_problem(tmp_path):
     assert "--lr" in cli("--lr", "nan", "--out", str(tmp_path))[2]
     assert "float16" in cli("--dtype", "float16", "--out", str(tmp_path))[2]
     assert "4294967295" in cli("--seed", "4294967296", "--out", str(tmp_path))[2]  # NumPy's largest seed, in full
+
+
+def test_progress_bar_is_erased_before_each_printed_line(tmp_path, monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(moonxp.progress, "DELAY_S", 0.0)
+    screen = Terminal()  # stdout and stderr on one terminal, as in a shell
+    assert main(["--iters", "40", "--no-plot", "--out", str(tmp_path)], stdout=screen, stderr=screen) == 0
+    text = screen.getvalue()
+    assert "/40 iterations" in text  # the bar was drawn
+    for line in text.split("\n"):
+        visible = line.split("\r")[-1]  # what remains on the terminal row after carriage returns
+        if "It:" in line:
+            assert visible.startswith("It:")

@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--grid", type=_number(int, 2, maximum=MAX_PLOT_GRID), default=100,
                        help="grid points per side for the boundary plots (default 100)")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                       help="compile the step (jax.jit / torch.compile); default: JAX yes, others no")
+                       help="compile the training steps and the grid (jax.jit / torch.compile) from the same "
+                            "source; default: on for JAX, off for torch; NumPy and CuPy have no compiler")
     train.add_argument("--out", default="moonxp-out", help="output directory (default moonxp-out)")
     train.add_argument("--no-plot", action="store_true", help="write metrics.json only, no PNGs")
     train.add_argument("--json", action="store_true", help="print the metrics as JSON instead of text")
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="time the workloads against this machine's limits")
     _device_options(bench)
-    bench.add_argument("--quick", action="store_true", help="small sizes: a couple of minutes on 2 cores")
+    bench.add_argument("--quick", action="store_true", help="one size per workload: about a minute on 2 cores")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
 
     commands.add_parser("info", help="versions, backends and devices found here")
@@ -142,10 +143,14 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                         device=args.device, backend=args.backend, dtype=args.dtype, compile=args.compile)
     run = job.start(config)  # bad input, backend or device fails here, before --out is created
     directory = output_directory(args.out)
-    text = not (args.json or args.quiet)
-    say = (lambda line: stdout.write(line + "\n")) if text else (lambda line: None)
-    say(report.header(run))
     bar = Progress(stderr, config.iters) if not args.quiet else None
+
+    def say(line: str) -> None:
+        if not (args.json or args.quiet):
+            if bar is not None:
+                bar.clear()  # the bar shares the terminal
+            stdout.write(line + "\n")
+    say(report.header(run))
     try:
         job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), bar)
     except DivergedError as exc:
@@ -157,7 +162,7 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         raise
     finally:
         if bar is not None:
-            bar.close()
+            bar.clear()
     metrics = report.metrics(run)
     written = report.write(run, directory, not args.no_plot, metrics)
     if args.json and not args.quiet:

@@ -15,9 +15,9 @@ from typing import Callable
 
 import numpy as np
 
-from .backend import Backend, resolve, to_host
+from .backend import Backend, policy, resolve, to_host
 from .data import make_ensemble, make_problem, snapshot_iterations
-from .errors import DivergedError
+from .errors import DivergedError, InvalidTypeError
 from .grid import evaluate_grid
 from .kernels import Params
 from .training import evaluate, train
@@ -77,6 +77,8 @@ class Run:
 def start(config: Config) -> Run:
     """Resolve the backend and draw the data: quick, so bad input is reported before any training."""
     backend = resolve(config.device, config.backend, config.dtype)
+    if config.compile and policy(backend.xp, backend.device, backend.dtype).compiler is None:
+        raise InvalidTypeError(f"{backend.name} has no compiler: --compile needs --backend jax or torch")
     if config.ensemble == 1:
         X, T, initial = make_problem(config.seed, config.samples, config.noise, config.hidden)
     else:

@@ -28,8 +28,8 @@ class Progress:
         self.stream.flush()
         self.drawn = True
 
-    def close(self) -> None:
-        """Erase the bar, if one was drawn."""
+    def clear(self) -> None:
+        """Erase the bar, if one is drawn (before other output on the terminal); the next call redraws it."""
         if self.drawn:
             self.stream.write("\r" + " " * (WIDTH + 40) + "\r")
             self.stream.flush()
