@@ -265,7 +265,7 @@ def test_ctrl_c_inside_the_training_loop(tmp_path, monkeypatch):
             if len(calls) == 6:
                 raise KeyboardInterrupt
 
-        def close(self):
+        def clear(self):
             pass
 
     monkeypatch.setattr(moonxp.cli, "Progress", Interrupting)
