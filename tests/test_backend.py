@@ -294,3 +294,25 @@ def test_gpu_policy_tiles_by_free_memory_and_stays_fixed(monkeypatch):
     assert backend.policy(cupy_xp, device, cupy_xp.float32) == first
     assert backend.policy(cupy_xp, device, cupy_xp.float64).tile_elements == int((1 << 30) * backend.GPU_MEMORY_SHARE) // 8
     assert backend.policy(cupy_xp, cupy.cuda.Device(1), cupy_xp.float32).tile_elements == (1 << 30) * 0.5 // 4
+
+
+def test_malloc_tuning_runs_once_and_can_be_turned_off(monkeypatch):
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, option, value):
+            calls.append((option, value))
+            return 1
+
+    monkeypatch.setattr(backend.ctypes, "CDLL", lambda name: FakeLibc())
+    monkeypatch.setattr(backend.sys, "platform", "linux")
+    backend._keep_freed_memory.cache_clear()
+    monkeypatch.setenv("MOONXP_MALLOC_TUNING", "0")
+    backend._keep_freed_memory()
+    assert calls == []
+    backend._keep_freed_memory.cache_clear()
+    monkeypatch.delenv("MOONXP_MALLOC_TUNING")
+    backend._keep_freed_memory()
+    backend._keep_freed_memory()
+    assert calls == [(backend.M_MMAP_THRESHOLD, 32 << 20), (backend.M_TRIM_THRESHOLD, 256 << 20)]
+    backend._keep_freed_memory.cache_clear()
