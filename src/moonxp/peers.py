@@ -17,6 +17,21 @@ import numpy as np
 GRID_CHUNK_POINTS = 4096  # rows of a grid the peers evaluate at a time, to bound memory
 
 
+def _batched_homework(W, b, v, X, T, lr, iters, relu):
+    """The homework's loop with batch dims via matmul, in operators NumPy and PyTorch share."""
+    N = X.shape[0]
+    for _ in range(iters):
+        Z = X @ W + b[..., None, :]
+        A = relu(Z)
+        Y = (A @ v[..., :, None])[..., 0]
+        DY = (-Y * T > 0) * (-T)
+        DZ = DY[..., :, None] * v[..., None, :] * (Z > 0)
+        W = W - lr * (X.T @ DZ) / N
+        b = b - lr * DZ.mean(-2)
+        v = v - lr * (DY[..., None, :] @ A)[..., 0, :] / N
+    return W, b, v
+
+
 class NumpyHomework:
     """Plain NumPy as in the homework (batch dims via matmul), single-threaded, unchunked training."""
 
@@ -34,16 +49,7 @@ class NumpyHomework:
                 DZ = np.outer(DY, v) * (Z > 0)
                 W, b, v = W - lr * X.T.dot(DZ) / N, b - lr * DZ.mean(0), v - lr * A.T.dot(DY) / N
             return W, b, v
-        for _ in range(iters):
-            Z = X @ W + b[..., None, :]
-            A = np.maximum(0, Z)
-            Y = (A @ v[..., :, None])[..., 0]
-            DY = (-Y * T > 0) * (-T)
-            DZ = DY[..., :, None] * v[..., None, :] * (Z > 0)
-            W = W - lr * (X.T @ DZ) / N
-            b = b - lr * DZ.mean(-2)
-            v = v - lr * (DY[..., None, :] @ A)[..., 0, :] / N
-        return W, b, v
+        return _batched_homework(W, b, v, X, T, lr, iters, lambda Z: np.maximum(0, Z))
 
     @staticmethod
     def grid(W, b, v, axis):
@@ -60,17 +66,7 @@ class TorchEager:
 
     @staticmethod
     def train(W, b, v, X, T, lr, iters):
-        N = X.shape[0]
-        for _ in range(iters):
-            Z = X @ W + b[..., None, :]
-            A = Z.relu()
-            Y = (A @ v[..., :, None])[..., 0]
-            DY = (Y * T < 0) * -T
-            DZ = DY[..., :, None] * v[..., None, :] * (Z > 0)
-            W = W - lr * (X.T @ DZ) / N
-            b = b - lr * DZ.mean(-2)
-            v = v - lr * (DY[..., None, :] @ A)[..., 0, :] / N
-        return W, b, v
+        return _batched_homework(W, b, v, X, T, lr, iters, lambda Z: Z.relu())
 
     @staticmethod
     def grid(W, b, v, axis):
