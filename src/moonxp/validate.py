@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from array_api_compat import is_array_api_obj
@@ -45,8 +45,7 @@ def arrays(params: Params, *others: Any, name: str = "params") -> tuple[Any, Any
         if tuple(a.shape) != expected:
             raise InvalidInputError(f"{name}.{field} has shape {tuple(a.shape)} but {name}.W {tuple(W.shape)} "
                                     f"needs {expected}: (..., H) with W's batch dims and H")
-    with device_context(xp, device):
-        _finite(xp, [f"{name}.{field}" for field in "Wbv"], params)
+    _finite(xp, [f"{name}.{field}" for field in "Wbv"], params)
     return xp, device
 
 
@@ -100,7 +99,7 @@ def _labels(xp: Any, T: Any, shape: tuple, dtype: Any, other: str) -> None:
     if T.ndim < 1 or not _broadcasts_into(tuple(T.shape), shape):
         raise InvalidInputError(f"T has shape {tuple(T.shape)} but {other} needs {shape}: one label per point, "
                                 f"(..., N)")
-    if values_readable(T) and not bool(xp.all((T == 1.0) | (T == -1.0))):
+    if values_readable(T) and not _all(xp, T, lambda t: (t == 1.0) | (t == -1.0)):
         raise InvalidInputError("labels T must be -1 or +1; convert {0, 1} labels with moonxp.signed_labels")
 
 
@@ -165,11 +164,18 @@ def _floating(xp: Any, name: str, a: Any) -> None:
                                f"convert it with xp.astype({name}, xp.float64) or xp.float32")
 
 
+def _all(xp: Any, a: Any, test: Callable[[Any], Any]) -> bool:
+    """Whether `test(a)` holds everywhere: one read-back, computed with `a`'s device current
+    (CuPy launches on the current device)."""
+    with device_context(xp, common_device(a)):
+        return bool(xp.all(test(a)))
+
+
 def _finite(xp: Any, names: list[str], arrays: list) -> None:
     """One read-back for all `arrays`; the names of the bad ones only on failure."""
-    if not values_readable(arrays[0]) or bool(xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays]))):
+    if not values_readable(arrays[0]) or _all(xp, arrays[0], lambda _: xp.stack([xp.all(xp.isfinite(a)) for a in arrays])):
         return
-    bad = [name for name, a in zip(names, arrays) if not bool(xp.all(xp.isfinite(a)))]
+    bad = [name for name, a in zip(names, arrays) if not _all(xp, a, xp.isfinite)]
     raise InvalidInputError(f"{' and '.join(bad)} hold{'s' if len(bad) == 1 else ''} NaN or infinity: "
                             f"give finite values")
 
