@@ -7,7 +7,7 @@
 Each case is one workload at one size and dtype, by one implementation; warm-up
 is excluded and GPU work is synchronized before the clock is read.
 `extra_info` carries the device, versions, throughput and % of the device's
-measured limit (see moonxp.limits).
+measured limit (see moonxp.benchmark.limits).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 import moonxp
 from moonxp.errors import MoonxpError
-from moonxp.workloads import WORKLOADS
+from moonxp.benchmark.workloads import WORKLOADS
 
 
 def pytest_addoption(parser):
@@ -90,7 +90,7 @@ def limits():
     """Measured limits of (device, dtype), measured once per session with the device's default backend."""
     def get(device: str, dtype: str) -> dict:
         if (device, dtype) not in _LIMITS:
-            from moonxp.limits import measure
+            from moonxp.benchmark.limits import measure
             _LIMITS[device, dtype] = measure(moonxp.resolve(device, None, dtype), quick=True)
         return _LIMITS[device, dtype]
     return get

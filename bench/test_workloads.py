@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from moonxp.info import machine
-from moonxp.limits import roofline
-from moonxp.backend import resolve, synchronize
-from moonxp.report import versions
-from moonxp.workloads import WORKLOADS, prepare
+from moonxp.environment import machine
+from moonxp.benchmark.limits import roofline
+from moonxp import resolve, synchronize
+from moonxp.environment import versions
+from moonxp.benchmark.workloads import WORKLOADS, make_call
 
 
 def test_workload(benchmark, case, limits):
     name, size, dtype, implementation, backend_name, device, compile = case
     workload = WORKLOADS[name]
     backend = resolve(device, backend_name, dtype)
-    call = prepare(workload, size, backend, implementation, compile)
+    call = make_call(workload, size, backend, implementation, compile)
 
     def timed():
         synchronize(call())

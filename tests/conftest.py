@@ -15,8 +15,8 @@ import pytest
 from array_api_compat import array_namespace, device as device_of
 
 import moonxp
-from moonxp import executor
-from moonxp.backend import Backend, to_host
+from moonxp.engine import policy
+from moonxp import Backend, to_host
 
 
 def _strict_device1() -> Backend:
@@ -66,13 +66,6 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if item.get_closest_marker("cuda"):
                 item.add_marker(skip)
-
-
-@pytest.fixture(autouse=True)
-def _forget_fitted_tiles():
-    """Tile sizes learned from a (simulated) out-of-memory error stay within their test."""
-    yield
-    executor._fitted.clear()
 
 
 @pytest.fixture(params=CASES)

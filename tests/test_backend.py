@@ -12,7 +12,7 @@ import pytest
 from array_api_compat import array_namespace, device as device_of
 
 import moonxp
-from moonxp import backend
+from moonxp.engine import backend, policy
 from conftest import assert_close, assert_on_case
 
 
@@ -272,12 +272,12 @@ def test_outputs_stay_on_the_inputs_device(xp):
 
 def test_execution_policies():
     import array_api_compat.numpy as np_xp
-    numpy_policy = backend.policy(np_xp, "cpu", np_xp.float64)
-    assert numpy_policy.workers == (os.cpu_count() or 1) and numpy_policy.compiler is None
-    assert numpy_policy == backend.policy(np_xp, "cpu", np_xp.float32)  # cached compiled code stays valid
+    numpy_policy = policy.policy(np_xp, "cpu", np_xp.float64)
+    assert numpy_policy.workers == len(os.sched_getaffinity(0)) and numpy_policy.compiler is None
+    assert numpy_policy == policy.policy(np_xp, "cpu", np_xp.float32)  # cached compiled code stays valid
     torch = pytest.importorskip("torch")
     import array_api_compat.torch as torch_xp
-    torch_policy = backend.policy(torch_xp, torch.device("cpu"), torch.float32)
+    torch_policy = policy.policy(torch_xp, torch.device("cpu"), torch.float32)
     assert torch_policy.compiler is not None and not torch_policy.compile_by_default
 
 
@@ -286,14 +286,14 @@ def test_gpu_policy_tiles_by_free_memory_and_stays_fixed(monkeypatch):
     import array_api_compat.cupy as cupy_xp
     device = cupy.cuda.Device(0)  # a real (unhashable) CuPy device object; no GPU needed to build it
     free = [8 << 30]
-    monkeypatch.setattr(backend, "_GPU_TILES", {})
-    monkeypatch.setattr(backend, "_free_gpu_memory", lambda xp, dev: free[0])
-    first = backend.policy(cupy_xp, device, cupy_xp.float32)
-    assert first.tile_elements == int((8 << 30) * backend.GPU_MEMORY_SHARE) // 4 and first.workers == 1
+    monkeypatch.setattr(policy, "_gpu_tiles", {})
+    monkeypatch.setattr(policy, "_free_gpu_memory", lambda xp, dev: free[0])
+    first = policy.policy(cupy_xp, device, cupy_xp.float32)
+    assert first.tile_elements == int((8 << 30) * policy.GPU_MEMORY_SHARE) // 4 and first.workers == 1
     free[0] = 1 << 30  # memory use changed: the policy (and so compiled code, tile sizes learned) stays
-    assert backend.policy(cupy_xp, device, cupy_xp.float32) == first
-    assert backend.policy(cupy_xp, device, cupy_xp.float64).tile_elements == int((1 << 30) * backend.GPU_MEMORY_SHARE) // 8
-    assert backend.policy(cupy_xp, cupy.cuda.Device(1), cupy_xp.float32).tile_elements == (1 << 30) * 0.5 // 4
+    assert policy.policy(cupy_xp, device, cupy_xp.float32) == first
+    assert policy.policy(cupy_xp, device, cupy_xp.float64).tile_elements == int((1 << 30) * policy.GPU_MEMORY_SHARE) // 8
+    assert policy.policy(cupy_xp, cupy.cuda.Device(1), cupy_xp.float32).tile_elements == (1 << 30) * 0.5 // 4
 
 
 def test_malloc_tuning_runs_once_and_can_be_turned_off(monkeypatch):
@@ -304,15 +304,15 @@ def test_malloc_tuning_runs_once_and_can_be_turned_off(monkeypatch):
             calls.append((option, value))
             return 1
 
-    monkeypatch.setattr(backend.ctypes, "CDLL", lambda name: FakeLibc())
-    monkeypatch.setattr(backend.sys, "platform", "linux")
-    backend._keep_freed_memory.cache_clear()
+    monkeypatch.setattr(policy.ctypes, "CDLL", lambda name: FakeLibc())
+    monkeypatch.setattr(policy.sys, "platform", "linux")
+    policy.keep_freed_memory.cache_clear()
     monkeypatch.setenv("MOONXP_MALLOC_TUNING", "0")
-    backend._keep_freed_memory()
+    policy.keep_freed_memory()
     assert calls == []
-    backend._keep_freed_memory.cache_clear()
+    policy.keep_freed_memory.cache_clear()
     monkeypatch.delenv("MOONXP_MALLOC_TUNING")
-    backend._keep_freed_memory()
-    backend._keep_freed_memory()
-    assert calls == [(backend.M_MMAP_THRESHOLD, 32 << 20), (backend.M_TRIM_THRESHOLD, 256 << 20)]
-    backend._keep_freed_memory.cache_clear()
+    policy.keep_freed_memory()
+    policy.keep_freed_memory()
+    assert calls == [(policy.M_MMAP_THRESHOLD, 32 << 20), (policy.M_TRIM_THRESHOLD, 256 << 20)]
+    policy.keep_freed_memory.cache_clear()

@@ -8,9 +8,9 @@ import json
 import pytest
 
 import moonxp
-from moonxp import bench, limits
-from moonxp.cli import main
-from moonxp.workloads import WORKLOADS
+from moonxp.benchmark import limits, runner as bench
+from moonxp.app.cli import main
+from moonxp.benchmark.workloads import WORKLOADS
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_run_case_reports_throughput_share_of_limit_and_ratio(smoke_sizes):
 def test_a_failing_case_is_reported_and_the_run_goes_on(smoke_sizes, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("CUDA out of memory\nmore detail")
-    monkeypatch.setattr(bench, "prepare", broken)
+    monkeypatch.setattr(bench, "make_call", broken)
     result = bench.run_case(bench.Case(WORKLOADS["homework"], 100, "float64", "moonxp", "numpy", "cpu"), {})
     assert result["error"] == "RuntimeError: CUDA out of memory"
     assert "failed: RuntimeError" in bench.table([result], {})

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import moonxp
-from moonxp.cli import main
+import moonxp.app.cli
+from moonxp.app.cli import main
 from conftest import cuda_usable
 
 HOMEWORK_LINES = ["It: 0, Error: 0.127", "It: 1, Error: 0.052", "It: 3, Error: 0.010", "It: 7, Error: 0.001",
@@ -237,11 +238,11 @@ def test_progress_bar_is_erased_before_each_printed_line(tmp_path, monkeypatch):
         def isatty(self):
             return True
 
-    monkeypatch.setattr(moonxp.progress, "DELAY_S", 0.0)
+    monkeypatch.setattr(moonxp.app.cli, "PROGRESS_DELAY_S", 0.0)
     screen = Terminal()  # stdout and stderr on one terminal, as in a shell
     assert main(["--iters", "40", "--no-plot", "--out", str(tmp_path)], stdout=screen, stderr=screen) == 0
     text = screen.getvalue()
-    assert "/40 iterations" in text  # the bar was drawn
+    assert "/40 [" in text  # the bar was drawn
     for line in text.split("\n"):
         visible = line.split("\r")[-1]  # what remains on the terminal row after carriage returns
         if "It:" in line:

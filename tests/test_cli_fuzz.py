@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hypothesis import event, example, given, settings, strategies as st
 
-from moonxp.cli import main
+from moonxp.app.cli import main
 
 TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=8)
 

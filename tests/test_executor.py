@@ -14,8 +14,8 @@ import pytest
 
 import array_api_compat.numpy as xp
 import moonxp
-from moonxp.backend import Policy
-from moonxp.executor import ALL, concat_tiles, map_tiles, plan, run, sum_over_points
+from moonxp.engine.policy import Policy
+from moonxp.engine.executor import ALL, concat_tiles, map_tiles, plan, run, sum_over_points
 
 
 def _indices(part: slice, total: int) -> range:
@@ -168,6 +168,11 @@ def test_map_tiles_remembers_the_tile_size_that_fitted():
     calls.clear()
     again, _ = _map(work, (1, 1, 1000, 50), policy)
     assert again == first and len(calls) == len(first)  # no failed attempts the second time
+    moonxp.engine.policy.reset()  # forgotten on request: the full size is tried again
+    calls.clear()
+    _map(work, (1, 1, 1000, 50), policy)
+    assert calls[0][1] == ALL  # the whole problem first, as on the first call
+    moonxp.engine.policy.reset()
 
 
 def test_map_tiles_does_not_retry_other_errors():

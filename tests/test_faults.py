@@ -24,12 +24,13 @@ import pytest
 from matplotlib.figure import Figure
 
 import moonxp
-import moonxp.cli
-import moonxp.job
+import moonxp.app.cli
+import moonxp.app.job
 import moonxp.validate
 from conftest import assert_on_case, tolerance
 from moonxp import DivergedError, Params
-from moonxp.executor import map_tiles as real_map_tiles
+from moonxp.engine import policy
+from moonxp.engine.executor import map_tiles as real_map_tiles
 from moonxp.outputs import write_figure, write_json
 
 training = importlib.import_module(moonxp.train.__module__)
@@ -38,7 +39,7 @@ grid = importlib.import_module(moonxp.evaluate_grid.__module__)
 
 def cli(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = moonxp.cli.main(list(argv), stdout=out, stderr=err)
+    code = moonxp.app.cli.main(list(argv), stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -152,11 +153,23 @@ def out_of_memory_above(limit: int, failures: list):
     return map_tiles
 
 
-def test_grid_out_of_memory_retries_in_smaller_tiles(xp, homework, monkeypatch):
+@pytest.fixture
+def device_memory(monkeypatch):
+    """`limit(module, elements, failures)`: that module's work runs out of memory above `elements`.
+
+    Tile sizes learned from these failures are forgotten after the test (`policy.reset`).
+    """
+    def limit(module, elements: int, failures: list) -> None:
+        monkeypatch.setattr(module, "map_tiles", out_of_memory_above(elements, failures))
+    yield limit
+    policy.reset()
+
+
+def test_grid_out_of_memory_retries_in_smaller_tiles(xp, homework, monkeypatch, device_memory):
     params = Params(*(xp.asarray(a) for a in homework[2]))
     expected = moonxp.evaluate_grid(params, 64)
     failures = []
-    monkeypatch.setattr(grid, "map_tiles", out_of_memory_above(20_000, failures))
+    device_memory(grid, 20_000, failures)
     actual = moonxp.evaluate_grid(params, 64)
     assert failures                                                # it did run out, and recovered
     assert_on_case(actual, xp)
@@ -164,11 +177,11 @@ def test_grid_out_of_memory_retries_in_smaller_tiles(xp, homework, monkeypatch):
     np.testing.assert_allclose(moonxp.to_host(actual), moonxp.to_host(expected), rtol=tol, atol=tol)
 
 
-def test_batched_training_out_of_memory_retries_in_smaller_tiles(homework, monkeypatch):
+def test_batched_training_out_of_memory_retries_in_smaller_tiles(homework, monkeypatch, device_memory):
     X, T, p = moonxp.make_ensemble(0, 4, n_samples=256, hidden=16)
     expected = moonxp.train(p, X, T, iters=5)
     failures = []
-    monkeypatch.setattr(training, "map_tiles", out_of_memory_above(3000, failures))
+    device_memory(training, 3000, failures)
     actual = moonxp.train(p, X, T, iters=5)
     assert failures
     for a, e in zip(actual[0], expected[0]):
@@ -176,14 +189,14 @@ def test_batched_training_out_of_memory_retries_in_smaller_tiles(homework, monke
     np.testing.assert_allclose(actual[1], expected[1], rtol=1e-12, atol=1e-12)
 
 
-def test_out_of_memory_that_no_tile_size_cures_is_a_clear_error(homework, monkeypatch):
-    monkeypatch.setattr(grid, "map_tiles", out_of_memory_above(0, []))
+def test_out_of_memory_that_no_tile_size_cures_is_a_clear_error(homework, monkeypatch, device_memory):
+    device_memory(grid, 0, [])
     with pytest.raises(moonxp.MoonxpError, match="out of device memory even in tiles of .*use fewer networks or points"):
         moonxp.evaluate_grid(homework[2], 64)
 
 
-def test_cli_out_of_memory_is_exit_2(tmp_path, monkeypatch):
-    monkeypatch.setattr(grid, "map_tiles", out_of_memory_above(0, []))
+def test_cli_out_of_memory_is_exit_2(tmp_path, monkeypatch, device_memory):
+    device_memory(grid, 0, [])
     code, out, err = cli("--iters", "2", "--no-plot", "--out", str(tmp_path))
     assert code == 2 and "out of device memory" in err and err.count("\n") == 1 and "Traceback" not in err
 
@@ -195,7 +208,7 @@ def test_cli_out_of_memory_is_exit_2(tmp_path, monkeypatch):
     lambda: RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1.00GiB"),
 ], ids=["fake", "torch", "cupy", "xla"])
 def test_out_of_memory_errors_of_each_library_are_recognized(make):
-    from moonxp.backend import is_out_of_memory
+    from moonxp.arrays import is_out_of_memory
     assert is_out_of_memory(make())
     assert not is_out_of_memory(ValueError("shapes do not match"))
 
@@ -203,7 +216,7 @@ def test_out_of_memory_errors_of_each_library_are_recognized(make):
 def test_cli_out_of_host_memory_is_exit_2(tmp_path, monkeypatch):
     def too_big(*args, **kwargs):
         raise MemoryError
-    monkeypatch.setattr(moonxp.job, "execute", too_big)
+    monkeypatch.setattr(moonxp.app.job, "execute", too_big)
     code, out, err = cli("--no-plot", "--out", str(tmp_path))
     assert code == 2 and err == "moonxp: error: out of host memory: use a smaller --samples, --hidden, " \
                                 "--ensemble or --grid\n"
@@ -242,7 +255,7 @@ def interrupt_after(calls: int, real):
 
 
 def test_ctrl_c_between_snapshots_exit_130_metrics_interrupted(tmp_path, monkeypatch):
-    monkeypatch.setattr(moonxp.job, "train", interrupt_after(3, moonxp.job.train))
+    monkeypatch.setattr(moonxp.app.job, "train", interrupt_after(3, moonxp.app.job.train))
     code, out, err = cli("--no-plot", "--out", str(tmp_path))
     assert code == 130 and err == "moonxp: interrupted\n"
     assert [line for line in out.splitlines() if line.startswith("It:")] == \
@@ -256,19 +269,17 @@ def test_ctrl_c_between_snapshots_exit_130_metrics_interrupted(tmp_path, monkeyp
 def test_ctrl_c_inside_the_training_loop(tmp_path, monkeypatch):
     calls = []
 
-    class Interrupting:  # stands in for the progress bar, which train calls at each divergence check
-        def __init__(self, stream, total):
-            pass
+    real_train = moonxp.app.job.train
 
-        def __call__(self, done, total=None):
+    def interrupting_train(*args, progress=None, **kwargs):  # train reports progress at each divergence check
+        def report(done, total):
             calls.append(done)
             if len(calls) == 6:
                 raise KeyboardInterrupt
+            progress(done, total)
+        return real_train(*args, progress=report, **kwargs)
 
-        def clear(self):
-            pass
-
-    monkeypatch.setattr(moonxp.cli, "Progress", Interrupting)
+    monkeypatch.setattr(moonxp.app.job, "train", interrupting_train)
     code, out, err = cli("--iters", "64", "--out", str(tmp_path))
     assert code == 130 and err == "moonxp: interrupted\n"
     metrics = strict_json(tmp_path / "metrics.json")
@@ -300,7 +311,7 @@ def raise_oserror(code: int):
 
 def test_cli_unwritable_out_directory_fails_before_training(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "TemporaryFile", raise_oserror(errno.EACCES))  # what a read-only dir does
-    monkeypatch.setattr(moonxp.job, "execute", lambda *a, **k: pytest.fail("trained before checking --out"))
+    monkeypatch.setattr(moonxp.app.job, "execute", lambda *a, **k: pytest.fail("trained before checking --out"))
     code, out, err = cli("--no-plot", "--out", str(tmp_path / "out"))
     assert code == 2 and out == ""
     assert err == f"moonxp: error: cannot write into {str(tmp_path / 'out')!r}: Permission denied; " \
@@ -397,7 +408,7 @@ def test_cli_out_of_memory_inside_a_compiled_program_is_exit_2(tmp_path, monkeyp
 
     def exhausted(*args, **kwargs):
         raise XlaRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 4.0GiB.\ndetails")
-    monkeypatch.setattr(moonxp.job, "train", exhausted)
+    monkeypatch.setattr(moonxp.app.job, "train", exhausted)
     code, _, err = cli("--out", str(tmp_path), "--no-plot")
     assert code == 2
     assert err.count("\n") == 1 and "out of device memory (RESOURCE_EXHAUSTED" in err

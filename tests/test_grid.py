@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import moonxp
-import moonxp.backend
-import moonxp.executor
+import moonxp.engine.executor
+from moonxp.engine.policy import limit_tiles
 from conftest import assert_close, assert_on_case, tolerance
 from moonxp import Params
 
@@ -73,23 +73,16 @@ def test_grid_batch(xp, batch):
 @pytest.fixture
 def tiny_tiles(monkeypatch):
     """Tiles of TINY_TILE elements on every namespace; returns the list of tile counts planned."""
-    monkeypatch.setattr(moonxp.backend, "CPU_TILE_ELEMENTS", TINY_TILE)
-    monkeypatch.setattr(moonxp.backend, "JAX_TILE_ELEMENTS", TINY_TILE)
-    jax_policy = getattr(moonxp.backend, "_jax_policy", None)
-    if hasattr(jax_policy, "cache_clear"):
-        jax_policy.cache_clear()
     counts = []
-    run = moonxp.executor.run
+    run = moonxp.engine.executor.run
 
     def counting_run(work, tiles, workers):
         counts.append(len(tiles))
         return run(work, tiles, workers)
 
-    monkeypatch.setattr(moonxp.executor, "run", counting_run)
-    yield counts
-    monkeypatch.undo()
-    if hasattr(jax_policy, "cache_clear"):
-        jax_policy.cache_clear()
+    monkeypatch.setattr(moonxp.engine.executor, "run", counting_run)
+    with limit_tiles(TINY_TILE):
+        yield counts
 
 
 def _rounding(case) -> float:

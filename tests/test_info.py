@@ -4,8 +4,8 @@ import io
 
 import pytest
 
-from moonxp import info
-from moonxp.cli import main
+from moonxp.app import info
+from moonxp.app.cli import main
 
 
 def test_info_lists_backends_devices_and_limits(monkeypatch):

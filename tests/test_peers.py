@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import moonxp
-from moonxp.backend import to_host
-from moonxp.peers import PEERS
-from moonxp.workloads import WORKLOADS, host_problem, prepare
+from moonxp import to_host
+from moonxp.benchmark.peers import PEERS
+from moonxp.benchmark.workloads import WORKLOADS, host_problem, make_call
 
 
 def _peer_backend(name: str):
@@ -41,8 +41,8 @@ def test_workload_runs_the_same_problem_for_moonxp_and_peers(name):
     workload = WORKLOADS[name]
     size = workload.sizes["smoke"][0]
     backend = moonxp.resolve("cpu", "numpy", "float64")
-    ours = prepare(workload, size, backend)()
-    theirs = prepare(workload, size, backend, "numpy-homework")()
+    ours = make_call(workload, size, backend)()
+    theirs = make_call(workload, size, backend, "numpy-homework")()
     if name == "grid-eval":
         np.testing.assert_allclose(theirs, ours, rtol=1e-10, atol=1e-12)
     else:

@@ -9,7 +9,7 @@ import pytest
 import sklearn.datasets
 
 import moonxp
-from moonxp.cli import main
+from moonxp.app.cli import main
 
 HOMEWORK_LINES = [
     "It: 0, Error: 0.127",

@@ -176,7 +176,7 @@ def test_training_reads_back_once_per_check_not_per_step(monkeypatch):
 
 
 def test_an_infinite_error_inside_a_chunk_is_caught():
-    from moonxp.training import _check_finite
+    from moonxp.engine.training import _check_finite
     import array_api_compat.numpy as xp
     chunks = [np.array([[0.3, 0.2], [0.3, 0.1]]), np.array([[0.1, np.inf, 0.05], [0.1, 0.1, 0.1]])]
     with pytest.raises(moonxp.DivergedError, match=r"iteration 3 \(1 of 2 networks\)") as info:

@@ -14,7 +14,7 @@ import pytest
 
 import moonxp
 from moonxp import InvalidInputError as Bad, InvalidTypeError as BadType, Params
-from moonxp.cli import main
+from moonxp.app.cli import main
 from conftest import cuda_usable
 
 X0, T0, P0 = moonxp.make_problem(0, n_samples=8, hidden=4)

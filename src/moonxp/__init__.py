@@ -3,13 +3,14 @@
 __version__ = "0.1.0"
 
 from .api import backprop, descent, forward, loss
-from .backend import Backend, resolve, synchronize, to_host
+from .arrays import synchronize, to_host
 from .data import make_ensemble, make_problem, signed_labels, snapshot_iterations
+from .engine.backend import Backend, resolve
+from .engine.grid import evaluate_grid
+from .engine.training import evaluate, train
 from .errors import (BackendError, DeviceMemoryError, DivergedError, InvalidInputError, InvalidTypeError,
                      MoonxpError, OutputError)
-from .grid import evaluate_grid
 from .kernels import Params
-from .training import evaluate, train
 
 __all__ = ["Backend", "BackendError", "DeviceMemoryError", "DivergedError", "InvalidInputError", "InvalidTypeError",
            "MoonxpError", "OutputError", "Params", "backprop", "descent", "evaluate", "evaluate_grid",

@@ -1,5 +1,5 @@
-"""``python -m moonxp``: see `moonxp.cli`."""
+"""``python -m moonxp``: see `moonxp.app.cli`."""
 
-from .cli import main_exit
+from .app.cli import main_exit
 
 main_exit()

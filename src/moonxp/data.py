@@ -9,19 +9,21 @@ state, so ``make_problem(0)`` is the homework's starting point digit for digit.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.datasets import make_moons
 
 from . import validate
+from .defaults import HIDDEN, NOISE, SAMPLES, SEED
 from .errors import InvalidInputError
 from .kernels import Params
 
 
-def make_problem(seed: int = 0, n_samples: int = 100, noise: float = 0.0,
-                 hidden: int = 50) -> tuple[np.ndarray, np.ndarray, Params]:
+def make_problem(seed: int = SEED, n_samples: int = SAMPLES, noise: float = NOISE,
+                 hidden: int = HIDDEN) -> tuple[np.ndarray, np.ndarray, Params]:
     """Moons X (N, 2) scaled to X*2-1, labels T (N,) in {-1, +1}, and initial params (H = hidden).
 
     Host NumPy float64, drawn in the homework's order from the legacy generator seeded with `seed`.
     """
+    from sklearn.datasets import make_moons  # scikit-learn loads only when data is drawn
+
     validate.problem(seed, n_samples, noise, hidden)
     rng = np.random.RandomState(seed)
     # noise=0 must not reach make_moons: it would draw 2N zero-scale normals and shift W, b, v.
@@ -32,8 +34,8 @@ def make_problem(seed: int = 0, n_samples: int = 100, noise: float = 0.0,
     return X * 2 - 1, labels * 2.0 - 1, Params(W, b, v)
 
 
-def make_ensemble(seed: int = 0, networks: int = 1, n_samples: int = 100, noise: float = 0.0,
-                  hidden: int = 50) -> tuple[np.ndarray, np.ndarray, Params]:
+def make_ensemble(seed: int = SEED, networks: int = 1, n_samples: int = SAMPLES, noise: float = NOISE,
+                  hidden: int = HIDDEN) -> tuple[np.ndarray, np.ndarray, Params]:
     """The data of `seed` and B = `networks` initial params stacked (B, ...): network k is seed + k's.
 
     Network 0 is exactly `make_problem(seed)`'s network.

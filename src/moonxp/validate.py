@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 from array_api_compat import is_array_api_obj
 
-from .backend import common_device, device_context, namespace_of, values_readable
+from .arrays import common_device, device_context, namespace_of, values_readable
 from .errors import InvalidInputError, InvalidTypeError
 from .kernels import Params
 

@@ -15,14 +15,16 @@ from typing import Callable
 
 import numpy as np
 
-from .backend import Backend, policy, resolve, to_host
-from .data import make_ensemble, make_problem, snapshot_iterations
-from .errors import DivergedError, InvalidTypeError
-from .grid import evaluate_grid
-from .kernels import Params
-from .training import evaluate, train
-
-GRID_LO, GRID_HI = -4.0, 4.0
+from .. import defaults
+from ..arrays import to_host
+from ..data import make_ensemble, make_problem, snapshot_iterations
+from ..defaults import GRID_HI, GRID_LO
+from ..engine.backend import Backend, resolve
+from ..engine.grid import evaluate_grid
+from ..engine.policy import policy
+from ..engine.training import evaluate, train
+from ..errors import DivergedError, InvalidTypeError
+from ..kernels import Params
 ENSEMBLE_PANELS = 4  # networks whose final boundary an ensemble run draws
 
 
@@ -30,17 +32,17 @@ ENSEMBLE_PANELS = 4  # networks whose final boundary an ensemble run draws
 class Config:
     """Everything that defines a run; the defaults are the homework's."""
 
-    hidden: int = 50
-    lr: float = 0.1
-    iters: int = 128
-    samples: int = 100
-    noise: float = 0.0
-    seed: int = 0
+    hidden: int = defaults.HIDDEN
+    lr: float = defaults.LR
+    iters: int = defaults.ITERS
+    samples: int = defaults.SAMPLES
+    noise: float = defaults.NOISE
+    seed: int = defaults.SEED
     ensemble: int = 1
-    grid: int = 100
+    grid: int = defaults.GRID
     device: str = "cpu"
     backend: str | None = None
-    dtype: str = "float64"
+    dtype: str = defaults.DTYPES[0]
     compile: bool | None = None
 
     def as_dict(self) -> dict:
@@ -100,10 +102,10 @@ def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot:
     run.timings = timings = {"train_s": 0.0, "grid_s": 0.0, "total_s": 0.0}  # kept current for partial runs
     for target in sorted(set(stops) | {config.iters}):
         tick = time.perf_counter()
-        report = None if progress is None else (lambda k, n, done=done: progress(done + k, config.iters))
+        on_progress = None if progress is None else (lambda k, n, done=done: progress(done + k, config.iters))
         try:
             params, errors = train(params, X, T, lr=config.lr, iters=target - done, compile=config.compile,
-                                   progress=report)
+                                   progress=on_progress)
         except DivergedError as exc:
             raise exc.after(done) from None
         errors = to_host(errors).reshape(-1, target - done + 1)  # (B, updates + 1)

@@ -10,7 +10,8 @@ import statistics
 import time
 from typing import Any, Callable
 
-from .backend import Backend, device_context, synchronize
+from ..arrays import device_context, synchronize
+from ..engine.backend import Backend
 
 
 def median_time(call: Callable[[], Any], min_repeats: int = 5, min_seconds: float = 0.5,

@@ -15,15 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from . import __version__
-from .backend import resolve
-from .errors import MoonxpError
-from .info import machine
+from .. import __version__
+from ..engine.backend import resolve
+from ..environment import machine, versions
+from ..errors import MoonxpError
+from ..outputs import output_directory, write_json
 from .limits import measure, median_time, roofline
-from .outputs import output_directory, write_json
 from .peers import PEERS
-from .report import versions
-from .workloads import WORKLOADS, Workload, prepare
+from .workloads import WORKLOADS, Workload, make_call
 
 DTYPES = ("float32", "float64")
 QUICK_DTYPES = ("float32",)
@@ -97,7 +96,7 @@ def run_case(case: Case, limits: dict) -> dict:
         result["backend_version"] = backend.version
         if key not in limits:  # the first backend measured on a device measures its limits
             limits[key] = measure(backend, quick=True)
-        call = prepare(case.workload, case.size, backend, case.implementation, case.compile)
+        call = make_call(case.workload, case.size, backend, case.implementation, case.compile)
         seconds, repeats = median_time(call, min_repeats=3, min_seconds=1.0, max_seconds=MAX_SECONDS)
     except Exception as exc:  # a peer out of memory, say: report it, keep going
         return {**result, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}

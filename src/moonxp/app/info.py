@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
-import platform
 
-from . import __version__
-from .backend import BACKENDS, resolve
-from .errors import MoonxpError
-from .limits import measure
-from .report import versions
+from .. import __version__
+from ..benchmark.limits import measure
+from ..engine.backend import BACKENDS, resolve
+from ..environment import machine, versions
+from ..errors import MoonxpError
 
 MODULES = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "jax": "jax", "array-api-strict": "array_api_strict"}
-
-
-def machine() -> dict:
-    """Where this runs: CPU model, cores, system, Python."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(), "python": platform.python_version()}
 
 
 def backends() -> list[dict]:
@@ -71,7 +58,7 @@ def gpus() -> list[dict]:
         return []
 
 
-def report(measure_limits: bool = True) -> str:
+def text(measure_limits: bool = True) -> str:
     """The `info` text."""
     m = machine()
     lines = [f"moonxp {__version__} | Python {m['python']} | {m['system']}",

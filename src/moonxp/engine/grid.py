@@ -14,10 +14,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import validate
-from .backend import device_context, policy as policy_for
-from .executor import ALL, concat_tiles, map_tiles, plan, prepare
-from .kernels import Params
+from .. import validate
+from ..arrays import device_context
+from ..defaults import GRID, GRID_HI, GRID_LO
+from ..kernels import Params
+from .executor import ALL, concat_tiles, map_tiles, plan, program
+from .policy import policy as policy_for
 
 Array = Any
 ROW_TEMPORARIES = 2  # (..., r, H, G) arrays alive at once in `_rows`: z and |z|
@@ -33,7 +35,7 @@ def _rows(row: Array, col: Array, v: Array, col_v: Array, xp: Any) -> Array:
     return (abs_v + (row @ v[..., :, None]) + col_v[..., None, :]) * 0.5
 
 
-def evaluate_grid(params: Params, size: int = 100, lo: float = -4.0, hi: float = 4.0, *,
+def evaluate_grid(params: Params, size: int = GRID, lo: float = GRID_LO, hi: float = GRID_HI, *,
                   compile: bool | None = None) -> Array:
     """Yg (..., size, size) with Yg[..., i, k] = f(x1 = l[k], x2 = l[i]), l = linspace(lo, hi, size).
 
@@ -47,7 +49,7 @@ def evaluate_grid(params: Params, size: int = 100, lo: float = -4.0, hi: float =
     lo, hi = validate.interval(lo, hi)
     validate.compile_flag(compile)
     policy = policy_for(xp, device, params.W.dtype)
-    rows = prepare(_rows, policy, compile, xp=xp)
+    rows = program(_rows, policy, compile, xp=xp)
     W, b, v = params
     with device_context(xp, device):
         axis = xp.linspace(lo, hi, size, dtype=W.dtype, device=device)

@@ -19,8 +19,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .backend import Policy, is_out_of_memory
-from .errors import DeviceMemoryError, InvalidTypeError
+from ..arrays import is_out_of_memory
+from ..errors import DeviceMemoryError, InvalidTypeError
+from .policy import Policy, remember_fitted, tile_elements as fitted_tile_elements
 
 Tile = tuple[slice, slice]  # (first batch axis, points)
 ALL = slice(None)
@@ -46,17 +47,23 @@ def _part(start: int, step: int, total: int) -> slice:
     return ALL if step >= total else slice(start, min(start + step, total))
 
 
-@functools.lru_cache(maxsize=32)
-def prepare(fn: Callable, policy: Policy, compile: bool | None, /, **bound: Any) -> Callable:
+def program(fn: Callable, policy: Policy, compile: bool | None, /, **bound: Any) -> Callable:
     """`fn` with keyword arguments bound, compiled by the policy's compiler when asked.
 
     compile=None takes the namespace's default (JAX: jit; others: eager). Cached, so a
-    compiled function is traced once per shape, not once per call.
+    compiled function is traced once per shape, not once per call; a compiled program
+    holds its tiles, so the tile size in force is part of the key.
     """
     if compile and policy.compiler is None:
         raise InvalidTypeError("these arrays' namespace has no compiler: compile=True needs JAX or PyTorch arrays")
+    return _program(fn, policy, policy.compile_by_default if compile is None else compile,
+                    fitted_tile_elements(policy), **bound)
+
+
+@functools.lru_cache(maxsize=32)
+def _program(fn: Callable, policy: Policy, compile: bool, tile_elements: int, /, **bound: Any) -> Callable:
     fn = functools.partial(fn, **bound)
-    return policy.compiler(fn) if (policy.compile_by_default if compile is None else compile) else fn
+    return policy.compiler(fn) if compile else fn
 
 
 @functools.lru_cache(maxsize=4)
@@ -89,9 +96,9 @@ def map_tiles(work: Callable[[Tile], Any], planner: Callable[[int], list], total
     """Run `work` on each tile of `planner(tile_elements)`, for work holding `total` elements in all.
 
     Out of device memory, the tiles halve until they fit (the size that fitted is kept
-    for later calls with this policy) or become too small to help. Returns (tiles, results).
+    for later calls with this policy, see `policy.reset`) or become too small to help. Returns (tiles, results).
     """
-    tile_elements = _fitted.get(policy, policy.tile_elements)
+    tile_elements = fitted_tile_elements(policy)
     while True:
         tiles = planner(tile_elements)
         try:
@@ -104,10 +111,8 @@ def map_tiles(work: Callable[[Tile], Any], planner: Callable[[int], list], total
                     f"out of device memory even in tiles of {tile_elements} elements "
                     f"({str(exc).splitlines()[0]}); free device memory (other processes?), use float32, "
                     f"or use fewer networks or points") from None
-            tile_elements = _fitted[policy] = min(tile_elements, total) // 2
-
-
-_fitted: dict = {}  # Policy -> tile size that fitted after running out of memory
+            tile_elements = min(tile_elements, total) // 2
+            remember_fitted(policy, tile_elements)
 
 
 def _groups(tiles: Sequence[tuple], results: list) -> list[tuple[list, list]]:

@@ -6,7 +6,7 @@
 | train-batched | B networks   | a network-iteration (N = 100)    | N (15 H)                       |
 | train-large   | N points     | a sample-gradient (32 iterations)| 15 H: 6 H forward, 9 H backward |
 
-`prepare` returns a zero-argument call that does the work once and returns
+`make_call` returns a zero-argument call that does the work once and returns
 arrays to synchronize on; data is drawn on the host and moved beforehand.
 """
 
@@ -17,12 +17,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .backend import Backend
-from .data import make_problem
-from .grid import evaluate_grid
-from .kernels import Params
+from ..data import make_problem
+from ..engine.backend import Backend
+from ..engine.grid import evaluate_grid
+from ..engine.training import train
+from ..kernels import Params
 from .peers import PEERS
-from .training import train
 
 HIDDEN = 50
 LR = 0.1
@@ -76,7 +76,7 @@ def host_problem(workload: Workload, size: int, seed: int = 0) -> tuple[Params, 
     return params, X, T
 
 
-def prepare(workload: Workload, size: int, backend: Backend, implementation: str = "moonxp",
+def make_call(workload: Workload, size: int, backend: Backend, implementation: str = "moonxp",
             compile: bool | None = None) -> Callable[[], Any]:
     """A call doing the work once on `backend`: moonxp, or the peer named `implementation`."""
     host_params, host_X, host_T = host_problem(workload, size)

@@ -16,11 +16,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import validate
-from .backend import Policy, device_context, policy as policy_for, to_host
-from .errors import DivergedError
-from .executor import ALL, Tile, map_tiles, plan, prepare, sum_over_points
-from .kernels import STEP_TEMPORARIES, Params, descent, error_and_gradient_sums, forward, loss_terms
+from .. import validate
+from ..arrays import device_context, to_host
+from ..defaults import CHECK_EVERY, ITERS, LR
+from ..errors import DivergedError
+from ..kernels import STEP_TEMPORARIES, Params, descent, error_and_gradient_sums, forward, loss_terms
+from .executor import ALL, Tile, map_tiles, plan, program, sum_over_points
+from .policy import Policy, policy as policy_for
 
 Array = Any
 
@@ -81,8 +83,8 @@ def _scores(params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tupl
     return e / n, correct / n
 
 
-def train(params: Params, X: Array, T: Array, *, lr: float = 0.1, iters: int = 128,
-          compile: bool | None = None, check_every: int = 16,
+def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = ITERS,
+          compile: bool | None = None, check_every: int = CHECK_EVERY,
           progress: Callable[[int, int], None] | None = None) -> tuple[Params, Array]:
     """Train by gradient descent: (params, errors), errors (..., iters + 1) = E before each update, then after the last.
 
@@ -107,13 +109,13 @@ def train(params: Params, X: Array, T: Array, *, lr: float = 0.1, iters: int = 1
         validate.labels(xp, T, X, params)
         while done < iters:
             count = min(check_every, iters - done)
-            params, errors = prepare(_steps, policy, compile, count=count, xp=xp, policy=policy)(params, X, T, lr)
+            params, errors = program(_steps, policy, compile, count=count, xp=xp, policy=policy)(params, X, T, lr)
             chunks.append(errors)
             _check_finite(xp, chunks, lr)
             done += count
             if progress is not None:
                 progress(done, iters)
-        final, _ = prepare(_scores, policy, compile, xp=xp, policy=policy)(params, X, T)
+        final, _ = program(_scores, policy, compile, xp=xp, policy=policy)(params, X, T)
         chunks.append(final[..., None])
         _check_finite(xp, chunks, lr)
         return params, chunks[0] if len(chunks) == 1 else xp.concat(chunks, axis=-1)
@@ -145,4 +147,4 @@ def evaluate(params: Params, X: Array, T: Array, *, compile: bool | None = None)
     with device_context(xp, device):
         validate.points(xp, X, params, into_batch=True)
         validate.labels(xp, T, X, params)
-        return prepare(_scores, policy, compile, xp=xp, policy=policy)(params, X, T)
+        return program(_scores, policy, compile, xp=xp, policy=policy)(params, X, T)

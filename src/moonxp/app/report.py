@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import math
-import platform
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from . import __version__, plot
+from .. import __version__, plot
+from ..environment import versions
+from ..outputs import write_figure, write_json
 from .job import Run, Snapshot
-from .outputs import write_figure, write_json
-
-PACKAGES = ("numpy", "array-api-compat", "scikit-learn", "matplotlib")
-BACKEND_PACKAGES = {"cupy": ("cupy-cuda12x", "cupy-cuda13x", "cupy"), "torch": ("torch",), "jax": ("jax", "jaxlib"),
-                    "array-api-strict": ("array-api-strict",), "numpy": ()}
-
-
-def versions(backend: str | None = None) -> dict:
-    """Python, moonxp's dependencies and (if given) the backend's packages, by installed version."""
-    found = {"python": platform.python_version(), "moonxp": __version__}
-    for name in PACKAGES + BACKEND_PACKAGES.get(backend or "numpy", ()):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
-
 
 def header(run: Run) -> str:
     """One line: backend, version, device, dtype and the problem's sizes."""

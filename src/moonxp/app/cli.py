@@ -13,12 +13,14 @@ import math
 import sys
 from typing import Callable, Sequence, TextIO
 
-from . import __version__, job, report
-from .backend import is_out_of_memory
-from .errors import DivergedError, MoonxpError
-from .outputs import output_directory
-from .progress import Progress
-from .validate import MAX_SEED
+from .. import __version__
+from ..arrays import is_out_of_memory
+from ..errors import DivergedError, MoonxpError
+from ..outputs import output_directory
+from ..validate import MAX_SEED
+from . import job, report
+
+PROGRESS_DELAY_S = 1.0  # runs shorter than this never show a progress bar
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
 COMMANDS = ("train", "bench", "info")
@@ -112,12 +114,12 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
         return int(exit.code or 0)
     try:
         if args.command == "info":
-            from .info import report as info_report
-            stdout.write(info_report())
+            from . import info
+            stdout.write(info.text())
             return EXIT_OK
         if args.command == "bench":
-            from .bench import main as bench_main
-            return bench_main(args, stdout, stderr)
+            from ..benchmark import runner
+            return runner.main(args, stdout, stderr)
         return _train(args, stdout, stderr)
     except MoonxpError as exc:
         stderr.write(f"moonxp: error: {exc}\n")
@@ -143,16 +145,20 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                         device=args.device, backend=args.backend, dtype=args.dtype, compile=args.compile)
     run = job.start(config)  # bad input, backend or device fails here, before --out is created
     directory = output_directory(args.out)
-    bar = Progress(stderr, config.iters) if not args.quiet else None
+    from tqdm.auto import tqdm  # a bar only where stderr is a terminal (disable=None) and a run is long (delay)
+    bar = tqdm(total=config.iters, file=stderr, disable=True if args.quiet else None, delay=PROGRESS_DELAY_S,
+               unit="it", leave=False, dynamic_ncols=True)
 
     def say(line: str) -> None:
         if not (args.json or args.quiet):
-            if bar is not None:
-                bar.clear()  # the bar shares the terminal
-            stdout.write(line + "\n")
+            with bar.external_write_mode(file=stdout):  # the bar shares the terminal: lift it while printing
+                stdout.write(line + "\n")
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
     say(report.header(run))
     try:
-        job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), bar)
+        job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), progress)
     except DivergedError as exc:
         report.write(run, directory, False, report.metrics(run, "diverged", str(exc)))
         stderr.write(f"moonxp: {exc}\n")
@@ -161,8 +167,7 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         report.write(run, directory, False, report.metrics(run, "interrupted"))
         raise
     finally:
-        if bar is not None:
-            bar.clear()
+        bar.close()
     metrics = report.metrics(run)
     written = report.write(run, directory, not args.no_plot, metrics)
     if args.json and not args.quiet:

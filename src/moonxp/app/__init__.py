@@ -1,0 +1,1 @@
+"""The application: the command line, the main job, its report and its output files."""

@@ -1,0 +1,98 @@
+"""Arrays of any namespace: which namespace and device they share, host copies, synchronization.
+
+The only module besides `engine.backend` that knows libraries apart, and only
+through `array_api_compat`'s ``is_*`` tests: nothing here imports an optional
+library unless an array of it is already at hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+from array_api_compat import (array_namespace, device as device_of, is_cupy_array, is_cupy_namespace,
+                              is_jax_array, is_lazy_array, is_numpy_array, is_torch_array)
+
+from .errors import InvalidTypeError
+
+Array = Any
+Namespace = Any
+Device = Any
+
+
+def namespace_of(*arrays: Array) -> Namespace:
+    """The one namespace of `arrays`.
+
+    Raises
+    ------
+    InvalidTypeError
+        When the arrays come from different libraries.
+    """
+    try:
+        return array_namespace(*arrays)
+    except TypeError:
+        kinds = sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in arrays})
+        raise InvalidTypeError(f"arrays from different libraries ({', '.join(kinds)}): move them to one "
+                               f"namespace first") from None
+
+
+def common_device(*arrays: Array) -> Device:
+    """The one device of `arrays`.
+
+    Raises
+    ------
+    InvalidTypeError
+        When the arrays sit on different devices.
+    """
+    devices = [device_of(a) for a in arrays]
+    if any(d != devices[0] for d in devices[1:]):
+        raise InvalidTypeError(f"arrays on different devices ({', '.join(sorted({str(d) for d in devices}))}): "
+                               f"move them to one device first")
+    return devices[0]
+
+
+def device_context(xp: Namespace, device: Device) -> contextlib.AbstractContextManager:
+    """Context in which work on `device` runs: CuPy launches on the current device, so enter it."""
+    return device if is_cupy_namespace(xp) else contextlib.nullcontext()
+
+
+def to_host(x: Array) -> np.ndarray:
+    """A NumPy copy (or view) of an array from any backend."""
+    if is_cupy_array(x):
+        return x.get()
+    if is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if is_jax_array(x) or is_numpy_array(x):  # NumPy arrays and scalars
+        return np.asarray(x)
+    return np.from_dlpack(x)  # array-api-strict, on any of its devices
+
+
+def synchronize(*results: Any) -> None:
+    """Wait until the work producing `results` (arrays, or tuples of them) has finished, before a timer is read."""
+    for x in results:
+        if isinstance(x, (tuple, list)):
+            synchronize(*x)
+        elif is_jax_array(x):
+            x.block_until_ready()
+        elif is_cupy_array(x):
+            x.device.synchronize()
+        elif is_torch_array(x) and x.device.type == "cuda":
+            import torch
+            torch.cuda.synchronize(x.device)
+
+
+def values_readable(x: Array) -> bool:
+    """False while `x` is traced or lazy, when reading its values (for validation) is impossible."""
+    if is_jax_array(x):
+        import jax
+        return not isinstance(x, jax.core.Tracer)
+    if is_torch_array(x):
+        import torch
+        return not torch.compiler.is_compiling()
+    return not is_lazy_array(x)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is a device running out of memory (CuPy, PyTorch, JAX/XLA)."""
+    return "OutOfMemory" in type(exc).__name__ or "RESOURCE_EXHAUSTED" in str(exc)

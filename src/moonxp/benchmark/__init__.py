@@ -1,0 +1,1 @@
+"""The benchmark: workloads, peer implementations, measured device limits and the runner."""

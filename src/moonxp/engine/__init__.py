@@ -1,0 +1,1 @@
+"""The engine: backends, execution policy, the tiled executor, training and grid evaluation."""

@@ -1,0 +1,140 @@
+"""Backends: the only place that knows NumPy, CuPy, PyTorch, JAX and array-api-strict apart.
+
+`resolve` turns ``--device``/``--backend``/``--dtype`` strings into a `Backend`
+(namespace, device, dtype), importing optional libraries only when asked for.
+`Backend.asarray` moves host data to the backend's device; everything else
+about arrays is in `moonxp.arrays`, and how work runs is in `policy`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..arrays import device_context
+from ..defaults import DTYPES
+from ..errors import BackendError, InvalidInputError, InvalidTypeError
+
+BACKENDS = ("numpy", "cupy", "torch", "jax", "array-api-strict")
+GPU_BACKENDS = ("cupy", "torch", "jax")
+CPU_BACKENDS = ("numpy", "torch", "jax", "array-api-strict")
+_DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
+CUPY_HINT = 'install CuPy: pip install "moonxp[cuda12]" (CUDA 12) or "moonxp[cuda13]" (CUDA 13)'
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A resolved backend: namespace `xp`, `device` and `dtype` objects, and their names."""
+
+    name: str
+    xp: Any
+    device: Any
+    dtype: Any
+    device_name: str
+    dtype_name: str
+    version: str
+
+    def asarray(self, host: Any) -> Any:
+        """Move a host array to this backend's device in its dtype (one transfer)."""
+        with device_context(self.xp, self.device):
+            try:
+                x = self.xp.asarray(np.asarray(host, dtype=self.dtype_name), dtype=self.dtype, device=self.device)
+            except (ValueError, TypeError) as exc:
+                raise InvalidTypeError(f"{self.device_name} on {self.name} cannot hold {self.dtype_name} "
+                                       f"({exc}); use --dtype float32") from None
+        if x.dtype != self.dtype:
+            raise InvalidTypeError(f"{self.name} turned {self.dtype_name} into {x.dtype} on "
+                                   f"{self.device_name}; use --dtype float32")
+        return x
+
+
+def resolve(device: str = "cpu", backend: str | None = None, dtype: str = DTYPES[0]) -> Backend:
+    """Backend for device 'cpu' | 'cuda' | 'cuda:N', backend name (default: numpy on cpu, cupy on cuda), dtype."""
+    match = _DEVICE.match(device) if isinstance(device, str) else None
+    if match is None:
+        raise InvalidInputError(f"unknown device {device!r}: use cpu, cuda or cuda:N")
+    kind, index = match.group(1), int(match.group(2) or 0)
+    if kind == "cpu" and match.group(2) is not None:
+        raise InvalidInputError(f"unknown device {device!r}: the CPU is just 'cpu'")
+    if dtype not in DTYPES:
+        raise InvalidInputError(f"unknown dtype {dtype!r}: use float64 or float32")
+    name = backend or ("cupy" if kind == "cuda" else "numpy")
+    if name not in BACKENDS:
+        raise InvalidInputError(f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")
+    if kind == "cuda" and name not in GPU_BACKENDS:
+        raise InvalidInputError(f"{name} runs on the CPU only: for --device {device} use "
+                                f"--backend cupy, torch or jax")
+    if kind == "cpu" and name not in CPU_BACKENDS:
+        raise InvalidInputError(f"{name} runs on CUDA devices only: use --device cuda, "
+                                f"or --backend numpy for the CPU")
+    return _LOADERS[name](kind, index, dtype)
+
+
+def _import(module: str, hint: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendError(f"{module} is not installed ({exc}): {hint}") from None
+
+
+def _check_index(index: int, count: int, what: str) -> None:
+    if count == 0:
+        raise BackendError(f"no CUDA device found for {what}: check the NVIDIA driver (nvidia-smi), "
+                           f"or use --device cpu")
+    if index >= count:
+        raise BackendError(f"cuda:{index} does not exist: {what} sees {count} CUDA device(s), "
+                           f"cuda:0 to cuda:{count - 1}")
+
+
+def _numpy(kind: str, index: int, dtype: str) -> Backend:
+    import array_api_compat.numpy as xp
+    return Backend("numpy", xp, "cpu", getattr(xp, dtype), "cpu", dtype, np.__version__)
+
+
+def _strict(kind: str, index: int, dtype: str) -> Backend:
+    xp = _import("array_api_strict", "pip install array-api-strict")
+    device = xp.__array_namespace_info__().default_device()
+    return Backend("array-api-strict", xp, device, getattr(xp, dtype), "cpu", dtype, xp.__version__)
+
+
+def _cupy(kind: str, index: int, dtype: str) -> Backend:
+    cupy = _import("cupy", CUPY_HINT)
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except cupy.cuda.runtime.CUDARuntimeError as exc:
+        raise BackendError(f"no CUDA device is usable by CuPy ({exc}): check the NVIDIA driver "
+                           f"(nvidia-smi), or use --device cpu") from None
+    _check_index(index, count, "CuPy")
+    import array_api_compat.cupy as xp
+    return Backend("cupy", xp, cupy.cuda.Device(index), getattr(xp, dtype), f"cuda:{index}", dtype,
+                   cupy.__version__)
+
+
+def _torch(kind: str, index: int, dtype: str) -> Backend:
+    torch = _import("torch", "pip install torch")
+    if kind == "cuda":
+        _check_index(index, torch.cuda.device_count() if torch.cuda.is_available() else 0, "PyTorch")
+    name = "cpu" if kind == "cpu" else f"cuda:{index}"
+    import array_api_compat.torch as xp
+    return Backend("torch", xp, torch.device(name), getattr(xp, dtype), name, dtype, torch.__version__)
+
+
+def _jax(kind: str, index: int, dtype: str) -> Backend:
+    jax = _import("jax", 'pip install jax (CPU) or "jax[cuda12]" (GPU)')
+    if dtype == "float64":
+        # Without x64, JAX silently computes float64 requests in float32.
+        jax.config.update("jax_enable_x64", True)
+    try:
+        devices = jax.devices("cpu" if kind == "cpu" else "gpu")
+    except RuntimeError:
+        devices = []
+    _check_index(index, len(devices), "JAX")
+    name = "cpu" if kind == "cpu" else f"cuda:{index}"
+    return Backend("jax", jax.numpy, devices[index], getattr(jax.numpy, dtype), name, dtype, jax.__version__)
+
+
+_LOADERS = {"numpy": _numpy, "array-api-strict": _strict, "cupy": _cupy, "torch": _torch, "jax": _jax}

@@ -1,0 +1,153 @@
+"""Execution policy: how work on one namespace/device runs (tile size, CPU threads, compiler).
+
+The policy is a pure function of (namespace, device, dtype), except for the
+process-wide state below, which lives here and only here:
+
+- ``_gpu_tiles``: a GPU's tile size, fixed from its free memory at first use, so
+  that compiled programs (traced per tile shape) stay cached;
+- ``_fitted``: a smaller tile size learned when a device ran out of memory, kept
+  so the next call does not run out again;
+- ``_limit``: a cap on every tile, on every device, set by `limit_tiles` (to bound
+  memory, or to make tests tile small problems);
+- glibc's malloc thresholds (`keep_freed_memory`), set once for the process at the
+  first NumPy policy, because freed tile temporaries are then reused instead of
+  being faulted in afresh (twice as fast here; ``MOONXP_MALLOC_TUNING=0`` opts out).
+
+`reset()` forgets the two tile caches (malloc settings stay: they change speed only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from array_api_compat import is_cupy_namespace, is_jax_namespace, is_numpy_namespace, is_torch_namespace
+
+# Elements that all live temporaries of one tile hold together. On a CPU, cache-sized
+# tiles run many times faster than temporaries of hundreds of MB (see docs/design.md);
+# 2**20 measured best for both training and grids on a 2-core EPYC (bench/RESULTS.md).
+CPU_TILE_ELEMENTS = 1 << 20
+GPU_MEMORY_SHARE = 0.5  # of free device memory, for one tile's temporaries
+# XLA fuses part of the temporaries; larger tiles train faster, but each tile of each
+# step is traced, so compile time grows as tiles shrink. 2**23 balanced both here.
+JAX_TILE_ELEMENTS = 1 << 23
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How work on one namespace/device runs: tile size, CPU threads, and a compiler if any."""
+
+    tile_elements: int
+    workers: int
+    compiler: Callable[[Callable], Callable] | None = None
+    compile_by_default: bool = False
+
+
+def policy(xp: Any, device: Any, dtype: Any) -> Policy:
+    """Execution policy for arrays of namespace `xp` on `device` in floating `dtype`.
+
+    `tile_elements` bounds the elements of all temporaries a tile holds at once.
+    """
+    if is_jax_namespace(xp):
+        return _jax_policy()
+    compiler = _torch_compile if is_torch_namespace(xp) else None  # torch.compile only when asked
+    if is_cupy_namespace(xp) or (is_torch_namespace(xp) and getattr(device, "type", "cpu") == "cuda"):
+        return Policy(_gpu_tile_elements(xp, device, xp.finfo(dtype).bits // 8), 1, compiler)
+    if is_numpy_namespace(xp):
+        # NumPy releases the GIL in its loops, so tiles run on all cores.
+        keep_freed_memory()
+        return Policy(CPU_TILE_ELEMENTS, cores())
+    return Policy(CPU_TILE_ELEMENTS, 1, compiler)  # torch threads each op itself
+
+
+def tile_elements(policy: Policy) -> int:
+    """The tile size to use now under `policy`: its own, a smaller one that fitted after running out of memory,
+    or the `limit_tiles` cap, whichever is smallest."""
+    return min(_fitted.get(policy, policy.tile_elements), _limit[0])
+
+
+@contextlib.contextmanager
+def limit_tiles(elements: int) -> Iterator[None]:
+    """Within the block, no tile on any device holds more than `elements` elements of temporaries."""
+    previous = _limit[0]
+    _limit[0] = max(1, int(elements))
+    try:
+        yield
+    finally:
+        _limit[0] = previous
+
+
+def remember_fitted(policy: Policy, elements: int) -> None:
+    """Use tiles of `elements` from now on under `policy` (after running out of memory with larger ones)."""
+    _fitted[policy] = elements
+
+
+def reset() -> None:
+    """Forget the GPU tile sizes and the tile sizes learned from out-of-memory errors."""
+    _gpu_tiles.clear()
+    _fitted.clear()
+
+
+def cores() -> int:
+    """Cores this process may run on (affinity and container limits included, where the OS tells)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@functools.lru_cache(maxsize=1)
+def keep_freed_memory() -> None:
+    """Let glibc's malloc reuse freed tile temporaries instead of returning them to the OS.
+
+    By default, blocks over 128 KiB come from fresh mmap pages and freed heap tops are
+    trimmed, so every tile temporary pays a page fault per 4 KiB on first touch: that
+    halved the speed of tiled training here. Heap blocks up to 32 MiB and up to 256 MiB
+    of retained free memory avoid it. Set MOONXP_MALLOC_TUNING=0 to leave malloc alone.
+    """
+    if os.environ.get("MOONXP_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+@functools.lru_cache(maxsize=1)
+def _jax_policy() -> Policy:
+    import jax
+    return Policy(JAX_TILE_ELEMENTS, 1, jax.jit, compile_by_default=True)  # eager JAX dispatches op by op
+
+
+def _torch_compile(fn: Callable) -> Callable:
+    import torch
+    return torch.compile(fn, dynamic=False)
+
+
+def _gpu_tile_elements(xp: Any, device: Any, itemsize: int) -> int:
+    """Tile size from the device's free memory at first use (a fixed policy keeps compiled code cached)."""
+    key = (xp.__name__, str(device), itemsize)  # CuPy's Device objects are not hashable
+    if key not in _gpu_tiles:
+        _gpu_tiles[key] = max(1 << 16, int(_free_gpu_memory(xp, device) * GPU_MEMORY_SHARE) // itemsize)
+    return _gpu_tiles[key]
+
+
+def _free_gpu_memory(xp: Any, device: Any) -> int:
+    if is_cupy_namespace(xp):
+        import cupy
+        with device:
+            free, _ = cupy.cuda.runtime.memGetInfo()
+        return free + cupy.get_default_memory_pool().free_bytes()
+    import torch
+    free, _ = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+
+
+_gpu_tiles: dict = {}  # (namespace, device, itemsize) -> tile elements, fixed at first use
+_fitted: dict = {}     # Policy -> tile elements that fitted after running out of memory
+_limit = [1 << 62]     # cap on every tile (`limit_tiles`); a list so the context manager can set it
