@@ -1,4 +1,4 @@
-"""Shared fixtures: `xp` runs a test on every installed namespace/device/dtype.
+"""Shared fixtures: `case` runs a test on every installed namespace/device/dtype.
 
 Each case is a `moonxp.Backend`: its `asarray` moves host NumPy arrays there.
 array-api-strict appears twice: its default device in float64 and
@@ -69,7 +69,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(params=CASES)
-def xp(request) -> Backend:
+def case(request) -> Backend:
     """A backend case: namespace `.xp`, `.device`, `.dtype`, and `.asarray(host)`."""
     return request.param()
 

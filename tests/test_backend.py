@@ -237,37 +237,37 @@ def test_errors_are_the_builtin_kinds():
 
 # ---------------------------------------------------------------- host, device, synchronization
 
-def test_to_host_and_synchronize(xp):
+def test_to_host_and_synchronize(case):
     host = np.arange(1.0, 15.0).reshape(7, 2) * 0.25
-    x = xp.asarray(host)
-    assert_on_case(x, xp)
+    x = case.asarray(host)
+    assert_on_case(x, case)
     back = moonxp.to_host(x)
     assert isinstance(back, np.ndarray)
-    assert back.dtype == np.dtype(xp.dtype_name) and back.shape == (7, 2)
-    np.testing.assert_array_equal(back, host.astype(xp.dtype_name))
-    y = xp.xp.sum(x * 2.0, axis=0)
+    assert back.dtype == np.dtype(case.dtype_name) and back.shape == (7, 2)
+    np.testing.assert_array_equal(back, host.astype(case.dtype_name))
+    y = case.xp.sum(x * 2.0, axis=0)
     assert moonxp.synchronize(y, x) is None
     np.testing.assert_allclose(moonxp.to_host(y), host.sum(axis=0) * 2, rtol=1e-6)
 
 
-def test_to_host_of_a_scalar(xp):
-    x = xp.xp.sum(xp.asarray(np.array([1.5, 2.5])))
+def test_to_host_of_a_scalar(case):
+    x = case.xp.sum(case.asarray(np.array([1.5, 2.5])))
     back = moonxp.to_host(x)
     assert isinstance(back, np.ndarray) and back.shape == () and float(back) == 4.0
 
 
-def test_outputs_stay_on_the_inputs_device(xp):
+def test_outputs_stay_on_the_inputs_device(case):
     """Every public function returns arrays on the input's device (strict's device1 catches a missing device=)."""
     X, T, p = moonxp.make_problem(3, n_samples=40, hidden=8)  # test_train's sizes: JAX compiles once
-    params = moonxp.Params(*(xp.asarray(a) for a in p))
-    Xd, Td = xp.asarray(X), xp.asarray(T)
+    params = moonxp.Params(*(case.asarray(a) for a in p))
+    Xd, Td = case.asarray(X), case.asarray(T)
     Y = moonxp.forward(params, Xd)
     outputs = [Y, moonxp.loss(Y, Td), *moonxp.backprop(params, Xd, Td),
                *moonxp.train(params, Xd, Td, iters=2)[0], moonxp.train(params, Xd, Td, iters=2)[1],
                *moonxp.evaluate(params, Xd, Td), moonxp.evaluate_grid(params, size=5)]
     for a in outputs:
-        assert_on_case(a, xp)
-    assert_close(Y, np.maximum(X @ p.W + p.b, 0) @ p.v, xp)
+        assert_on_case(a, case)
+    assert_close(Y, np.maximum(X @ p.W + p.b, 0) @ p.v, case)
 
 
 def test_execution_policies():
@@ -287,7 +287,7 @@ def test_gpu_policy_tiles_by_free_memory_and_stays_fixed(monkeypatch):
     device = cupy.cuda.Device(0)  # a real (unhashable) CuPy device object; no GPU needed to build it
     free = [8 << 30]
     monkeypatch.setattr(policy, "_gpu_tiles", {})
-    monkeypatch.setattr(policy, "_free_gpu_memory", lambda xp, dev: free[0])
+    monkeypatch.setattr(policy, "_free_gpu_memory", lambda case, dev: free[0])
     first = policy.policy(cupy_xp, device, cupy_xp.float32)
     assert first.tile_elements == int((8 << 30) * policy.GPU_MEMORY_SHARE) // 4 and first.workers == 1
     free[0] = 1 << 30  # memory use changed: the policy (and so compiled code, tile sizes learned) stays

@@ -77,12 +77,12 @@ def test_divergence_names_the_first_bad_iteration_and_the_learning_rate(homework
     assert np.isfinite(errors).all()
 
 
-def test_divergence_on_every_backend(xp, homework):
+def test_divergence_on_every_backend(case, homework):
     X, T, p = homework
-    huge = np.finfo(xp.dtype_name).max ** 0.75                    # finite, but y = a v overflows
-    params = Params(*(xp.asarray(a) for a in p._replace(v=p.v * huge, W=p.W * huge)))
+    huge = np.finfo(case.dtype_name).max ** 0.75                    # finite, but y = a v overflows
+    params = Params(*(case.asarray(a) for a in p._replace(v=p.v * huge, W=p.W * huge)))
     with pytest.raises(DivergedError, match="diverged at iteration 0"):
-        moonxp.train(params, xp.asarray(X), xp.asarray(T), iters=4)
+        moonxp.train(params, case.asarray(X), case.asarray(T), iters=4)
 
 
 def test_divergence_is_checked_every_k_iterations_not_every_step(homework):
@@ -165,15 +165,15 @@ def device_memory(monkeypatch):
     policy.reset()
 
 
-def test_grid_out_of_memory_retries_in_smaller_tiles(xp, homework, monkeypatch, device_memory):
-    params = Params(*(xp.asarray(a) for a in homework[2]))
+def test_grid_out_of_memory_retries_in_smaller_tiles(case, homework, monkeypatch, device_memory):
+    params = Params(*(case.asarray(a) for a in homework[2]))
     expected = moonxp.evaluate_grid(params, 64)
     failures = []
     device_memory(grid, 20_000, failures)
     actual = moonxp.evaluate_grid(params, 64)
     assert failures                                                # it did run out, and recovered
-    assert_on_case(actual, xp)
-    tol = tolerance(xp)
+    assert_on_case(actual, case)
+    tol = tolerance(case)
     np.testing.assert_allclose(moonxp.to_host(actual), moonxp.to_host(expected), rtol=tol, atol=tol)
 
 

@@ -27,11 +27,11 @@ def on(case, params: Params) -> Params:
     return Params(*(case.asarray(p) for p in params))
 
 
-def test_grid_matches_meshgrid_forward(xp, homework):
+def test_grid_matches_meshgrid_forward(case, homework):
     _, _, p = homework
-    Yg = moonxp.evaluate_grid(on(xp, p), size=30)
+    Yg = moonxp.evaluate_grid(on(case, p), size=30)
     assert tuple(Yg.shape) == (30, 30)
-    assert_close(Yg, ref_grid(p, 30, -4.0, 4.0), xp)
+    assert_close(Yg, ref_grid(p, 30, -4.0, 4.0), case)
 
 
 def test_grid_orientation(homework):
@@ -45,27 +45,27 @@ def test_grid_orientation(homework):
     assert not np.allclose(Yg, Yg.T)  # the test would not notice a transpose otherwise
 
 
-def test_grid_equals_forward_on_the_grid_points(xp, homework):
+def test_grid_equals_forward_on_the_grid_points(case, homework):
     """The grid is the network on the grid's points, whatever the bounds."""
     _, _, p = homework
-    Yg = moonxp.evaluate_grid(on(xp, p), size=9, lo=-2.5, hi=1.0)
+    Yg = moonxp.evaluate_grid(on(case, p), size=9, lo=-2.5, hi=1.0)
     l = np.linspace(-2.5, 1.0, 9)
     X1g, X2g = np.meshgrid(l, l)
-    Y = moonxp.forward(on(xp, p), xp.asarray(np.stack([X1g.ravel(), X2g.ravel()], axis=1)))
-    assert_on_case(Yg, xp)
-    tol = tolerance(xp)
+    Y = moonxp.forward(on(case, p), case.asarray(np.stack([X1g.ravel(), X2g.ravel()], axis=1)))
+    assert_on_case(Yg, case)
+    tol = tolerance(case)
     np.testing.assert_allclose(moonxp.to_host(Yg), moonxp.to_host(Y).reshape(9, 9), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("batch", [(3,), (2, 2)], ids=["B=3", "B=2x2"])
-def test_grid_batch(xp, batch):
+def test_grid_batch(case, batch):
     _, _, p = moonxp.make_ensemble(1, int(np.prod(batch)), hidden=8)
     p = Params(*(a.reshape(*batch, *a.shape[1:]) for a in p))
-    Yg = moonxp.evaluate_grid(on(xp, p), size=12, lo=-3.0, hi=2.0)
+    Yg = moonxp.evaluate_grid(on(case, p), size=12, lo=-3.0, hi=2.0)
     expected = np.zeros((*batch, 12, 12))
     for index in np.ndindex(*batch):
         expected[index] = ref_grid(Params(*(a[index] for a in p)), 12, -3.0, 2.0)
-    assert_close(Yg, expected, xp)
+    assert_close(Yg, expected, case)
 
 
 # ---------------------------------------------------------------- tiled == untiled
@@ -89,27 +89,27 @@ def _rounding(case) -> float:
     return 64 * float(np.finfo(case.dtype_name).eps)
 
 
-def test_tiled_grid_equals_untiled(xp, homework, request):
+def test_tiled_grid_equals_untiled(case, homework, request):
     _, _, p = moonxp.make_ensemble(0, 3, hidden=8)
-    untiled = moonxp.to_host(moonxp.evaluate_grid(on(xp, p), size=16))
+    untiled = moonxp.to_host(moonxp.evaluate_grid(on(case, p), size=16))
     counts = request.getfixturevalue("tiny_tiles")
-    tiled = moonxp.evaluate_grid(on(xp, p), size=16)
+    tiled = moonxp.evaluate_grid(on(case, p), size=16)
     assert max(counts) >= 10  # many tiles really were used
-    assert_on_case(tiled, xp)
+    assert_on_case(tiled, case)
     scale = np.abs(untiled).max()
-    np.testing.assert_allclose(moonxp.to_host(tiled), untiled, rtol=_rounding(xp), atol=_rounding(xp) * scale)
+    np.testing.assert_allclose(moonxp.to_host(tiled), untiled, rtol=_rounding(case), atol=_rounding(case) * scale)
 
 
-def test_tiled_train_equals_untiled(xp, homework, request):
+def test_tiled_train_equals_untiled(case, homework, request):
     X, T, p = moonxp.make_ensemble(0, 2, n_samples=40, hidden=8)
-    args = (Params(*(xp.asarray(a) for a in p)), xp.asarray(X), xp.asarray(T))
+    args = (Params(*(case.asarray(a) for a in p)), case.asarray(X), case.asarray(T))
     untiled_params, untiled_errors = moonxp.train(*args, iters=4)
     counts = request.getfixturevalue("tiny_tiles")
     tiled_params, tiled_errors = moonxp.train(*args, iters=4)
     assert max(counts) >= 10
-    tol = _rounding(xp)
+    tol = _rounding(case)
     for tiled, untiled in ((tiled_errors, untiled_errors), *zip(tiled_params, untiled_params)):
-        assert_on_case(tiled, xp)
+        assert_on_case(tiled, case)
         np.testing.assert_allclose(moonxp.to_host(tiled), moonxp.to_host(untiled), rtol=tol, atol=tol)
 
 

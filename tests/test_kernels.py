@@ -80,52 +80,52 @@ def problem():
     return smooth_network(np.random.default_rng(1))
 
 
-def test_forward_matches_reference(xp, problem):
+def test_forward_matches_reference(case, problem):
     X, T, p = problem
     expected = ref_forward(*p, X)
-    assert_close(moonxp.forward(on(xp, p), on(xp, X)), expected, xp)
-    assert_close(moonxp.kernels.forward(on(xp, p), on(xp, X)), expected, xp)
+    assert_close(moonxp.forward(on(case, p), on(case, X)), expected, case)
+    assert_close(moonxp.kernels.forward(on(case, p), on(case, X)), expected, case)
 
 
-def test_loss_matches_reference(xp, problem):
+def test_loss_matches_reference(case, problem):
     X, T, p = problem
     Y = ref_forward(*p, X)
-    E = moonxp.loss(*on(xp, Y, T))
+    E = moonxp.loss(*on(case, Y, T))
     assert tuple(E.shape) == ()
     assert ref_loss(Y, T) > 0  # some points are misclassified: the loss is not trivially 0
-    assert_close(E, np.asarray(ref_loss(Y, T)), xp)
-    assert_close(moonxp.kernels.loss(*on(xp, Y, T)), np.asarray(ref_loss(Y, T)), xp)
+    assert_close(E, np.asarray(ref_loss(Y, T)), case)
+    assert_close(moonxp.kernels.loss(*on(case, Y, T)), np.asarray(ref_loss(Y, T)), case)
 
 
-def test_backprop_matches_reference(xp, problem):
+def test_backprop_matches_reference(case, problem):
     X, T, p = problem
     expected = ref_backprop(*p, X, T)
-    for grads in (moonxp.backprop(on(xp, p), *on(xp, X, T)), moonxp.kernels.backprop(on(xp, p), *on(xp, X, T))):
+    for grads in (moonxp.backprop(on(case, p), *on(case, X, T)), moonxp.kernels.backprop(on(case, p), *on(case, X, T))):
         assert isinstance(grads, Params)
         for g, e in zip(grads, expected):
             assert tuple(g.shape) == e.shape
-            assert_close(g, e, xp)
+            assert_close(g, e, case)
         assert np.abs(expected[0]).max() > 0.01  # a real gradient, not zeros
 
 
-def test_descent_matches_reference(xp, problem):
+def test_descent_matches_reference(case, problem):
     X, T, p = problem
     grads = Params(*ref_backprop(*p, X, T))
     for descent in (moonxp.descent, moonxp.kernels.descent):
-        new = descent(on(xp, p), on(xp, grads), 0.3)
+        new = descent(on(case, p), on(case, grads), 0.3)
         assert isinstance(new, Params)
         for n, q, g in zip(new, p, grads):
-            assert_close(n, q - 0.3 * g, xp)
+            assert_close(n, q - 0.3 * g, case)
 
 
-def test_forward_on_many_points_keeps_shape(xp):
+def test_forward_on_many_points_keeps_shape(case):
     """Y (..., N) for points (N, 2) on one network: a grid of points flattens like the homework's."""
     rng = np.random.default_rng(2)
     X = rng.uniform(-4, 4, (200, 2))
     _, _, p = smooth_network(rng)
-    Y = moonxp.forward(on(xp, p), on(xp, X))
+    Y = moonxp.forward(on(case, p), on(case, X))
     assert tuple(Y.shape) == (200,)
-    assert_close(Y, ref_forward(*p, X), xp)
+    assert_close(Y, ref_forward(*p, X), case)
 
 
 # ---------------------------------------------------------------- gradients: finite differences, autograd
@@ -195,28 +195,28 @@ BATCHES = [pytest.param((4,), False, id="B=4-own-X"), pytest.param((3, 2), True,
 
 
 @pytest.mark.parametrize(("batch", "shared_X"), BATCHES)
-def test_batch_equals_single_networks(xp, batch, shared_X):
+def test_batch_equals_single_networks(case, batch, shared_X):
     X, T, p = smooth_batch(np.random.default_rng(3), batch, shared_X=shared_X)
-    Y = moonxp.forward(on(xp, p), on(xp, X))
-    E = moonxp.loss(Y, on(xp, T))
-    grads = moonxp.backprop(on(xp, p), *on(xp, X, T))
-    new = moonxp.descent(on(xp, p), grads, 0.5)
+    Y = moonxp.forward(on(case, p), on(case, X))
+    E = moonxp.loss(Y, on(case, T))
+    grads = moonxp.backprop(on(case, p), *on(case, X, T))
+    new = moonxp.descent(on(case, p), grads, 0.5)
     assert tuple(Y.shape) == (*batch, X.shape[-2])
     assert tuple(E.shape) == batch
     for a in (Y, E, *grads, *new):
-        assert_on_case(a, xp)
+        assert_on_case(a, case)
     for g, q in zip(grads, p):
         assert tuple(g.shape) == q.shape
-    tol, rounding = tolerance(xp), 64 * float(np.finfo(xp.dtype_name).eps)
+    tol, rounding = tolerance(case), 64 * float(np.finfo(case.dtype_name).eps)
     Yh, Eh = moonxp.to_host(Y), moonxp.to_host(E)
     gh, nh = [moonxp.to_host(g) for g in grads], [moonxp.to_host(n) for n in new]
     for index in np.ndindex(*batch):
         one = Params(*(q[index] for q in p))
         Xk, Tk = (X, T) if shared_X else (X[index], T[index])
         # the same network alone, on the same backend
-        single_grads = moonxp.backprop(on(xp, one), *on(xp, Xk, Tk))
+        single_grads = moonxp.backprop(on(case, one), *on(case, Xk, Tk))
         for g, s in zip(gh, single_grads):
-            assert_on_case(s, xp)
+            assert_on_case(s, case)
             np.testing.assert_allclose(g[index], moonxp.to_host(s), rtol=rounding, atol=rounding)
         # and the float64 reference
         np.testing.assert_allclose(Yh[index], ref_forward(*one, Xk), rtol=tol, atol=tol)
@@ -227,21 +227,21 @@ def test_batch_equals_single_networks(xp, batch, shared_X):
         np.testing.assert_allclose(Eh[index], ref_loss(ref_forward(*one, Xk), Tk), rtol=tol, atol=tol)
 
 
-def test_batched_points_on_one_network_forward(xp):
+def test_batched_points_on_one_network_forward(case):
     """forward of one network on points (B, N, 2) gives (B, N): X's batch broadcasts against the params'."""
     rng = np.random.default_rng(5)
     _, _, p = smooth_network(rng)
     X = rng.uniform(-2, 2, (4, 12, 2))
-    Y = moonxp.forward(on(xp, p), on(xp, X))
-    assert_close(Y, np.stack([ref_forward(*p, x) for x in X]), xp)
+    Y = moonxp.forward(on(case, p), on(case, X))
+    assert_close(Y, np.stack([ref_forward(*p, x) for x in X]), case)
 
 
-def test_shared_data_equals_data_repeated_per_network(xp):
+def test_shared_data_equals_data_repeated_per_network(case):
     """X (N, 2), T (N,) shared by a batch of networks equals X, T repeated per network."""
     X, T, p = smooth_batch(np.random.default_rng(6), (4,), shared_X=True)
-    shared = moonxp.backprop(on(xp, p), *on(xp, X, T))
-    repeated = moonxp.backprop(on(xp, p), *on(xp, np.stack([X] * 4), np.stack([T] * 4)))
-    rounding = 16 * float(np.finfo(xp.dtype_name).eps)
+    shared = moonxp.backprop(on(case, p), *on(case, X, T))
+    repeated = moonxp.backprop(on(case, p), *on(case, np.stack([X] * 4), np.stack([T] * 4)))
+    rounding = 16 * float(np.finfo(case.dtype_name).eps)
     for s, r in zip(shared, repeated):
-        assert_on_case(s, xp)
+        assert_on_case(s, case)
         np.testing.assert_allclose(moonxp.to_host(s), moonxp.to_host(r), rtol=rounding, atol=rounding)

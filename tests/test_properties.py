@@ -171,13 +171,13 @@ def test_any_label_values_work_only_when_plus_minus_one(values):
 # Two shapes only (the properties above vary them): eager JAX compiles each operation per shape, ~1.5 s.
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=st.sampled_from([(), (2, 3)]), seed=st.integers(0, 2**16))
-def test_every_backend_keeps_namespace_device_dtype(xp, batch, seed):
+def test_every_backend_keeps_namespace_device_dtype(case, batch, seed):
     rng, hidden, n = np.random.default_rng(seed), 3, 5
     host = Params(rng.normal(size=batch + (2, hidden)), rng.normal(size=batch + (hidden,)),
                   rng.normal(size=batch + (hidden,)))
-    params = Params(*(xp.asarray(a) for a in host))
-    X = xp.asarray(rng.uniform(-3, 3, size=(n, 2)))
-    T = xp.asarray(rng.choice([-1.0, 1.0], size=batch + (n,)))
+    params = Params(*(case.asarray(a) for a in host))
+    X = case.asarray(rng.uniform(-3, 3, size=(n, 2)))
+    T = case.asarray(rng.choice([-1.0, 1.0], size=batch + (n,)))
     Y = moonxp.forward(params, X)
     assert_like(Y, X, batch + (n,))
     grads = moonxp.backprop(params, X, T)

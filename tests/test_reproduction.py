@@ -123,9 +123,9 @@ def test_train_follows_the_homework_trajectory(reference, homework):
     numpy.testing.assert_allclose(trained, errors, rtol=1e-12, atol=1e-12)
 
 
-def test_homework_lines_on_every_float64_backend(xp, homework):
-    if xp.dtype_name != "float64":
+def test_homework_lines_on_every_float64_backend(case, homework):
+    if case.dtype_name != "float64":
         pytest.skip("the homework's digits are a float64 promise")
     X, T, params = homework
-    _, errors = moonxp.train(moonxp.Params(*(xp.asarray(p) for p in params)), xp.asarray(X), xp.asarray(T))
+    _, errors = moonxp.train(moonxp.Params(*(case.asarray(p) for p in params)), case.asarray(X), case.asarray(T))
     assert lines(moonxp.to_host(errors)) == HOMEWORK_LINES

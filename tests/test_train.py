@@ -43,25 +43,25 @@ def problem():
     return moonxp.make_problem(3, n_samples=40, hidden=8)
 
 
-def test_train_matches_reference_loop(xp, problem):
+def test_train_matches_reference_loop(case, problem):
     X, T, p = problem
     expected_params, expected_errors = ref_train(p, X, T, 0.1, ITERS)
     assert expected_errors[0] > expected_errors[-1] > 0.01  # it learns, and the loss is not trivially 0
-    params, errors = moonxp.train(*on(xp, p, X, T), lr=0.1, iters=ITERS)
+    params, errors = moonxp.train(*on(case, p, X, T), lr=0.1, iters=ITERS)
     assert tuple(errors.shape) == (ITERS + 1,)
-    assert_close(errors, expected_errors, xp)
+    assert_close(errors, expected_errors, case)
     assert isinstance(params, Params)
     for a, e in zip(params, expected_params):
-        assert_close(a, e, xp)
+        assert_close(a, e, case)
 
 
-def test_train_zero_iterations_measures_only(xp, problem):
+def test_train_zero_iterations_measures_only(case, problem):
     X, T, p = problem
-    params, errors = moonxp.train(*on(xp, p, X, T), iters=0)
+    params, errors = moonxp.train(*on(case, p, X, T), iters=0)
     assert tuple(errors.shape) == (1,)
-    assert_close(errors, ref_train(p, X, T, 0.1, 0)[1], xp)
+    assert_close(errors, ref_train(p, X, T, 0.1, 0)[1], case)
     for a, e in zip(params, p):
-        assert_close(a, e.astype(xp.dtype_name).astype(np.float64), xp, scale=0)  # unchanged, exactly
+        assert_close(a, e.astype(case.dtype_name).astype(np.float64), case, scale=0)  # unchanged, exactly
 
 
 def test_train_errors_are_before_each_update(problem):
@@ -75,20 +75,20 @@ def test_train_errors_are_before_each_update(problem):
     np.testing.assert_allclose(errors, ref_train(p, X, T, 0.1, ITERS)[1], rtol=1e-12, atol=1e-15)
 
 
-def test_train_batch_equals_each_network(xp):
+def test_train_batch_equals_each_network(case):
     """B = 3 networks trained in one call equal 3 separate runs, also with batch dims (3, 2)."""
     X, T, p = moonxp.make_ensemble(0, 6, n_samples=40, hidden=8)
     batch = Params(*(a.reshape(3, 2, *a.shape[1:]) for a in p))
-    params, errors = moonxp.train(*on(xp, batch, X, T), lr=0.1, iters=ITERS)
+    params, errors = moonxp.train(*on(case, batch, X, T), lr=0.1, iters=ITERS)
     assert tuple(errors.shape) == (3, 2, ITERS + 1)
     for a in (*params, errors):
-        assert_on_case(a, xp)
+        assert_on_case(a, case)
     errors_host = moonxp.to_host(errors)
     params_host = [moonxp.to_host(a) for a in params]
-    tol = tolerance(xp)
+    tol = tolerance(case)
     for index in np.ndindex(3, 2):
         one = Params(*(a[index] for a in batch))
-        single_params, single_errors = moonxp.train(*on(xp, one, X, T), lr=0.1, iters=ITERS)
+        single_params, single_errors = moonxp.train(*on(case, one, X, T), lr=0.1, iters=ITERS)
         np.testing.assert_allclose(errors_host[index], moonxp.to_host(single_errors), rtol=tol, atol=tol)
         expected_params, expected_errors = ref_train(one, X, T, 0.1, ITERS)
         np.testing.assert_allclose(errors_host[index], expected_errors, rtol=tol, atol=tol)
@@ -96,31 +96,31 @@ def test_train_batch_equals_each_network(xp):
             np.testing.assert_allclose(a[index], e, rtol=tol, atol=tol)
 
 
-def test_train_batch_with_own_data_per_network(xp):
+def test_train_batch_with_own_data_per_network(case):
     """X (B, N, 2), T (B, N): each network trains on its own data set."""
     data = [moonxp.make_problem(seed, n_samples=40, hidden=8) for seed in (1, 2)]
     X, T = np.stack([d[0] for d in data]), np.stack([d[1] for d in data])
     p = Params(*(np.stack([d[2][k] for d in data]) for k in range(3)))
-    _, errors = moonxp.train(*on(xp, p, X, T), lr=0.1, iters=ITERS)
+    _, errors = moonxp.train(*on(case, p, X, T), lr=0.1, iters=ITERS)
     expected = np.stack([ref_train(d[2], d[0], d[1], 0.1, ITERS)[1] for d in data])
-    assert_close(errors, expected, xp)
+    assert_close(errors, expected, case)
 
 
-def test_evaluate_error_and_accuracy(xp, problem):
+def test_evaluate_error_and_accuracy(case, problem):
     X, T, p = problem
     Y = np.maximum(X @ p.W + p.b, 0) @ p.v
-    error, accuracy = moonxp.evaluate(*on(xp, p, X, T))
+    error, accuracy = moonxp.evaluate(*on(case, p, X, T))
     assert 0 < np.mean(Y * T > 0) < 1
-    assert_close(error, np.asarray(np.maximum(0, -Y * T).mean()), xp)
-    assert_close(accuracy, np.asarray(np.mean(Y * T > 0)), xp)
+    assert_close(error, np.asarray(np.maximum(0, -Y * T).mean()), case)
+    assert_close(accuracy, np.asarray(np.mean(Y * T > 0)), case)
 
 
-def test_evaluate_batch(xp):
+def test_evaluate_batch(case):
     X, T, p = moonxp.make_ensemble(5, 3, n_samples=40, hidden=8)
-    error, accuracy = moonxp.evaluate(*on(xp, p, X, T))
+    error, accuracy = moonxp.evaluate(*on(case, p, X, T))
     Y = np.stack([np.maximum(X @ p.W[k] + p.b[k], 0) @ p.v[k] for k in range(3)])
-    assert_close(error, np.maximum(0, -Y * T).mean(axis=-1), xp)
-    assert_close(accuracy, np.mean(Y * T > 0, axis=-1), xp)
+    assert_close(error, np.maximum(0, -Y * T).mean(axis=-1), case)
+    assert_close(accuracy, np.mean(Y * T > 0, axis=-1), case)
 
 
 def test_trained_homework_classifies_every_point(homework):
@@ -131,10 +131,10 @@ def test_trained_homework_classifies_every_point(homework):
     assert float(accuracy) == 1.0
 
 
-def test_divergence_raises_naming_the_iteration(xp, problem):
+def test_divergence_raises_naming_the_iteration(case, problem):
     X, T, p = problem
     with pytest.raises(moonxp.DivergedError, match="iteration 1") as info:
-        moonxp.train(*on(xp, p, X, T), lr=1e300, iters=3)
+        moonxp.train(*on(case, p, X, T), lr=1e300, iters=3)
     assert info.value.iteration == 1
     assert "learning rate" in str(info.value)
 
@@ -177,10 +177,10 @@ def test_training_reads_back_once_per_check_not_per_step(monkeypatch):
 
 def test_an_infinite_error_inside_a_chunk_is_caught():
     from moonxp.engine.training import _check_finite
-    import array_api_compat.numpy as xp
+    import array_api_compat.numpy as np_xp
     chunks = [np.array([[0.3, 0.2], [0.3, 0.1]]), np.array([[0.1, np.inf, 0.05], [0.1, 0.1, 0.1]])]
     with pytest.raises(moonxp.DivergedError, match=r"iteration 3 \(1 of 2 networks\)") as info:
-        _check_finite(xp, chunks, 0.1)
+        _check_finite(np_xp, chunks, 0.1)
     assert info.value.iteration == 3
 
 
