@@ -13,16 +13,11 @@ from array_api_compat import array_namespace, device as device_of
 
 import moonxp
 from moonxp.engine import backend, policy
-from conftest import assert_close, assert_on_case
+from conftest import assert_close, assert_on_case, needs as needs_module
 
 
-def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
-needs = {name: pytest.mark.skipif(not _installed(module), reason=f"{module} missing")
-         for name, module in (("torch", "torch"), ("jax", "jax"), ("array-api-strict", "array_api_strict"),
-                              ("cupy", "cupy"))}
+needs = {name: needs_module(module) for name, module in (("torch", "torch"), ("jax", "jax"),
+                                                          ("array-api-strict", "array_api_strict"), ("cupy", "cupy"))}
 
 
 # ---------------------------------------------------------------- resolution
@@ -51,19 +46,25 @@ def test_resolve_defaults_to_numpy_float64_on_cpu():
     assert isinstance(x, np.ndarray) and x.dtype == np.float64
 
 
-def test_resolve_namespaces_are_the_array_api_ones():
+def test_resolve_numpy_is_the_array_api_namespace():
     import array_api_compat.numpy
     assert moonxp.resolve("cpu", "numpy").xp is array_api_compat.numpy
-    if _installed("torch"):
-        import array_api_compat.torch
-        import torch
-        b = moonxp.resolve("cpu", "torch")
-        assert b.xp is array_api_compat.torch and b.device == torch.device("cpu")
-    if _installed("array_api_strict"):
-        import array_api_strict
-        b = moonxp.resolve("cpu", "array-api-strict")
-        assert b.xp is array_api_strict
-        assert b.device == array_api_strict.__array_namespace_info__().default_device()
+
+
+@needs["torch"]
+def test_resolve_torch_is_the_array_api_namespace():
+    import array_api_compat.torch
+    import torch
+    b = moonxp.resolve("cpu", "torch")
+    assert b.xp is array_api_compat.torch and b.device == torch.device("cpu")
+
+
+@needs["array-api-strict"]
+def test_resolve_strict_is_the_reference_namespace():
+    import array_api_strict
+    b = moonxp.resolve("cpu", "array-api-strict")
+    assert b.xp is array_api_strict
+    assert b.device == array_api_strict.__array_namespace_info__().default_device()
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3"])

@@ -14,10 +14,8 @@ import pytest
 import moonxp
 import moonxp.app.cli
 from moonxp.app.cli import main
-from conftest import cuda_usable
+from conftest import HOMEWORK_LINES, cuda_usable, needs
 
-HOMEWORK_LINES = ["It: 0, Error: 0.127", "It: 1, Error: 0.052", "It: 3, Error: 0.010", "It: 7, Error: 0.001",
-                  "It: 15, Error: 0.000", "It: 31, Error: 0.000", "It: 63, Error: 0.000", "It: 127, Error: 0.000"]
 BLUE, ORANGE = (0x00 / 255, 0x88 / 255, 0xFF / 255), (0xFF / 255, 0x88 / 255, 0x00 / 255)
 
 
@@ -30,11 +28,6 @@ def cli(*argv: str) -> tuple[int, str, str]:
 
 def it_lines(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.startswith("It:")]
-
-
-def _installed(module: str) -> bool:
-    import importlib.util
-    return importlib.util.find_spec(module) is not None
 
 
 # ---------------------------------------------------------------- runs in-process
@@ -107,12 +100,12 @@ def numpy_lines(tmp_path_factory):
 
 
 @pytest.mark.parametrize("argv", [
-    pytest.param(["--backend", "torch"], marks=pytest.mark.skipif(not _installed("torch"), reason="torch missing"),
+    pytest.param(["--backend", "torch"], marks=needs("torch"),
                  id="torch"),
-    pytest.param(["--backend", "jax"], marks=pytest.mark.skipif(not _installed("jax"), reason="jax missing"),
+    pytest.param(["--backend", "jax"], marks=needs("jax"),
                  id="jax"),
     pytest.param(["--backend", "array-api-strict"], id="array-api-strict",
-                 marks=pytest.mark.skipif(not _installed("array_api_strict"), reason="array-api-strict missing")),
+                 marks=needs("array_api_strict")),
     pytest.param(["--device", "cuda"], marks=pytest.mark.cuda, id="cupy-cuda"),
     pytest.param(["--device", "cuda:0", "--backend", "torch"], marks=pytest.mark.cuda, id="torch-cuda"),
 ])
