@@ -282,29 +282,30 @@ def test_resolve_device_that_does_not_exist():
 
 def run_cli(argv, tmp_path):
     out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv) + ["--iters", "2", "--samples", "8", "--grid", "4", "--no-plot"]
-                + ([] if "--out" in argv else ["--out", str(tmp_path / "out")]), stdout=out, stderr=err)
+    small = ["--iters", "2", "--samples", "8", "--grid", "4", "--no-plot"]  # argv's own values come last and win
+    code = main(small + ([] if "--out" in argv else ["--out", str(tmp_path / "out")]) + list(argv),
+                stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()
 
 
 CLI_CASES = {
-    "lr-zero": (["--lr", "0"], "--lr: '0' must be > 0"),
-    "lr-negative": (["--lr", "-1"], "must be > 0"),
+    "lr-zero": (["--lr", "0"], "--lr must be a finite number > 0, not 0.0"),
+    "lr-negative": (["--lr", "-1"], "--lr must be a finite number > 0"),
     "lr-nan": (["--lr", "nan"], "--lr: 'nan' is not finite"),
     "lr-inf": (["--lr", "inf"], "is not finite"),
     "lr-junk": (["--lr", "fast"], "'fast' is not a number"),
-    "iters-negative": (["--iters", "-1"], "--iters: '-1' must be >= 0"),
+    "iters-negative": (["--iters", "-1"], "--iters must be an integer >= 0, not -1"),
     "iters-float": (["--iters", "1.5"], "'1.5' is not an integer"),
-    "samples-zero": (["--samples", "0"], "--samples: '0' must be >= 1"),
-    "hidden-zero": (["--hidden", "0"], "--hidden: '0' must be >= 1"),
-    "noise-negative": (["--noise", "-0.5"], "--noise: '-0.5' must be >= 0"),
+    "samples-zero": (["--samples", "0"], "--samples must be an integer >= 1, not 0"),
+    "hidden-zero": (["--hidden", "0"], "--hidden must be an integer >= 1, not 0"),
+    "noise-negative": (["--noise", "-0.5"], "--noise must be a finite number >= 0, not -0.5"),
     "noise-nan": (["--noise", "nan"], "is not finite"),
-    "seed-negative": (["--seed", "-1"], "--seed: '-1' must be >= 0"),
-    "seed-too-big": (["--seed", str(2**32)], "--seed: '4294967296' must be <= 4294967295"),
+    "seed-negative": (["--seed", "-1"], "--seed must be an integer from 0 to 4294967295, not -1"),
+    "seed-too-big": (["--seed", str(2**32)], "--seed must be an integer from 0 to 4294967295, not 4294967296"),
     "seed-plus-ensemble": (["--seed", str(2**32 - 1), "--ensemble", "2"], "2 networks use seeds seed to seed + 1"),
-    "ensemble-zero": (["--ensemble", "0"], "--ensemble: '0' must be >= 1"),
-    "grid-one": (["--grid", "1"], "--grid: '1' must be >= 2"),
-    "grid-huge": (["--grid", "100000"], "must be <= 4096"),
+    "ensemble-zero": (["--ensemble", "0"], "--ensemble must be an integer >= 1, not 0"),
+    "grid-one": (["--grid", "1"], "--grid must be an integer from 2 to 4096, not 1"),
+    "grid-huge": (["--grid", "100000"], "--grid must be an integer from 2 to 4096, not 100000"),
     "dtype": (["--dtype", "float16"], "--dtype: invalid choice: 'float16'"),
     "device": (["--device", "gpu"], "unknown device 'gpu'"),
     "device-cpu-index": (["--device", "cpu:0"], "the CPU is just 'cpu'"),

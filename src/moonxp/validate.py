@@ -103,10 +103,10 @@ def _labels(xp: Any, T: Any, shape: tuple, dtype: Any, other: str) -> None:
         raise InvalidInputError("labels T must be -1 or +1; convert {0, 1} labels with moonxp.signed_labels")
 
 
-def learning_rate(lr: Any) -> float:
+def learning_rate(lr: Any, name: str = "learning rate") -> float:
     """lr is a finite number > 0."""
     if isinstance(lr, bool) or not isinstance(lr, Real) or not math.isfinite(lr) or lr <= 0:
-        raise InvalidInputError(f"learning rate must be a finite number > 0, not {lr!r}")
+        raise InvalidInputError(f"{name} must be a finite number > 0, not {lr!r}")
     return float(lr)
 
 
@@ -131,18 +131,23 @@ def callback(name: str, fn: Any) -> None:
         raise InvalidTypeError(f"{name} must be a function or None, not {type(fn).__name__}")
 
 
-def problem(seed: Any, n_samples: Any, noise: Any, hidden: Any, networks: Any = 1) -> None:
-    """Arguments of `make_problem` / `make_ensemble`: seeds seed..seed+networks-1 all valid for NumPy."""
-    count("networks", networks, 1)
+def problem(seed: Any, n_samples: Any, noise: Any, hidden: Any, networks: Any = 1, *,
+            names: dict[str, str] | None = None) -> None:
+    """Arguments of `make_problem` / `make_ensemble`: seeds seed..seed+networks-1 all valid for NumPy.
+
+    `names` renames arguments in messages (the CLI names its options: {"n_samples": "--samples"}).
+    """
+    name = {key: key for key in ("seed", "n_samples", "noise", "hidden", "networks")} | (names or {})
+    count(name["networks"], networks, 1)
     try:
-        count("seed", seed, 0, MAX_SEED - networks + 1)
+        count(name["seed"], seed, 0, MAX_SEED - networks + 1)
     except InvalidInputError as exc:
         raise InvalidInputError(f"{exc} (NumPy seeds stay below 2**32, and {networks} networks use seeds "
                                 f"seed to seed + {networks - 1})" if networks > 1 else str(exc)) from None
-    count("n_samples", n_samples, 1)
-    count("hidden", hidden, 1)
+    count(name["n_samples"], n_samples, 1)
+    count(name["hidden"], hidden, 1)
     if isinstance(noise, bool) or not isinstance(noise, Real) or not math.isfinite(noise) or noise < 0:
-        raise InvalidInputError(f"noise must be a finite number >= 0, not {noise!r}")
+        raise InvalidInputError(f"{name['noise']} must be a finite number >= 0, not {noise!r}")
 
 
 def interval(lo: Any, hi: Any) -> tuple[float, float]:

@@ -15,6 +15,7 @@ from typing import Callable, Sequence, TextIO
 
 from .. import __version__
 from ..arrays import is_out_of_memory
+from ..defaults import DTYPES, GRID, HIDDEN, ITERS, LR, NOISE, SAMPLES, SEED
 from ..errors import DivergedError, MoonxpError
 from ..outputs import output_directory
 from ..validate import MAX_SEED
@@ -24,7 +25,6 @@ PROGRESS_DELAY_S = 1.0  # runs shorter than this never show a progress bar
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
 COMMANDS = ("train", "bench", "info")
-MAX_PLOT_GRID = 4096  # a bigger grid is for moonxp.evaluate_grid or `moonxp bench`, not a PNG
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,8 +34,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _number(kind: Callable, minimum: float | None = None, positive: bool = False,
-            maximum: float | None = None) -> Callable[[str], float]:
+def _number(kind: Callable) -> Callable[[str], float]:
+    """An argparse type that parses an int or a finite float; ranges are checked by `job.check`."""
     def parse(text: str):
         try:
             value = kind(text)
@@ -43,12 +43,6 @@ def _number(kind: Callable, minimum: float | None = None, positive: bool = False
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not finite")
-        if positive and value <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-        if minimum is not None and value < minimum:
-            raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum:g}")
-        if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"{text!r} must be <= {maximum}")
         return value
     return parse
 
@@ -69,17 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train and plot (the default command)")
     _device_options(train)
-    train.add_argument("--dtype", default="float64", choices=("float64", "float32"))
-    train.add_argument("--hidden", type=_number(int, 1), default=50, help="hidden units H (default 50)")
-    train.add_argument("--lr", type=_number(float, positive=True), default=0.1, help="learning rate (default 0.1)")
-    train.add_argument("--iters", type=_number(int, 0), default=128, help="gradient steps (default 128)")
-    train.add_argument("--samples", type=_number(int, 1), default=100, help="moons N (default 100)")
-    train.add_argument("--noise", type=_number(float, 0), default=0.0, help="moons noise (default 0)")
-    train.add_argument("--seed", type=_number(int, 0, maximum=MAX_SEED), default=0, help="seed (default 0)")
-    train.add_argument("--ensemble", type=_number(int, 1), default=1, metavar="B",
+    train.add_argument("--dtype", default=DTYPES[0], choices=DTYPES)
+    train.add_argument("--hidden", type=_number(int), default=HIDDEN, help=f"hidden units H (default {HIDDEN})")
+    train.add_argument("--lr", type=_number(float), default=LR, help=f"learning rate (default {LR:g})")
+    train.add_argument("--iters", type=_number(int), default=ITERS, help=f"gradient steps (default {ITERS})")
+    train.add_argument("--samples", type=_number(int), default=SAMPLES, help=f"moons N (default {SAMPLES})")
+    train.add_argument("--noise", type=_number(float), default=NOISE, help=f"moons noise (default {NOISE:g})")
+    train.add_argument("--seed", type=_number(int), default=SEED, help=f"seed, 0 to {MAX_SEED} (default {SEED})")
+    train.add_argument("--ensemble", type=_number(int), default=1, metavar="B",
                        help="train B networks from seeds seed..seed+B-1 at once (default 1)")
-    train.add_argument("--grid", type=_number(int, 2, maximum=MAX_PLOT_GRID), default=100,
-                       help="grid points per side for the boundary plots (default 100)")
+    train.add_argument("--grid", type=_number(int), default=GRID,
+                       help=f"grid points per side for the boundary plots, 2 to {job.MAX_PLOT_GRID} (default {GRID})")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="compile the training steps and the grid (jax.jit / torch.compile) from the same "
                             "source; default: on for JAX, off for torch; NumPy and CuPy have no compiler")

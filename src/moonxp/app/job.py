@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import defaults
+from .. import defaults, validate
 from ..arrays import to_host
 from ..data import make_ensemble, make_problem, snapshot_iterations
 from ..defaults import GRID_HI, GRID_LO
@@ -26,6 +26,7 @@ from ..engine.training import evaluate, train
 from ..errors import DivergedError, InvalidTypeError
 from ..kernels import Params
 ENSEMBLE_PANELS = 4  # networks whose final boundary an ensemble run draws
+MAX_PLOT_GRID = 4096  # a bigger grid is for moonxp.evaluate_grid or `moonxp bench`, not a PNG
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,19 @@ class Run:
     finished: bool = False
 
 
+def check(config: Config) -> None:
+    """Every value of `config` in range, or an InvalidInputError naming its command-line option."""
+    validate.problem(config.seed, config.samples, config.noise, config.hidden, config.ensemble,
+                     names={"seed": "--seed", "n_samples": "--samples", "noise": "--noise", "hidden": "--hidden",
+                            "networks": "--ensemble"})
+    validate.learning_rate(config.lr, "--lr")
+    validate.count("--iters", config.iters, 0)
+    validate.count("--grid", config.grid, 2, MAX_PLOT_GRID)
+
+
 def start(config: Config) -> Run:
-    """Resolve the backend and draw the data: quick, so bad input is reported before any training."""
+    """Check the config, resolve the backend and draw the data: quick, so bad input is reported before any training."""
+    check(config)
     backend = resolve(config.device, config.backend, config.dtype)
     if config.compile and policy(backend.xp, backend.device, backend.dtype).compiler is None:
         raise InvalidTypeError(f"{backend.name} has no compiler: --compile needs --backend jax or torch")
