@@ -90,7 +90,8 @@ def problems(report: dict) -> list[str]:
                 if required:
                     found.append(f"{where}: no {key!r}")
             elif not isinstance(data[key], kind) or (kind is int and isinstance(data[key], bool)):
-                found.append(f"{where}: {key!r} is {type(data[key]).__name__}, not {kind.__name__}")
+                name = "float" if isinstance(kind, tuple) else kind.__name__
+                found.append(f"{where}: {key!r} is {type(data[key]).__name__}, not {name}")
 
     if not isinstance(report, dict):
         return ["not a JSON object"]
