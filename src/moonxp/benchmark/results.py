@@ -98,11 +98,16 @@ def problems(report: dict) -> list[str]:
     check("report", report, REPORT_KEYS)
     if report.get("schema") not in (None, SCHEMA):
         found.append(f"report: schema {report['schema']!r}, this moonxp reads {SCHEMA}")
-    for k, lim in enumerate(report.get("limits") or []):
-        if "error" not in lim:
+    for k, lim in enumerate(report.get("limits") if isinstance(report.get("limits"), list) else []):
+        if not isinstance(lim, dict):
+            found.append(f"limits[{k}]: not an object")
+        elif "error" not in lim:
             check(f"limits[{k}]", lim, {key: ((int, float) if kind is float else kind, True)
                                         for key, kind in LIMIT_KEYS.items()})
-    for k, r in enumerate(report.get("results") or []):
+    for k, r in enumerate(report.get("results") if isinstance(report.get("results"), list) else []):
+        if not isinstance(r, dict):
+            found.append(f"results[{k}]: not an object")
+            continue
         check(f"results[{k}]", r, RESULT_KEYS)
         if "error" in r:
             continue
@@ -135,12 +140,12 @@ def upgrade(data: dict) -> dict:
     """A report of the current schema from any JSON that `load` reads (see the module's docstring)."""
     if isinstance(data, dict) and isinstance(data.get("benchmarks"), list):
         return _from_pytest_benchmark(data)
-    if not isinstance(data, dict) or "schema" in data:
+    if not isinstance(data, dict) or "schema" in data or not isinstance(data.get("results"), list):
         return data
     # schema 1: no roofline throughput stored, but "% of limit" of it
-    results = [dict(r) for r in data.get("results", [])]
+    results = [dict(r) if isinstance(r, dict) else r for r in data["results"]]
     for r in results:
-        if r.get("percent_of_limit"):
+        if isinstance(r, dict) and r.get("percent_of_limit") and "throughput" in r:
             r["roofline"] = 100 * r["throughput"] / r["percent_of_limit"]
     return {**data, "schema": SCHEMA, "results": results}
 
