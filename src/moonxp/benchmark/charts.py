@@ -7,6 +7,7 @@ no pyplot state); `outputs.write_figure` saves them.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
@@ -61,31 +62,41 @@ def throughput(report: dict) -> Figure:
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
-    fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=3, fontsize=7, frameon=False)
+    order = sorted(handles, key=lambda label: (not label.startswith("roofline"), label.split()[-1]))
+    fig.legend([handles[label] for label in order], order, loc="outside lower center", ncols=3, fontsize=7,
+               frameon=False)
     fig.suptitle(f"moonxp bench: {describe(report)} (grey: roofline; solid float32, dotted float64)", fontsize=10)
     return fig
 
 
-def ratios(names: list[str], reports: list[dict], rows: list[dict]) -> Figure:
-    """Bars of each run's throughput over the first run's, one row per case (log scale, 1x marked).
+def ratios(paths: list, reports: list[dict], rows: list[dict]) -> Figure:
+    """Bars of each run's throughput over the first run's, one row per case, from 1x (log scale).
 
-    `names` label the runs (the first is the baseline); `rows` come from `compare.ratios(reports)`.
+    `paths` name the runs' files (the first, A, is the baseline); `rows` come from `compare.ratios(reports)`.
+    Bars to the right of 1x are faster than the baseline, to the left slower.
     """
-    height = 0.8 / max(1, len(reports) - 1)
-    fig = Figure(figsize=(8, 1.5 + 0.28 * len(rows) * max(1, len(reports) - 1)), layout="constrained")
+    others = max(1, len(reports) - 1)
+    height = 0.8 / others
+    fig = Figure(figsize=(8, 1.6 + 0.22 * len(rows) * others + 0.2 * others), layout="constrained")
     ax = fig.add_subplot()
     labels = [f"{r['workload']} {r['size_label']} {r['dtype']} {r['implementation']}" for r in rows]
+    names = [f"{chr(ord('A') + k)} = {Path(path).name}: {describe(report)}" for k, (path, report)
+             in enumerate(zip(paths, reports))]
     for k, (name, report) in enumerate(zip(names[1:], reports[1:])):
         values = [r["ratios"][k] or math.nan for r in rows]
-        ax.barh([i + k * height for i in range(len(rows))], values, height=height, color=f"C{k}",
-                label=f"{name}: {describe(report)}")
+        ax.barh([i + k * height for i in range(len(rows))], [v - 1 for v in values], left=1.0, height=height,
+                color=f"C{k}", label=name)
+    reach = max([max(f, 1 / f) for r in rows for f in r["ratios"] if f] or [2.0]) * 1.15
+    ax.set_xlim(1 / reach, reach)
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
+    for axis_format in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+        axis_format(FuncFormatter(lambda x, _: f"{x:g}x"))
+    ax.tick_params(axis="x", which="both", labelsize=7)
     ax.margins(y=0.01)
-    ax.set_yticks([i + (len(reports) - 2) * height / 2 for i in range(len(rows))], labels, fontsize=7)
+    ax.set_yticks([i + (others - 1) * height / 2 for i in range(len(rows))], labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel(f"throughput / throughput of {names[0]} ({describe(reports[0])})", fontsize=8)
+    ax.set_xlabel("throughput / throughput of A (right: faster than A)", fontsize=8)
     ax.grid(True, axis="x", which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    fig.legend(loc="outside upper center", fontsize=8, frameon=False, title=names[0], title_fontsize=8)
     return fig

@@ -181,8 +181,7 @@ def _compare(args: argparse.Namespace, stdout: TextIO) -> int:
     stdout.write(compare.table(args.results, reports, rows))
     if plot_path is not None:
         from . import charts
-        names = [f"{chr(ord('A') + k)} ({Path(path).name})" for k, path in enumerate(args.results)]
-        write_figure(plot_path, charts.ratios(names, reports, rows), dpi=110)
+        write_figure(plot_path, charts.ratios(args.results, reports, rows), dpi=110)
         stdout.write(f"wrote {plot_path}\n")
     return 0
 

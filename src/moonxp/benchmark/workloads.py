@@ -101,7 +101,7 @@ WORKLOADS = {w.name: w for w in (
              "networks", "network-iteration", iters=ITERS),
     Workload("train-large", "sample-gradients/s", "N={}",
              _sizes({"smoke": (1000,), "quick": (200_000,), "full": (20_000, 200_000, 1_000_000)},
-                    {"smoke": (1000,), "quick": (10_000_000,), "full": (1_000_000, 10_000_000)}),
+                    {"smoke": (1000,), "quick": (1_000_000, 10_000_000), "full": (1_000_000, 10_000_000)}),
              "points", "sample-gradient", iters=32, noise=0.1, streamed_values=3),  # X and T read
 )}
 
