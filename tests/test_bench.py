@@ -319,3 +319,21 @@ def test_every_library_computes_float32_matmuls_in_full_precision():
         torch.set_float32_matmul_precision(before[0])
         jax.config.update("jax_default_matmul_precision", before[1])
     assert worker.ENVIRONMENT["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+
+
+def test_a_worker_line_that_is_not_json_is_passed_on(numpy_only, monkeypatch):
+    def chatty(request):
+        yield {"say": "a library talking\n"}
+        yield {"index": 0, "result": {**cases.Case.from_spec(request["cases"][0]).record(), "median_s": 1.0}}
+        yield {"exit": 0}
+    monkeypatch.setattr(runner, "_in_subprocess", chatty)
+    err = io.StringIO()
+    found, _ = runner.measure_all([_case()], "smoke", True, err)
+    assert found[0]["median_s"] == 1.0 and "a library talking" in err.getvalue()
+
+
+def test_a_malformed_pytest_benchmark_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "pb.json"
+    path.write_text(json.dumps({"benchmarks": [{"stats": {"median": 1.0}, "extra_info": {"workload": "x"}}]}))
+    with pytest.raises(moonxp.MoonxpError, match="pb.json"):
+        results.load(path)

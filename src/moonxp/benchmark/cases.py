@@ -97,10 +97,8 @@ def device_kind(device: str) -> str:
 
 
 def dtypes(workload: Workload, mode: str) -> tuple[str, ...]:
-    """The dtypes a workload runs in: the homework in float64; `--quick` in float32 only."""
-    if workload.name == "homework":
-        return ("float64",)
-    return ("float32",) if mode == "quick" else ("float32", "float64")
+    """The dtypes a workload runs in: its own if it has any (the homework: float64); `--quick`: float32 only."""
+    return workload.dtypes or (("float32",) if mode == "quick" else ("float32", "float64"))
 
 
 def _expand(impl: Implementation, device: str, mode: str, sizes_of: str | None = None) -> list[Case]:

@@ -164,7 +164,11 @@ def load(path: str | Path) -> dict:
         raise InvalidInputError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise InvalidInputError(f"{str(path)!r} is not JSON ({exc}): give a file from moonxp bench --json") from None
-    report = upgrade(data)
+    try:
+        report = upgrade(data)
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise InvalidInputError(f"{str(path)!r} is not a benchmark JSON this moonxp reads ({type(exc).__name__}: "
+                                f"{exc}): give a file from moonxp bench --json") from None
     found = problems(report)
     if found:
         raise InvalidInputError(f"{str(path)!r} is not a moonxp bench JSON ({found[0]}): give a file from "

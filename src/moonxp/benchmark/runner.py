@@ -50,7 +50,10 @@ def _in_subprocess(request: dict) -> Iterator[dict]:
         worker.stdin.write(json.dumps(request))
         worker.stdin.close()
         for line in worker.stdout:
-            yield json.loads(line)
+            try:
+                yield json.loads(line)
+            except ValueError:  # a library printed to stdout: pass it on
+                yield {"say": line}
     yield {"exit": worker.returncode}
 
 
@@ -68,7 +71,9 @@ def measure_all(todo: list[Case], mode: str, isolate: bool, stderr: TextIO) -> t
         request = {"cases": [todo[k].spec() for k in indices], "timing": TIMING[mode], "limits": wanted}
         usable = True
         for message in (_in_subprocess if isolate else run)(request):
-            if message.get("usable") is False:
+            if "say" in message:
+                stderr.write(message["say"])
+            elif message.get("usable") is False:
                 usable = False
                 stderr.write(f"skipped: {backend} does not run on {device} here "
                              f"({', '.join(dict.fromkeys(todo[k].label for k in indices))})\n")

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..data import make_problem
-from ..defaults import GRID_HI, GRID_LO, HIDDEN, ITERS, LR, SAMPLES, SEED
+from ..defaults import DTYPES, GRID_HI, GRID_LO, HIDDEN, ITERS, LR, SAMPLES, SEED
 from ..engine.backend import Backend
 from ..engine.grid import evaluate_grid
 from ..engine.training import train
@@ -53,6 +53,7 @@ class Workload:
     noise: float = 0.0         # moons noise of the problem
     streamed_values: int = 0   # values per item read or written from memory at least
     hidden: int = HIDDEN
+    dtypes: tuple = ()         # the only dtypes it runs in (empty: those of the mode)
 
     def points(self, size: int) -> int:
         """Training points N of each network."""
@@ -90,7 +91,7 @@ WORKLOADS = {w.name: w for w in (
     Workload("homework", "runs/s", "N={}",
              _sizes({"smoke": (SAMPLES,), "quick": (SAMPLES,), "full": (SAMPLES,)},
                     {"smoke": (SAMPLES,), "quick": (SAMPLES,), "full": (SAMPLES,)}),
-             "points", "run", iters=ITERS),
+             "points", "run", iters=ITERS, dtypes=DTYPES[:1]),  # the homework's own float64
     Workload("grid-eval", "points/s", "{0}x{0}",
              _sizes({"smoke": (64,), "quick": (2048,), "full": (512, 2048, 4096)},
                     {"smoke": (64,), "quick": (2048, 16384), "full": (2048, 8192, 16384)}),
