@@ -200,6 +200,7 @@ def test_bench_prints_a_table_and_writes_json_and_a_plot(numpy_only, tmp_path):
     argv = ["bench", "--sizes", "smoke", "--in-process", "--json", str(path), "--plot", str(plot)]
     assert main(argv, stdout=out, stderr=err) == 0, err.getvalue()
     assert "== cpu" in out.getvalue() and "moonxp (numpy)" in out.getvalue() and "% limit" in out.getvalue()
+    assert out.getvalue().startswith("matmul precision: highest")
     assert "[1/14]" in err.getvalue()  # progress, one line per case
     report = json.loads(path.read_text())
     assert results.problems(report) == [] and report["isolation"] == "one process"

@@ -143,11 +143,12 @@ def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     order = {name: k for k, name in enumerate(WORKLOADS)}
     found.sort(key=lambda r: (r["device"] != todo[0].device, order[r["workload"]], r["dtype"], r["size"]))
     res.add_ratios(found)
-    stdout.write(table(found, limits))
+    precision = f"{MATMUL_PRECISION} (float32 matmuls in FP32, no TF32, in every library)"
+    stdout.write(f"matmul precision: {precision}\n" + table(found, limits))
     report = {"schema": res.SCHEMA, "moonxp": __version__,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "machine": machine(),
               "versions": {name: versions(name) for name in dict.fromkeys(r["backend"] for r in found)},
-              "matmul_precision": f"{MATMUL_PRECISION} (float32 matmuls in FP32, no TF32, in every library)",
+              "matmul_precision": precision,
               "isolation": "one process per backend" if not args.in_process else "one process",
               "limits": [{"device": d, "dtype": t, **lim} for (d, t), lim in limits.items()], "results": found}
     if json_path is not None:
@@ -170,7 +171,8 @@ def _plot(path: Path, report: dict, stdout: TextIO) -> None:
 def _show(args: argparse.Namespace, stdout: TextIO) -> int:
     plot_path = _checked(args.plot)
     report = res.load(args.results[0])
-    stdout.write(f"{args.results[0]}: {compare.describe(report)}\n")
+    stdout.write(f"{args.results[0]}: {compare.describe(report)}; matmul precision: "
+                 f"{report.get('matmul_precision', 'not recorded')}\n")
     stdout.write(table(report["results"], _limits_by_key(report)))
     if plot_path is not None:
         _plot(plot_path, report, stdout)
