@@ -203,7 +203,7 @@ def test_bench_prints_a_table_and_writes_json_and_a_plot(numpy_only, tmp_path):
     assert out.getvalue().startswith("matmul precision: highest")
     assert "[1/14]" in err.getvalue()  # progress, one line per case
     report = json.loads(path.read_text())
-    assert results.problems(report) == [] and report["isolation"] == "one process"
+    assert results.problems(report) == [] and report["isolation"] == "one process" and report["complete"]
     assert report["matmul_precision"].startswith("highest")
     assert report["machine"]["cores"] >= 1 and report["moonxp"] == moonxp.__version__
     assert {r["workload"] for r in report["results"]} == set(WORKLOADS)
@@ -338,3 +338,17 @@ def test_a_malformed_pytest_benchmark_file_is_one_clear_error(tmp_path):
     path.write_text(json.dumps({"benchmarks": [{"stats": {"median": 1.0}, "extra_info": {"workload": "x"}}]}))
     with pytest.raises(moonxp.MoonxpError, match="pb.json"):
         results.load(path)
+
+
+def test_a_run_cut_short_leaves_the_json_of_the_backends_done(numpy_only, monkeypatch, tmp_path):
+    path = tmp_path / "bench.json"
+    real = runner.measure_all
+
+    def interrupted(todo, mode, isolate, stderr, after_each):
+        real(todo[:3], mode, isolate, stderr, after_each)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(runner, "measure_all", interrupted)
+    argv = ["bench", "--sizes", "smoke", "--in-process", "--json", str(path)]
+    assert main(argv, stdout=io.StringIO(), stderr=io.StringIO()) == 130
+    report = results.load(path)
+    assert report["complete"] is False and len(report["results"]) == 3

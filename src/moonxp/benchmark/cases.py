@@ -12,6 +12,7 @@ import functools
 import importlib.util
 from dataclasses import dataclass
 
+from ..defaults import DTYPES
 from ..engine.backend import resolve
 from ..errors import MoonxpError
 from .peers import PEERS
@@ -98,7 +99,8 @@ def device_kind(device: str) -> str:
 
 def dtypes(workload: Workload, mode: str) -> tuple[str, ...]:
     """The dtypes a workload runs in: its own if it has any (the homework: float64); `--quick`: float32 only."""
-    return workload.dtypes or (("float32",) if mode == "quick" else ("float32", "float64"))
+    single_first = tuple(reversed(DTYPES))  # ("float32", "float64")
+    return workload.dtypes or (single_first[:1] if mode == "quick" else single_first)
 
 
 def _expand(impl: Implementation, device: str, mode: str, sizes_of: str | None = None) -> list[Case]:

@@ -1,7 +1,9 @@
 """What a benchmark result holds, and reading results back: the roofline and ratios, the JSON schema, loading.
 
 A run's JSON (`moonxp bench --json`) is {"schema", "moonxp", "date", "machine",
-"versions", "matmul_precision", "isolation", "limits": [...], "results": [...]}.
+"versions", "matmul_precision", "isolation", "complete", "limits": [...],
+"results": [...]}; it is rewritten after each backend, with "complete": false
+until the run ends.
 `load` also reads the first schema (files without "schema", as committed in
 bench/results/ before it existed) and pytest-benchmark's JSON of bench/
 (``--benchmark-json``), whose `extra_info` holds the same result records.
@@ -12,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import InvalidInputError
 from .limits import roofline
 from .workloads import WORKLOADS
@@ -20,7 +24,7 @@ SCHEMA = 2
 # key: (type, required) for the report and for each result
 REPORT_KEYS = {"schema": (int, True), "moonxp": (str, True), "date": (str, True), "machine": (dict, True),
                "versions": (dict, True), "limits": (list, True), "results": (list, True),
-               "matmul_precision": (str, False), "isolation": (str, False)}
+               "matmul_precision": (str, False), "isolation": (str, False), "complete": (bool, False)}
 RESULT_KEYS = {"workload": (str, True), "size": (int, True), "size_label": (str, True), "dtype": (str, True),
                "implementation": (str, True), "backend": (str, True), "device": (str, True), "unit": (str, True)}
 MEASURED_KEYS = {"median_s": float, "repeats": int, "throughput": float, "flops_per_s": float,
@@ -47,7 +51,7 @@ def finish(result: dict, limits: dict | None) -> dict:
     result["throughput"] = workload.items(size) / result["median_s"]
     result["flops_per_s"] = result["throughput"] * flops
     if limits and "matmul_flops" in limits:
-        itemsize = 4 if result["dtype"] == "float32" else 8
+        itemsize = np.dtype(result["dtype"]).itemsize
         result["roofline"] = roofline(limits, flops, workload.bytes_per_item(itemsize))
         result["percent_of_limit"] = 100 * result["throughput"] / result["roofline"]
     return result

@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import Callable, Iterator, TextIO
 
 from .. import __version__
 from ..errors import InvalidInputError
@@ -57,10 +57,12 @@ def _in_subprocess(request: dict) -> Iterator[dict]:
     yield {"exit": worker.returncode}
 
 
-def measure_all(todo: list[Case], mode: str, isolate: bool, stderr: TextIO) -> tuple[list[dict | None], dict]:
+def measure_all(todo: list[Case], mode: str, isolate: bool, stderr: TextIO,
+                after_each: Callable[[list, dict], None] | None = None) -> tuple[list[dict | None], dict]:
     """Time every case, one backend at a time; (results in `todo`'s order, None where unusable; limits).
 
     The first backend on each device also measures its limits, in every dtype of the run.
+    `after_each(results, limits)` is called after each backend (to save what is done so far).
     """
     results: list[dict | None] = [None] * len(todo)
     limits: dict = {}
@@ -96,6 +98,8 @@ def measure_all(todo: list[Case], mode: str, isolate: bool, stderr: TextIO) -> t
         if not usable:
             for k in indices:
                 results[k] = None
+        if after_each is not None:
+            after_each(results, limits)
     return results, limits
 
 
@@ -133,24 +137,34 @@ def _limits_by_key(report: dict) -> dict:
     return {(lim["device"], lim["dtype"]): lim for lim in report["limits"]}
 
 
+def _report(todo: list[Case], timed: list[dict | None], limits: dict, in_process: bool, complete: bool) -> dict:
+    """The run's JSON report: post-processed results (table order), limits, machine and versions."""
+    found = [res.finish(r, limits.get((r["device"], r["dtype"]))) for r in timed if r is not None]
+    order = {name: k for k, name in enumerate(WORKLOADS)}
+    found.sort(key=lambda r: (r["device"] != todo[0].device, order[r["workload"]], r["dtype"], r["size"]))
+    res.add_ratios(found)
+    return {"schema": res.SCHEMA, "moonxp": __version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "machine": machine(),
+            "versions": {name: versions(name) for name in dict.fromkeys(r["backend"] for r in found)},
+            "matmul_precision": f"{MATMUL_PRECISION} (float32 matmuls in FP32, no TF32, in every library)",
+            "isolation": "one process" if in_process else "one process per backend", "complete": complete,
+            "limits": [{"device": d, "dtype": t, **lim} for (d, t), lim in limits.items()], "results": found}
+
+
 def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     mode = args.sizes or ("quick" if args.quick else "full")
     os.environ.update(ENVIRONMENT)  # before any backend is imported here, too
     todo = for_run(args.device, args.backend, mode)
     json_path, plot_path = _checked(args.json), _checked(args.plot)
-    timed, limits = measure_all(todo, mode, not args.in_process, stderr)
-    found = [res.finish(r, limits.get((r["device"], r["dtype"]))) for r in timed if r is not None]
-    order = {name: k for k, name in enumerate(WORKLOADS)}
-    found.sort(key=lambda r: (r["device"] != todo[0].device, order[r["workload"]], r["dtype"], r["size"]))
-    res.add_ratios(found)
-    precision = f"{MATMUL_PRECISION} (float32 matmuls in FP32, no TF32, in every library)"
-    stdout.write(f"matmul precision: {precision}\n" + table(found, limits))
-    report = {"schema": res.SCHEMA, "moonxp": __version__,
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "machine": machine(),
-              "versions": {name: versions(name) for name in dict.fromkeys(r["backend"] for r in found)},
-              "matmul_precision": precision,
-              "isolation": "one process per backend" if not args.in_process else "one process",
-              "limits": [{"device": d, "dtype": t, **lim} for (d, t), lim in limits.items()], "results": found}
+
+    def save_so_far(timed: list, limits: dict) -> None:  # a run cut short still leaves its JSON
+        if json_path is not None:
+            write_json(json_path, _report(todo, timed, limits, args.in_process, complete=False))
+
+    timed, limits = measure_all(todo, mode, not args.in_process, stderr, save_so_far)
+    report = _report(todo, timed, limits, args.in_process, complete=True)
+    found = report["results"]
+    stdout.write(f"matmul precision: {report['matmul_precision']}\n" + table(found, limits))
     if json_path is not None:
         write_json(json_path, report)
         stdout.write(f"wrote {json_path}\n")
