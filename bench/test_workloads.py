@@ -11,7 +11,7 @@ import numpy as np
 from moonxp import resolve, synchronize, to_host
 from moonxp.app.cli import main
 from moonxp.benchmark import cases, results
-from moonxp.benchmark.worker import fair_precision
+from moonxp.benchmark.worker import MATMUL_PRECISION, fair_precision
 from moonxp.benchmark.workloads import WORKLOADS, make_call, output_arrays
 from moonxp.environment import machine, versions
 
@@ -39,7 +39,7 @@ def test_workload(benchmark, case, limits, mode):
 
     result = benchmark.pedantic(timed, rounds=ROUNDS, warmup_rounds=1, iterations=1)
     record = {**case.record(), "backend_version": backend.version, "machine": machine(),
-              "versions": versions(case.backend)}
+              "versions": versions(case.backend), "matmul_precision": MATMUL_PRECISION}
     if benchmark.stats is not None:
         record["median_s"] = benchmark.stats.stats.median
         record["limits"] = lim = limits(case.device, case.dtype)

@@ -232,15 +232,18 @@ def test_committed_runs_load_in_the_current_schema(path):
 
 
 def test_pytest_benchmark_json_loads_as_a_report(tmp_path):
-    record = results.finish({**_case().record(), "median_s": 0.5}, FAKE_LIMITS)
+    ours = {**_case().record(), "matmul_precision": "highest"}
+    peer = _case(implementation="numpy-homework").record()
     data = {"machine_info": {"cpu": {"brand_raw": "Some CPU"}}, "datetime": "2026-11-27T00:00:00",
             "benchmarks": [{"name": "x", "stats": {"median": 0.25, "rounds": 3},
-                            "extra_info": {**record, "limits": FAKE_LIMITS}}]}
+                            "extra_info": {**ours, "limits": FAKE_LIMITS}},
+                           {"name": "y", "stats": {"median": 0.5, "rounds": 3}, "extra_info": peer}]}
     path = tmp_path / "pb.json"
     path.write_text(json.dumps(data))
     report = results.load(path)
-    (r,) = report["results"]
+    r, p = report["results"]
     assert r["median_s"] == 0.25 and r["throughput"] == pytest.approx(64 * 64 / 0.25)
+    assert r["ratio_to_best_peer"] == pytest.approx(2.0) and report["matmul_precision"] == "highest"
     assert report["machine"]["cpu"] == "Some CPU" and report["limits"][0]["device"] == "cpu"
 
 

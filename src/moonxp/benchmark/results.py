@@ -132,11 +132,13 @@ def _from_pytest_benchmark(data: dict) -> dict:
               for b in data["benchmarks"] if "limits" in b.get("extra_info", {})}
     for r in results:
         finish(r, limits.get((r["device"], r["dtype"])))
+    add_ratios(results)
     info = data.get("machine_info", {})
     return {"schema": SCHEMA, "moonxp": str(results[0].get("moonxp", "")) if results else "",
             "date": data.get("datetime", ""), "machine": {"cpu": info.get("cpu", {}).get("brand_raw", ""),
                                                           "system": info.get("system", "")},
-            "versions": {}, "limits": [{"device": d, "dtype": t, **lim} for (d, t), lim in limits.items()],
+            "versions": {}, "matmul_precision": str(results[0].get("matmul_precision", "")) if results else "",
+            "limits": [{"device": d, "dtype": t, **lim} for (d, t), lim in limits.items()],
             "results": results}
 
 
