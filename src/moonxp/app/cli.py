@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     _device_options(bench)
     bench.add_argument("--quick", action="store_true", help="one size per workload: about a minute on 2 cores")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
-    bench.add_argument("--sizes", choices=("smoke", "quick", "full"), help="problem sizes (default: full; --quick)")
+    bench.add_argument("--sizes", choices=("smoke", "quick", "full"),
+                       help="smoke (each case once, tiny), quick (= --quick) or full (the default)")
     bench.add_argument("--plot", metavar="FILE.png", help="also draw throughput against size to FILE.png")
     bench.add_argument("--in-process", action="store_true", help="run every backend in this process "
                        "(default: a fresh process per backend)")
@@ -100,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     show = saved.add_parser("show", help="print (and --plot) a saved run: moonxp bench show RUN.json")
     show.add_argument("results", nargs=1, metavar="RUN.json")
     compare = saved.add_parser("compare", help="per-case ratios of runs to the first: bench compare A.json B.json")
-    compare.add_argument("results", nargs="+", metavar="RUN.json")
+    compare.add_argument("results", nargs="+", metavar="RUN.json", help="bench --json or pytest --benchmark-json "
+                         "files; the first is the baseline")
     for saved_command in (show, compare):
         saved_command.add_argument("--plot", metavar="FILE.png", help="also draw it to FILE.png")
 
