@@ -129,7 +129,7 @@ def test_limits_are_measured_on_random_data_and_the_roofline_takes_the_lower_bou
     assert limits.roofline({"matmul_flops": 100.0, "copy_bandwidth": 10.0}, 1.0, 10.0) == 1.0
 
 
-def test_gpu_limits_sync_once_per_several_launches(monkeypatch):
+def test_gpu_limits_sync_once_per_several_launches():
     calls = []
     call = limits._repeated(lambda: calls.append(1) or len(calls), limits.LAUNCHES["cuda"])
     assert call() == limits.LAUNCHES["cuda"] > 1 and len(calls) == limits.LAUNCHES["cuda"]
