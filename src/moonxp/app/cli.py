@@ -86,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     _device_options(bench)
     bench.add_argument("--quick", action="store_true", help="one size per workload: about a minute on 2 cores")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    bench.add_argument("--sizes", choices=("smoke", "quick", "full"),
+                       help="smoke (each case once, tiny), quick (= --quick) or full (the default)")
+    bench.add_argument("--plot", metavar="FILE.png", help="also draw throughput against size to FILE.png")
+    bench.add_argument("--in-process", action="store_true", help="run every backend in this process "
+                       "(default: a fresh process per backend)")
+    saved = bench.add_subparsers(dest="bench_command", parser_class=_Parser)
+    show = saved.add_parser("show", help="print (and --plot) a saved run: moonxp bench show RUN.json")
+    show.add_argument("results", nargs=1, metavar="RUN.json")
+    compare = saved.add_parser("compare", help="per-case ratios of runs to the first: bench compare A.json B.json")
+    compare.add_argument("results", nargs="+", metavar="RUN.json", help="bench --json or pytest --benchmark-json "
+                         "files; the first is the baseline")
+    for saved_command in (show, compare):
+        saved_command.add_argument("--plot", metavar="FILE.png", help="also draw it to FILE.png")
 
     commands.add_parser("info", help="versions, backends and devices found here")
     return parser
@@ -101,7 +114,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):  # argparse prints to sys.*
             parser = build_parser()
             args = parser.parse_args(argv)
-            lists = [name for name, value in vars(args).items() if isinstance(value, list)]
+            lists = [name for name, value in vars(args).items() if isinstance(value, list) and name != "results"]
             if lists:  # argparse turns '--lr=--' into [] without calling `type` (CPython 3.11)
                 parser.error(f"argument --{lists[0].replace('_', '-')}: expected one argument")
     except SystemExit as exit:  # --help, --version, or a usage error already printed

@@ -77,7 +77,7 @@ def text(measure_limits: bool = True) -> str:
         for device in ["cpu"] + [g["device"] for g in gpus()]:
             for dtype in ("float32", "float64"):
                 try:
-                    lim = measure(resolve(device, None, dtype), quick=True)
+                    lim = measure(resolve(device, None, dtype), "quick")
                 except MoonxpError as exc:
                     lines.append(f"  {device} {dtype}: not measured ({exc})")
                     continue
