@@ -54,9 +54,10 @@ def _read(path: str | os.PathLike) -> dict:
     """The arrays of a params file of this version, as host NumPy."""
     name = os.fspath(path)
     try:
-        with np.load(name, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("a single .npy array")
+        data = np.load(name, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array")
+        with data:
             contents = {key: data[key] for key in data.files}
     except FileNotFoundError:
         raise InvalidInputError(f"cannot load {name!r}: no such file") from None
