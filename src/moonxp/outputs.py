@@ -98,9 +98,11 @@ def write_animation(path: Path, figure: "Figure", draw: Callable[[int], None], f
 
     def write(handle: IO[bytes]) -> None:
         # Pillow picks the format from the name and writes the file by path: the temporary ends in .gif
+        # (not `writer.saving`: its cleanup would write a GIF of no frames over the error of a failed frame)
         writer = PillowWriter(fps=fps)
-        with writer.saving(figure, handle.name, dpi):
-            for k in range(frames):
-                draw(k)
-                writer.grab_frame()
+        writer.setup(figure, handle.name, dpi)
+        for k in range(frames):
+            draw(k)
+            writer.grab_frame()
+        writer.finish()
     _atomic(Path(path), write, suffix=".gif")
