@@ -92,5 +92,5 @@ def write(path: Path, run: Run) -> None:
         for k, ax in enumerate(axes):
             ax.clear()
             title = "It: %d, Error: %.3f" % (iteration, run.errors[k, iteration])
-            plot.panel(ax, axis, images[frame, k], run.X, run.T, title if panels == 1 else f"#{k} {title}")
+            plot.panel(ax, axis, images[frame, k], run.X, run.T, title if panels == 1 else f"net {k}, {title}")
     write_animation(path, figure, draw, len(run.frames), FPS, DPI)
