@@ -93,19 +93,21 @@ def write(run: Run, directory: Path, plots: bool, metrics: dict) -> list[Path]:
     (``--animate``); return the paths."""
     written = []
     c = run.config
-    if plots and run.finished:
-        titles = ["It: %d, Error: %.3f" % (s.iteration, s.errors[0, -1]) for s in run.snapshots]
-        figures = {"boundaries.png": plot.boundaries([s.params for s in run.snapshots], run.X, run.T, titles=titles,
-                                                     size=c.grid, compile=c.compile),
-                   "curve.png": plot.curve(run.errors)}
-        if c.ensemble > 1:
-            figures["ensemble.png"] = plot.ensemble(run.params, run.X, run.T, size=c.grid, compile=c.compile)
-        for name, figure in figures.items():
-            write_figure(directory / name, figure)
-            written.append(directory / name)
-    if run.finished and run.frames:
-        animation.write(directory / "boundaries.gif", run)
-        written.append(directory / "boundaries.gif")
-    write_json(directory / "metrics.json", metrics)
+    try:  # figures evaluate grids (the device may run out of memory): metrics.json is written either way
+        if plots and run.finished:
+            titles = ["It: %d, Error: %.3f" % (s.iteration, s.errors[0, -1]) for s in run.snapshots]
+            figures = {"boundaries.png": plot.boundaries([s.params for s in run.snapshots], run.X, run.T,
+                                                         titles=titles, size=c.grid, compile=c.compile),
+                       "curve.png": plot.curve(run.errors)}
+            if c.ensemble > 1:
+                figures["ensemble.png"] = plot.ensemble(run.params, run.X, run.T, size=c.grid, compile=c.compile)
+            for name, figure in figures.items():
+                write_figure(directory / name, figure)
+                written.append(directory / name)
+        if run.finished and run.frames:
+            animation.write(directory / "boundaries.gif", run)
+            written.append(directory / "boundaries.gif")
+    finally:
+        write_json(directory / "metrics.json", metrics)
     written.append(directory / "metrics.json")
     return written
