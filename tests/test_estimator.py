@@ -178,3 +178,16 @@ def test_import_moonxp_does_not_import_scikit_learn():
     code = "import sys, moonxp; bad = [m for m in ('sklearn', 'matplotlib', 'scipy') if m in sys.modules]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_feature_names_from_a_dataframe():
+    pa = pytest.importorskip("pyarrow")  # a dataframe library scikit-learn reads column names from
+    X, y = moons(40)
+    table = pa.table({"x1": X[:, 0], "x2": X[:, 1]})
+    clf = MoonxpClassifier(random_state=0, iters=4).fit(table, y)
+    assert list(clf.feature_names_in_) == ["x1", "x2"]
+    with pytest.warns(UserWarning, match="does not have valid feature names"):  # scikit-learn's own warning
+        np.testing.assert_array_equal(clf.predict(table), clf.predict(X))
+    renamed = pa.table({"u": X[:, 0], "x2": X[:, 1]})
+    with pytest.raises(ValueError, match="feature names"):
+        clf.predict(renamed)

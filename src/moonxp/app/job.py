@@ -18,7 +18,6 @@ import numpy as np
 from .. import defaults
 from ..arrays import to_host
 from ..data import make_ensemble, make_problem, snapshot_iterations
-from ..defaults import GRID_HI, GRID_LO
 from ..engine.backend import Backend, resolve
 from ..engine.policy import policy
 from ..engine.training import evaluate, train
@@ -60,14 +59,13 @@ class Snapshot:
 
 @dataclass
 class Run:
-    """A run's inputs and what it has produced so far (host arrays); `finished` once complete."""
+    """A run's inputs and what it has produced so far (host arrays; params on the device); `finished` once complete."""
 
     config: Config
     backend: Backend
     X: np.ndarray
     T: np.ndarray
     initial: Params
-    axis: np.ndarray
     snapshots: list[Snapshot] = field(default_factory=list)
     errors: np.ndarray | None = None         # (B, iterations reached + 1)
     accuracy: np.ndarray | None = None       # (B,)
@@ -88,7 +86,7 @@ def start(config: Config) -> Run:
         X, T, initial = make_ensemble(config.seed, config.ensemble, config.samples, config.noise, config.hidden)
     if config.animate is not None:
         animation.check_memory(config, backend)
-    return Run(config, backend, X, T, initial, np.linspace(GRID_LO, GRID_HI, config.grid))
+    return Run(config, backend, X, T, initial)
 
 
 def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot: None,
