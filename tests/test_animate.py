@@ -30,6 +30,7 @@ def frames(path):
         return images
 
 
+@pytest.mark.slow
 def test_one_frame_per_iteration(tmp_path):
     code, out, _ = run(tmp_path, "--iters", "10", "--animate")
     assert code == 0 and "boundaries.gif" in out
@@ -40,6 +41,7 @@ def test_one_frame_per_iteration(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["boundaries.gif", "metrics.json"]
 
 
+@pytest.mark.slow
 def test_every_kth_iteration_and_an_ensemble_side_by_side(tmp_path, monkeypatch):
     calls = []
     original = plot.evaluate_grid

@@ -191,3 +191,18 @@ def test_feature_names_from_a_dataframe():
     renamed = pa.table({"u": X[:, 0], "x2": X[:, 1]})
     with pytest.raises(ValueError, match="feature names"):
         clf.predict(renamed)
+
+
+@pytest.mark.slow
+def test_breast_cancer_example_prints_the_three_models(capsys):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "examples" / "breast_cancer.py"
+    spec = importlib.util.spec_from_file_location("breast_cancer", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.main()
+    rows = {line.split("(")[0]: float(line.split()[-2]) for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("Moonxp", "MLP", "Perceptron"))}
+    assert set(rows) == {"MoonxpClassifier", "MLPClassifier", "Perceptron"}
+    assert rows["MoonxpClassifier"] > 0.9  # 30 features, D-input network, behind a StandardScaler

@@ -71,6 +71,7 @@ def test_plots_refuse_what_they_cannot_draw(trained):
         plot.boundaries([], X, T)
 
 
+@pytest.mark.slow
 def test_the_cli_report_draws_with_the_public_functions(tmp_path, monkeypatch):
     used = []
     for name in ("boundaries", "curve", "ensemble"):
