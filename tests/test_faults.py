@@ -196,8 +196,9 @@ def test_out_of_memory_that_no_tile_size_cures_is_a_clear_error(homework, monkey
 
 def test_cli_out_of_memory_is_exit_2(tmp_path, monkeypatch, device_memory):
     device_memory(grid, 0, [])
-    code, out, err = cli("--iters", "2", "--no-plot", "--out", str(tmp_path))
+    code, out, err = cli("--iters", "2", "--out", str(tmp_path))  # the grids are evaluated for the figures
     assert code == 2 and "out of device memory" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert (tmp_path / "metrics.json").exists()  # the trained run's metrics are not lost with the figures
 
 
 @pytest.mark.parametrize("make", [

@@ -43,12 +43,12 @@ def ref_backprop(W, B, V, X, T):
 
 
 def smooth_network(rng: np.random.Generator, n: int = 12, hidden: int = 6, X: np.ndarray | None = None,
-                   T: np.ndarray | None = None):
-    """(X (n, 2), T (n,), Params) host float64 with every |z| and |y| >= MARGIN, some points misclassified."""
+                   T: np.ndarray | None = None, inputs: int = 2):
+    """(X (n, D), T (n,), Params) host float64 with every |z| and |y| >= MARGIN, some points misclassified."""
     for _ in range(1000):
-        Xk = rng.uniform(-2, 2, (n, 2)) if X is None else X
+        Xk = rng.uniform(-2, 2, (n, inputs)) if X is None else X
         Tk = rng.choice([-1.0, 1.0], n) if T is None else T
-        W, B, V = rng.normal(0, 1, (2, hidden)), rng.normal(0, 1, hidden), rng.normal(0, 1, hidden)
+        W, B, V = rng.normal(0, 1, (inputs, hidden)), rng.normal(0, 1, hidden), rng.normal(0, 1, hidden)
         Z = Xk @ W + B
         Y = np.maximum(Z, 0) @ V
         if np.abs(Z).min() > MARGIN and np.abs(Y).min() > MARGIN and 0 < (Y * Tk < 0).sum() < n:

@@ -11,8 +11,10 @@ from .engine.training import evaluate, train
 from .errors import (BackendError, DeviceMemoryError, DivergedError, InvalidInputError, InvalidTypeError,
                      MoonxpError, OutputError)
 from .kernels import Params
+from .saved import load_metadata, load_params, save_params
 
 __all__ = ["Backend", "BackendError", "DeviceMemoryError", "DivergedError", "InvalidInputError", "InvalidTypeError",
            "MoonxpError", "OutputError", "Params", "backprop", "descent", "evaluate", "evaluate_grid",
-           "forward", "loss", "make_ensemble", "make_problem", "resolve", "signed_labels",
+           "forward", "load_metadata", "load_params", "loss", "make_ensemble", "make_problem", "resolve",
+           "save_params", "signed_labels",
            "snapshot_iterations", "synchronize", "to_host", "train"]

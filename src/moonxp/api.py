@@ -17,7 +17,7 @@ Array = Any
 
 
 def forward(params: Params, X: Array) -> Array:
-    """Network outputs Y (..., N) for points X (N, 2) or (..., N, 2); params W (..., 2, H), b, v (..., H)."""
+    """Network outputs Y (..., N) for points X (N, D) or (..., N, D); params W (..., D, H), b, v (..., H)."""
     xp, _ = validate.arrays(params, X)
     params = Params(*params)
     validate.points(xp, X, params, into_batch=False)
@@ -31,7 +31,7 @@ def loss(Y: Array, T: Array) -> Array:
 
 
 def backprop(params: Params, X: Array, T: Array) -> Params:
-    """Gradients of E w.r.t. W (..., 2, H), b (..., H), v (..., H), averaged over the N points."""
+    """Gradients of E w.r.t. W (..., D, H), b (..., H), v (..., H), averaged over the N points."""
     xp, _ = validate.arrays(params, X, T)
     params = Params(*params)
     validate.points(xp, X, params, into_batch=True)

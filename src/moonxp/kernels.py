@@ -1,6 +1,6 @@
 """The network, its loss and its hand-written backprop, written once for any Array API namespace.
 
-    z = X W + b            (..., N, H)   preactivation
+    z = X W + b            (..., N, H)   preactivation, X (..., N, D), W (..., D, H)
     a = max(0, z)                          ReLU
     y = a v                (..., N)      readout (no output bias)
     E = mean_N max(0, -y t)  (...)         perceptron loss, t = +-1
@@ -11,7 +11,7 @@ Backprop, each line the derivative of the forward line above it:
     dE/dW = X^T dE/dz,  dE/db = sum_N dE/dz,  dE/dv = a^T dE/dy
 
 Every parameter may carry leading batch dimensions (...): B networks are one
-call. The functions are pure: no host transfers, no in-place updates and no
+call. The homework has D = 2 inputs; any D >= 1 is the same code. The functions are pure: no host transfers, no in-place updates and no
 Python branch on array values, so a tracer (``jax.jit``) compiles them as
 they are. Masks multiply (``astype(mask, dtype)``) instead of ``where``: it is
 portable to strict namespaces and measured far faster in NumPy.
@@ -31,7 +31,7 @@ STEP_TEMPORARIES = 4  # (..., N, H) arrays alive at once in error_and_gradient_s
 
 
 class Params(NamedTuple):
-    """Network parameters (or their gradients): W (..., 2, H), b (..., H), v (..., H)."""
+    """Network parameters (or their gradients): W (..., D, H), b (..., H), v (..., H); D = 2 in the homework."""
 
     W: Array
     b: Array
@@ -39,7 +39,7 @@ class Params(NamedTuple):
 
 
 def preactivation(params: Params, X: Array, xp: Namespace) -> Array:
-    """z = X W + b: (..., N, 2) points -> (..., N, H)."""
+    """z = X W + b: (..., N, D) points -> (..., N, H)."""
     return X @ params.W + params.b[..., None, :]
 
 
@@ -49,7 +49,7 @@ def readout(z: Array, v: Array, xp: Namespace) -> Array:
 
 
 def forward(params: Params, X: Array, *, xp: Namespace | None = None) -> Array:
-    """Network outputs Y (..., N) for points X (N, 2) or (..., N, 2)."""
+    """Network outputs Y (..., N) for points X (N, D) or (..., N, D)."""
     xp = array_namespace(X, *params) if xp is None else xp
     return readout(preactivation(params, X, xp), params.v, xp)
 
@@ -69,8 +69,8 @@ def error_and_gradient_sums(params: Params, X: Array, T: Array, xp: Namespace) -
     """Sums over the N points of the loss terms (...) and of their parameter gradients.
 
     Sums, not means, so that tiles of points add up (see `executor`). dE/dz =
-    dE/dy v ReLU'(z) is never formed: the per-point factor dE/dy goes onto X (N, 2)
-    and the per-unit factor v onto the (2, H) and (H,) sums, so the only (N, H)
+    dE/dy v ReLU'(z) is never formed: the per-point factor dE/dy goes onto X (N, D)
+    and the per-unit factor v onto the (D, H) and (H,) sums, so the only (N, H)
     work of the backward pass is reading ReLU'(z) and a in three matmuls.
     """
     z = preactivation(params, X, xp)                                 # (..., N, H)
@@ -78,7 +78,7 @@ def error_and_gradient_sums(params: Params, X: Array, T: Array, xp: Namespace) -
     a = z * active                                                   # max(0, z)
     y = (a @ params.v[..., :, None])[..., 0]                         # (..., N)
     dy = -T * xp.astype(y * T < 0, y.dtype)                          # d max(0, -y t) / dy
-    dW = ((X * dy[..., :, None]).mT @ active) * params.v[..., None, :]  # sum_N x dy ReLU'(z) v, (..., 2, H)
+    dW = ((X * dy[..., :, None]).mT @ active) * params.v[..., None, :]  # sum_N x dy ReLU'(z) v, (..., D, H)
     db = (dy[..., None, :] @ active)[..., 0, :] * params.v           # sum_N dy ReLU'(z) v, (..., H)
     dv = (dy[..., None, :] @ a)[..., 0, :]                           # sum_N dy a, (..., H)
     # max(0, -y t) is positively homogeneous in y, so the loss sum is y . dE/dy (Euler).

@@ -11,11 +11,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable
-
-from matplotlib.figure import Figure
+from typing import IO, TYPE_CHECKING, Any, Callable
 
 from .errors import OutputError
+
+if TYPE_CHECKING:  # matplotlib loads only where a figure is drawn
+    from matplotlib.figure import Figure
 
 FILE_MODE = 0o644
 
@@ -36,9 +37,22 @@ def output_directory(path: str | os.PathLike) -> Path:
     return directory
 
 
-def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def writable(path: str | os.PathLike, option: str) -> None:
+    """Make sure the file `path` (given as `option`) can be written, before any long work."""
+    directory = Path(path).parent
+    if Path(path).is_dir():
+        raise OutputError(f"cannot write {str(path)!r}: it is a directory; give {option} a file name")
     try:
-        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write into {str(directory)!r}: {exc.strerror or exc}; choose another {option}") from None
+
+
+def _atomic(path: Path, write: Callable[[IO[bytes]], None], suffix: str = ".tmp") -> None:
+    """Run `write` on a temporary file beside `path` (named with `suffix`), then rename it to `path`."""
+    try:
+        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=suffix, delete=False)
     except OSError as exc:
         raise _unwritable(path, exc) from None
     try:
@@ -66,6 +80,29 @@ def write_json(path: Path, data: Any) -> None:
     _atomic(path, lambda f: f.write(text.encode()))
 
 
-def write_figure(path: Path, figure: Figure, dpi: int = 100) -> None:
+def write_figure(path: Path, figure: "Figure", dpi: int = 100) -> None:
     """Save a figure as PNG, atomically."""
     _atomic(path, lambda f: figure.savefig(f, format="png", dpi=dpi))
+
+
+def write_npz(path: Path, arrays: dict) -> None:
+    """Save host `arrays` (name -> NumPy array) uncompressed as .npz, atomically."""
+    import numpy as np
+    _atomic(Path(path), lambda f: np.savez(f, **arrays))
+
+
+def write_animation(path: Path, figure: "Figure", draw: Callable[[int], None], frames: int, fps: float,
+                    dpi: int = 100) -> None:
+    """Save `frames` frames of `figure` as a GIF (Pillow, through matplotlib), atomically; `draw(k)` draws frame k."""
+    from matplotlib.animation import PillowWriter
+
+    def write(handle: IO[bytes]) -> None:
+        # Pillow picks the format from the name and writes the file by path: the temporary ends in .gif
+        # (not `writer.saving`: its cleanup would write a GIF of no frames over the error of a failed frame)
+        writer = PillowWriter(fps=fps)
+        writer.setup(figure, handle.name, dpi)
+        for k in range(frames):
+            draw(k)
+            writer.grab_frame()
+        writer.finish()
+    _atomic(Path(path), write, suffix=".gif")

@@ -38,8 +38,8 @@ def arrays(params: Params, *others: Any, name: str = "params") -> tuple[Any, Any
             raise InvalidTypeError(f"{name}.{field} is {a.dtype} but {name}.W is {dtype}: give all "
                                    f"parameters one dtype (xp.astype)")
     W, b, v = params
-    if W.ndim < 2 or W.shape[-2] != 2 or W.shape[-1] < 1:
-        raise InvalidInputError(f"{name}.W has shape {tuple(W.shape)}: expected (..., 2, H) with H >= 1")
+    if W.ndim < 2 or W.shape[-2] < 1 or W.shape[-1] < 1:
+        raise InvalidInputError(f"{name}.W has shape {tuple(W.shape)}: expected (..., D, H) with D, H >= 1")
     expected = tuple(W.shape[:-2]) + (W.shape[-1],)
     for field, a in (("b", b), ("v", v)):
         if tuple(a.shape) != expected:
@@ -50,7 +50,7 @@ def arrays(params: Params, *others: Any, name: str = "params") -> tuple[Any, Any
 
 
 def points(xp: Any, X: Any, params: Params, *, into_batch: bool) -> None:
-    """X is (N, 2) or (..., N, 2), float like the params, finite, N >= 1.
+    """X is (N, D) or (..., N, D) with the params' D inputs, float like the params, finite, N >= 1.
 
     `into_batch`: X's batch dims must broadcast into the params' (training: one gradient per network).
     """
@@ -58,8 +58,10 @@ def points(xp: Any, X: Any, params: Params, *, into_batch: bool) -> None:
     if X.dtype != params.W.dtype:
         raise InvalidTypeError(f"X is {X.dtype} but the params are {params.W.dtype}: convert one "
                                f"(xp.astype) so both have the same dtype")
-    if X.ndim < 2 or X.shape[-1] != 2:
-        raise InvalidInputError(f"X has shape {tuple(X.shape)}: expected points (N, 2) or (..., N, 2)")
+    inputs = params.W.shape[-2]
+    if X.ndim < 2 or X.shape[-1] != inputs:
+        raise InvalidInputError(f"X has shape {tuple(X.shape)}: expected points (N, {inputs}) or (..., N, {inputs}) "
+                                f"for params.W of shape {tuple(params.W.shape)} (D = {inputs} inputs)")
     if X.shape[-2] < 1:
         raise InvalidInputError("X holds no points (N = 0): give at least one point")
     batch, pbatch = tuple(X.shape[:-2]), tuple(params.W.shape[:-2])
@@ -74,7 +76,7 @@ def points(xp: Any, X: Any, params: Params, *, into_batch: bool) -> None:
 
 
 def labels(xp: Any, T: Any, X: Any, params: Params) -> None:
-    """T (..., N) for the outputs of `params` on points X (..., N, 2), in X's dtype, every value -1 or +1."""
+    """T (..., N) for the outputs of `params` on points X (..., N, D), in X's dtype, every value -1 or +1."""
     batch = np.broadcast_shapes(tuple(X.shape[:-2]), tuple(params.W.shape[:-2]))
     _labels(xp, T, batch + (X.shape[-2],), X.dtype, "X")
 
@@ -148,6 +150,14 @@ def problem(seed: Any, n_samples: Any, noise: Any, hidden: Any, networks: Any = 
     count(name["hidden"], hidden, 1)
     if isinstance(noise, bool) or not isinstance(noise, Real) or not math.isfinite(noise) or noise < 0:
         raise InvalidInputError(f"{name['noise']} must be a finite number >= 0, not {noise!r}")
+
+
+def planar(params: Params) -> None:
+    """The grid is a plane: the params take D = 2 inputs."""
+    if params.W.shape[-2] != 2:
+        raise InvalidInputError(f"the grid spans the (x1, x2) plane, but params.W has shape {tuple(params.W.shape)} "
+                                f"(D = {params.W.shape[-2]} inputs): grids need D = 2; use moonxp.forward on "
+                                f"your own points for other D")
 
 
 def interval(lo: Any, hi: Any) -> tuple[float, float]:

@@ -11,13 +11,15 @@ import contextlib
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
 from .. import __version__
 from ..arrays import is_out_of_memory
 from ..defaults import DTYPES, GRID, HIDDEN, ITERS, LR, NOISE, SAMPLES, SEED
 from ..errors import DivergedError, MoonxpError
-from ..outputs import output_directory
+from ..outputs import output_directory, writable
+from ..saved import save_params
 from ..validate import MAX_SEED
 from . import job, report
 
@@ -81,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-plot", action="store_true", help="write metrics.json only, no PNGs")
     train.add_argument("--json", action="store_true", help="print the metrics as JSON instead of text")
     train.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    train.add_argument("--animate", nargs="?", const=0, type=_number(int, 1), default=None, metavar="K",
+                       help="also write boundaries.gif: the boundary every K iterations (default: every one, "
+                            "at most 200 frames); an ensemble shows its first 4 networks")
+    train.add_argument("--save", metavar="FILE", help="save the trained params to FILE (.npz, moonxp.load_params)")
 
     bench = commands.add_parser("bench", help="time the workloads against this machine's limits")
     _device_options(bench)
@@ -149,9 +155,12 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
 def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     config = job.Config(hidden=args.hidden, lr=args.lr, iters=args.iters, samples=args.samples,
                         noise=args.noise, seed=args.seed, ensemble=args.ensemble, grid=args.grid,
-                        device=args.device, backend=args.backend, dtype=args.dtype, compile=args.compile)
+                        device=args.device, backend=args.backend, dtype=args.dtype, compile=args.compile,
+                        animate=args.animate)
     run = job.start(config)  # bad input, backend or device fails here, before --out is created
     directory = output_directory(args.out)
+    if args.save:
+        writable(args.save, "--save")
     from tqdm.auto import tqdm  # a bar only where stderr is a terminal (disable=None) and a run is long (delay)
     bar = tqdm(total=config.iters, file=stderr, disable=True if args.quiet else None, delay=PROGRESS_DELAY_S,
                unit="it", leave=False, dynamic_ncols=True)
@@ -177,6 +186,9 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         bar.close()
     metrics = report.metrics(run)
     written = report.write(run, directory, not args.no_plot, metrics)
+    if args.save:
+        save_params(args.save, run.params, metadata={"moonxp": __version__, "config": config.as_dict()})
+        written.append(Path(args.save))
     if args.json and not args.quiet:
         stdout.write(json.dumps(metrics, indent=2) + "\n")
     say(report.summary(run, written))

@@ -1,14 +1,14 @@
 """The main job: the homework run (or an ensemble of it) on a chosen backend, with snapshots.
 
 Data and initial parameters are drawn on the host and moved to the device
-once. Training runs from snapshot to snapshot (iterations 0, 1, 3, 7, ...);
-only there are errors read back and the decision function evaluated on the
-grid, so the device is not synchronized in between.
+once. Training runs from snapshot to snapshot (iterations 0, 1, 3, 7, ...,
+and every animation frame); only there are errors read back and the
+parameters kept (on the device), so the device is not synchronized in
+between. The report evaluates the kept parameters' grids, batched, to draw.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -18,14 +18,13 @@ import numpy as np
 from .. import defaults, validate
 from ..arrays import to_host
 from ..data import make_ensemble, make_problem, snapshot_iterations
-from ..defaults import GRID_HI, GRID_LO
 from ..engine.backend import Backend, resolve
-from ..engine.grid import evaluate_grid
 from ..engine.policy import policy
 from ..engine.training import evaluate, train
 from ..errors import DivergedError, InvalidTypeError
 from ..kernels import Params
-ENSEMBLE_PANELS = 4  # networks whose final boundary an ensemble run draws
+from . import animation
+
 MAX_PLOT_GRID = 4096  # a bigger grid is for moonxp.evaluate_grid or `moonxp bench`, not a PNG
 
 
@@ -45,6 +44,7 @@ class Config:
     backend: str | None = None
     dtype: str = defaults.DTYPES[0]
     compile: bool | None = None
+    animate: int | None = None  # None: no animation; 0: a frame every iteration (at most MAX_FRAMES); k: every k-th
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -52,27 +52,27 @@ class Config:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """State before update `iteration`: errors (B, iteration + 1) so far, network 0's grid (G, G)."""
+    """State before update `iteration`: errors (B, iteration + 1) so far, network 0's params (on the device)."""
 
     iteration: int
     errors: np.ndarray
-    grid: np.ndarray
+    params: Params
 
 
 @dataclass
 class Run:
-    """A run's inputs and what it has produced so far (host arrays); `finished` once complete."""
+    """A run's inputs and what it has produced so far (host arrays; params on the device); `finished` once complete."""
 
     config: Config
     backend: Backend
     X: np.ndarray
     T: np.ndarray
     initial: Params
-    axis: np.ndarray
     snapshots: list[Snapshot] = field(default_factory=list)
     errors: np.ndarray | None = None         # (B, iterations reached + 1)
     accuracy: np.ndarray | None = None       # (B,)
-    final_grids: np.ndarray | None = None    # (k, G, G): an ensemble's first networks
+    params: Params | None = None             # the trained networks (on the device)
+    frames: list[tuple[int, Params]] = field(default_factory=list)  # (iteration, the first networks' params)
     timings: dict = field(default_factory=dict)
     finished: bool = False
 
@@ -97,7 +97,9 @@ def start(config: Config) -> Run:
         X, T, initial = make_problem(config.seed, config.samples, config.noise, config.hidden)
     else:
         X, T, initial = make_ensemble(config.seed, config.ensemble, config.samples, config.noise, config.hidden)
-    return Run(config, backend, X, T, initial, np.linspace(GRID_LO, GRID_HI, config.grid))
+    if config.animate is not None:
+        animation.check_memory(config, backend)
+    return Run(config, backend, X, T, initial)
 
 
 def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot: None,
@@ -108,11 +110,12 @@ def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot:
     params = Params(*(backend.asarray(p) for p in run.initial))
     X, T = backend.asarray(run.X), backend.asarray(run.T)
     network0 = (lambda p: Params(*(a[0, ...] for a in p))) if config.ensemble > 1 else (lambda p: p)
-    grid = functools.partial(evaluate_grid, size=config.grid, lo=GRID_LO, hi=GRID_HI, compile=config.compile)
+    shown = (lambda p: Params(*(a[:animation.PANELS, ...] for a in p))) if config.ensemble > 1 else (lambda p: p)
     stops = snapshot_iterations(config.iters)
+    frames = set() if config.animate is None else set(animation.frame_iterations(config.iters, config.animate))
     columns, done = [], 0
-    run.timings = timings = {"train_s": 0.0, "grid_s": 0.0, "total_s": 0.0}  # kept current for partial runs
-    for target in sorted(set(stops) | {config.iters}):
+    run.timings = timings = {"train_s": 0.0, "total_s": 0.0}  # kept current for partial runs
+    for target in sorted(set(stops) | frames | {config.iters}):
         tick = time.perf_counter()
         on_progress = None if progress is None else (lambda k, n, done=done: progress(done + k, config.iters))
         try:
@@ -125,17 +128,14 @@ def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot:
         run.errors = np.concatenate(columns + [errors[:, -1:]], axis=1)  # (B, target + 1)
         done, tock = target, time.perf_counter()
         timings["train_s"] += tock - tick
+        if target in frames:
+            run.frames.append((target, shown(params)))
         if target in stops:
-            image = to_host(grid(network0(params)))
-            timings["grid_s"] += time.perf_counter() - tock
-            run.snapshots.append(Snapshot(target, run.errors, image))
+            run.snapshots.append(Snapshot(target, run.errors, network0(params)))
             on_snapshot(run.snapshots[-1])
         timings["total_s"] = time.perf_counter() - started
-    tick = time.perf_counter()
+    run.params = params
     run.accuracy = to_host(evaluate(params, X, T, compile=config.compile)[1]).reshape(-1)
-    if config.ensemble > 1:
-        run.final_grids = to_host(grid(Params(*(a[:min(ENSEMBLE_PANELS, config.ensemble), ...] for a in params))))
-    timings["grid_s"] += time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - started
     run.finished = True
     return run

@@ -10,6 +10,7 @@ import numpy as np
 from .. import __version__, plot
 from ..environment import versions
 from ..outputs import write_figure, write_json
+from . import animation
 from .job import Run, Snapshot
 
 def header(run: Run) -> str:
@@ -88,21 +89,25 @@ def metrics(run: Run, status: str = "ok", message: str | None = None) -> dict:
 
 
 def write(run: Run, directory: Path, plots: bool, metrics: dict) -> list[Path]:
-    """Write `metrics` as metrics.json and, for a finished run with `plots`, the figures; return the paths."""
+    """Write `metrics` as metrics.json and, for a finished run, the figures (`plots`) and the animation
+    (``--animate``); return the paths."""
     written = []
-    if plots and run.finished:
-        titles = ["It: %d, Error: %.3f" % (s.iteration, s.errors[0, -1]) for s in run.snapshots]
-        figures = {"boundaries.png": plot.boundaries(run.axis, [s.grid for s in run.snapshots], titles,
-                                                     run.X, run.T)}
-        spread = np.percentile(run.errors, [5, 95], axis=0) if len(run.errors) > 1 else None
-        figures["curve.png"] = plot.curve(run.errors[0], spread)
-        if run.final_grids is not None:
-            labels = [f"network {k}: error {e:.3f}" for k, e in enumerate(run.errors[:len(run.final_grids), -1])]
-            figures["ensemble.png"] = plot.ensemble(run.axis, run.final_grids, labels, run.X, run.T,
-                                                    run.errors[:, -1], run.accuracy)
-        for name, figure in figures.items():
-            write_figure(directory / name, figure)
-            written.append(directory / name)
-    write_json(directory / "metrics.json", metrics)
+    c = run.config
+    try:  # figures evaluate grids (the device may run out of memory): metrics.json is written either way
+        if plots and run.finished:
+            titles = ["It: %d, Error: %.3f" % (s.iteration, s.errors[0, -1]) for s in run.snapshots]
+            figures = {"boundaries.png": plot.boundaries([s.params for s in run.snapshots], run.X, run.T,
+                                                         titles=titles, size=c.grid, compile=c.compile),
+                       "curve.png": plot.curve(run.errors)}
+            if c.ensemble > 1:
+                figures["ensemble.png"] = plot.ensemble(run.params, run.X, run.T, size=c.grid, compile=c.compile)
+            for name, figure in figures.items():
+                write_figure(directory / name, figure)
+                written.append(directory / name)
+        if run.finished and run.frames:
+            animation.write(directory / "boundaries.gif", run)
+            written.append(directory / "boundaries.gif")
+    finally:
+        write_json(directory / "metrics.json", metrics)
     written.append(directory / "metrics.json")
     return written

@@ -39,12 +39,13 @@ def evaluate_grid(params: Params, size: int = GRID, lo: float = GRID_LO, hi: flo
                   compile: bool | None = None) -> Array:
     """Yg (..., size, size) with Yg[..., i, k] = f(x1 = l[k], x2 = l[i]), l = linspace(lo, hi, size).
 
-    For one network or a batch (params with leading dims); the result stays in the
+    For one network or a batch (params with leading dims) of D = 2 inputs; the result stays in the
     params' namespace, device and dtype. Memory is bounded by tiling the rows (and the
     columns of rows wider than a tile).
     """
     xp, device = validate.arrays(params)
     params = Params(*params)
+    validate.planar(params)
     validate.count("grid size", size, 2)
     lo, hi = validate.interval(lo, hi)
     validate.compile_flag(compile)

@@ -45,7 +45,8 @@ def _tile(params: Params, X: Array, T: Array, tile: Tile) -> tuple[Params, Array
 def _tiled(work: Callable, params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple:
     """Sum `work(params, X, T)` (per-network sums over points, a tuple) over all tiles."""
     W = params.W
-    shape = (W.shape[0] if W.ndim > 2 else 1, math.prod(W.shape[1:-2]), X.shape[-2], STEP_TEMPORARIES * W.shape[-1])
+    shape = (W.shape[0] if W.ndim > 2 else 1, math.prod(W.shape[1:-2]), X.shape[-2],
+             STEP_TEMPORARIES * W.shape[-1] + W.shape[-2])  # per point: (H,) temporaries and x dy (D,)
     tiles, results = map_tiles(lambda tile: work(*_tile(params, X, T, tile)), functools.partial(plan, *shape),
                                math.prod(shape), policy)
     return sum_over_points(tiles, results, xp)
@@ -88,8 +89,8 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
           progress: Callable[[int, int], None] | None = None) -> tuple[Params, Array]:
     """Train by gradient descent: (params, errors), errors (..., iters + 1) = E before each update, then after the last.
 
-    params W (..., 2, H), b (..., H), v (..., H) train B networks at once; X (N, 2) or
-    (..., N, 2); T (..., N) of +-1. Results keep the inputs' namespace, device and dtype.
+    params W (..., D, H), b (..., H), v (..., H) train B networks at once; X (N, D) or
+    (..., N, D) (D = 2 in the homework, any D >= 1); T (..., N) of +-1. Results keep the inputs' namespace, device and dtype.
     `compile`: None = the namespace's default (JAX: jit), True = `jax.jit`/`torch.compile`.
     Every `check_every` steps (one compiled program) a single boolean is read back to
     detect divergence and `progress(done, iters)` is called.
