@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-plot", action="store_true", help="write metrics.json only, no PNGs")
     train.add_argument("--json", action="store_true", help="print the metrics as JSON instead of text")
     train.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    train.add_argument("--animate", nargs="?", const=0, type=_number(int, 1), default=None, metavar="K",
-                       help="also write boundaries.gif: the boundary every K iterations (default: every one, "
+    train.add_argument("--animate", nargs="?", const=0, type=_number(int), default=None, metavar="K",
+                       help="also write boundaries.gif: the boundary every K iterations (default or 0: every one, "
                             "at most 200 frames); an ensemble shows its first 4 networks")
     train.add_argument("--save", metavar="FILE", help="save the trained params to FILE (.npz, moonxp.load_params)")
 

@@ -85,6 +85,8 @@ def check(config: Config) -> None:
     validate.learning_rate(config.lr, "--lr")
     validate.count("--iters", config.iters, 0)
     validate.count("--grid", config.grid, 2, MAX_PLOT_GRID)
+    if config.animate is not None:
+        validate.count("--animate", config.animate, 0)
 
 
 def start(config: Config) -> Run:
