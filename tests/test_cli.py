@@ -14,7 +14,7 @@ import pytest
 import moonxp
 import moonxp.app.cli
 from moonxp.app.cli import main
-from conftest import cuda_usable
+from conftest import cuda, cuda_usable
 
 HOMEWORK_LINES = ["It: 0, Error: 0.127", "It: 1, Error: 0.052", "It: 3, Error: 0.010", "It: 7, Error: 0.001",
                   "It: 15, Error: 0.000", "It: 31, Error: 0.000", "It: 63, Error: 0.000", "It: 127, Error: 0.000"]
@@ -113,8 +113,10 @@ def numpy_lines(tmp_path_factory):
                  id="jax"),
     pytest.param(["--backend", "array-api-strict"], id="array-api-strict",
                  marks=pytest.mark.skipif(not _installed("array_api_strict"), reason="array-api-strict missing")),
-    pytest.param(["--device", "cuda"], marks=pytest.mark.cuda, id="cupy-cuda"),
-    pytest.param(["--device", "cuda:0", "--backend", "torch"], marks=pytest.mark.cuda, id="torch-cuda"),
+    pytest.param(["--device", "cuda"], marks=cuda(), id="cupy-cuda"),
+    pytest.param(["--device", "cuda:1"], marks=cuda(index=1), id="cupy-cuda1"),
+    pytest.param(["--device", "cuda:0", "--backend", "torch"], marks=cuda("torch"), id="torch-cuda"),
+    pytest.param(["--device", "cuda:0", "--backend", "jax"], marks=cuda("jax"), id="jax-cuda"),
 ])
 def test_backend_end_to_end(argv, tmp_path, numpy_lines):
     code, out, err = cli(*argv, "--out", str(tmp_path), "--no-plot", "--iters", "32")

@@ -13,9 +13,12 @@ import json
 import tempfile
 from pathlib import Path
 
-from hypothesis import event, example, given, settings, strategies as st
+import pytest
 
-from moonxp.app.cli import main
+pytest.importorskip("hypothesis")
+from hypothesis import event, example, given, settings, strategies as st  # noqa: E402
+
+from moonxp.app.cli import main  # noqa: E402
 
 TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=8)
 

@@ -16,10 +16,11 @@ from typing import Callable
 import numpy as np
 
 from .. import defaults
-from ..arrays import to_host
+from ..arrays import device_context, to_host
 from ..data import make_ensemble, make_problem, snapshot_iterations
 from ..defaults import GRID_HI, GRID_LO
 from ..engine.backend import Backend, resolve
+from ..engine.executor import execution
 from ..engine.grid import evaluate_grid
 from ..engine.policy import policy
 from ..engine.training import evaluate, train
@@ -68,6 +69,7 @@ class Run:
     T: np.ndarray
     initial: Params
     axis: np.ndarray
+    execution: str                           # how the work runs: "eager", "jax.jit", "torch.compile via DLPack"...
     snapshots: list[Snapshot] = field(default_factory=list)
     errors: np.ndarray | None = None         # (B, iterations reached + 1)
     accuracy: np.ndarray | None = None       # (B,)
@@ -79,13 +81,17 @@ class Run:
 def start(config: Config) -> Run:
     """Resolve the backend and draw the data: quick, so bad input is reported before any training."""
     backend = resolve(config.device, config.backend, config.dtype)
-    if config.compile and policy(backend.xp, backend.device, backend.dtype).compiler is None:
-        raise InvalidTypeError(f"{backend.name} has no compiler: --compile needs --backend jax or torch")
+    with device_context(backend.xp, backend.device):
+        run_policy = policy(backend.xp, backend.device, backend.dtype)
+    if config.compile and run_policy.compiler is None:
+        raise InvalidTypeError(f"{backend.name} has no compiler: --compile needs --backend jax or torch "
+                               f"(or --device cuda with torch or JAX installed)")
     if config.ensemble == 1:
         X, T, initial = make_problem(config.seed, config.samples, config.noise, config.hidden)
     else:
         X, T, initial = make_ensemble(config.seed, config.ensemble, config.samples, config.noise, config.hidden)
-    return Run(config, backend, X, T, initial, np.linspace(GRID_LO, GRID_HI, config.grid))
+    return Run(config, backend, X, T, initial, np.linspace(GRID_LO, GRID_HI, config.grid),
+               execution(run_policy, config.compile))
 
 
 def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot: None,
