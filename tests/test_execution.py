@@ -20,7 +20,7 @@ import moonxp
 from moonxp import Params, kernels
 from moonxp.engine import executor, grid, policy, training
 from moonxp.engine.policy import Bridge, Policy, limit_tiles
-from conftest import assert_close, assert_on_case, cuda, tolerance
+from conftest import assert_close, assert_on_case, cuda
 
 
 def on(case, *arrays):

@@ -12,7 +12,6 @@ gets the same work again in tiles half the size.
 from __future__ import annotations
 
 import functools
-import math
 import operator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
