@@ -104,6 +104,10 @@ def test_jax_on_a_gpu_gets_gpu_tiles(monkeypatch):
     monkeypatch.setattr(policy, "_gpu_tiles", {})
     small = policy.policy(jax.numpy, FakeJaxGpu(limit=2 << 30, in_use=1 << 30), jax.numpy.float32)
     assert small.tile_elements == (1 << 30) // 2 // 4  # half of what XLA's allocator has left
+    monkeypatch.setattr(policy, "_gpu_tiles", {})
+    untold = FakeJaxGpu(0, 0)
+    untold.stats = None  # a platform without memory statistics: the cap
+    assert policy.policy(jax.numpy, untold, jax.numpy.float32).tile_elements == policy.GPU_TILE_CAP
 
 
 def test_torch_compiles_by_default_on_cuda_only():

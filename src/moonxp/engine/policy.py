@@ -195,20 +195,22 @@ def _gpu_tile_elements(xp: Any, device: Any, itemsize: int) -> int:
     at most `GPU_TILE_CAP`."""
     key = (xp.__name__, str(device), itemsize)  # CuPy's Device objects are not hashable
     if key not in _gpu_tiles:
-        share = int(_free_gpu_memory(xp, device) * GPU_MEMORY_SHARE) // itemsize
+        free = _free_gpu_memory(xp, device)
+        share = GPU_TILE_CAP if free is None else int(free * GPU_MEMORY_SHARE) // itemsize
         _gpu_tiles[key] = max(1 << 16, min(GPU_TILE_CAP, share))
     return _gpu_tiles[key]
 
 
-def _free_gpu_memory(xp: Any, device: Any) -> int:
-    """Bytes free on `device` for new arrays, its library's pool included; CuPy: `device` must be current."""
+def _free_gpu_memory(xp: Any, device: Any) -> int | None:
+    """Bytes free on `device` for new arrays, its library's pool included (None: not told);
+    CuPy: `device` must be current."""
     if is_cupy_namespace(xp):
         import cupy
         free, _ = cupy.cuda.runtime.memGetInfo()
         return free + cupy.get_default_memory_pool().free_bytes()
     if is_jax_namespace(xp):  # XLA's allocator holds its share of the device (75% unless told otherwise)
         stats = device.memory_stats() or {}
-        return stats.get("bytes_limit", 0) - stats.get("bytes_in_use", 0)
+        return stats["bytes_limit"] - stats.get("bytes_in_use", 0) if "bytes_limit" in stats else None
     import torch
     free, _ = torch.cuda.mem_get_info(device)
     return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
