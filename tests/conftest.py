@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 
 import numpy as np
 import pytest
 from array_api_compat import array_namespace, device as device_of
 
 import moonxp
-from moonxp.engine import executor, policy
+from moonxp.engine import executor
 from moonxp import Backend, to_host
+
+# JAX would take 75% of a GPU's memory when first asked about it, and CuPy's and torch's cases share the GPU
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 def _strict_device1() -> Backend:
