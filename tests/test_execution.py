@@ -315,7 +315,7 @@ def test_dlpack_bridge_into_torch_compile_equals_numpy(homework, monkeypatch):
 
 
 def test_check_every_steps_are_one_compiled_program(homework, monkeypatch):
-    """16 steps (check_every) compile once, as one program, under a compiling policy: also on CUDA policies."""
+    """16 steps (check_every) compile once, as one program; shorter chunks share one one-step program."""
     jax = pytest.importorskip("jax")
     case = moonxp.resolve("cpu", "jax", "float64")
     traced = []
@@ -330,6 +330,12 @@ def test_check_every_steps_are_one_compiled_program(homework, monkeypatch):
         X, T, p = homework
         moonxp.train(*on(case, p, X, T), iters=48, check_every=16)
         assert traced == [16]  # traced once for 16 steps, then the compiled program ran three times
+        errors = moonxp.train(*on(case, p, X, T), iters=23, check_every=16)[1]
+        assert traced == [16, 1]  # a shorter chunk (7) runs the one-step program: two programs in all
+        for iters in (1, 3, 7):  # the main job's snapshot segments compile nothing new
+            moonxp.train(*on(case, p, X, T), iters=iters, check_every=16)
+        assert traced == [16, 1]
+        np.testing.assert_allclose(moonxp.to_host(errors), moonxp.train(p, X, T, iters=23)[1], rtol=1e-12, atol=1e-14)
     finally:
         executor._program.cache_clear()
 

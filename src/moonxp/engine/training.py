@@ -111,8 +111,13 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
         validate.labels(xp, T, X, params)
         while done < iters:
             count = min(check_every, iters - done)
-            params, errors = program(_steps, policy, compile, count=count, xp=xp, policy=policy)(params, X, T, lr)
-            chunks.append(errors)
+            # a shorter chunk runs one-step programs: two compiled programs at most (torch.compile: seconds each)
+            step = program(_steps, policy, compile, count=count if count == check_every else 1, xp=xp, policy=policy)
+            parts = []
+            for _ in range(1 if count == check_every else count):
+                params, errors = step(params, X, T, lr)
+                parts.append(errors)
+            chunks.append(parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1))
             _check_finite(xp, chunks, lr)
             done += count
             if progress is not None:
