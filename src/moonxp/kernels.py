@@ -13,11 +13,13 @@ Backprop, each line the derivative of the forward line above it:
 Every parameter may carry leading batch dimensions (...): B networks are one
 call. The functions are pure: no host transfers, no in-place updates and no
 Python branch on array values, so a tracer (``jax.jit``) compiles them as
-they are. ``fused=True`` writes the degenerate contractions (K = 2 in X W, the
-one-column readout, the sums over N) as broadcast multiplies and ``xp.sum``, the
-same math in the form a compiler fuses into few kernels; the default keeps the
-matmuls, faster in eager NumPy. Masks multiply (``astype(mask, dtype)``) instead of ``where``: it is
+they are. Masks multiply (``astype(mask, dtype)``) instead of ``where``: it is
 portable to strict namespaces and measured far faster in NumPy.
+
+``fused=True`` writes the degenerate contractions (K = 2 in X W, the one-column
+readout, the sums over N) as broadcast multiplies and ``xp.sum``: the same math
+in the form a compiler fuses into few kernels (compiled GPU policies use it).
+The default keeps the matmuls, faster in eager NumPy.
 """
 
 from __future__ import annotations
