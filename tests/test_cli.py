@@ -14,7 +14,7 @@ import pytest
 import moonxp
 import moonxp.app.cli
 from moonxp.app.cli import main
-from conftest import HOMEWORK_LINES, cuda_usable, needs
+from conftest import HOMEWORK_LINES, cuda, cuda_usable, needs
 
 BLUE, ORANGE = (0x00 / 255, 0x88 / 255, 0xFF / 255), (0xFF / 255, 0x88 / 255, 0x00 / 255)
 
@@ -55,7 +55,7 @@ def test_json_prints_the_metrics(tmp_path):
         assert key in data
     assert data["config"]["iters"] == 16 and data["config"]["lr"] == 0.1 and data["config"]["seed"] == 0
     assert data["backend"]["name"] == "numpy" and data["backend"]["dtype"] == "float64"
-    assert data["backend"]["device"] == "cpu"
+    assert data["backend"]["device"] == "cpu" and data["backend"]["execution"] == "eager"
     assert data["versions"]["numpy"] == np.__version__ and data["versions"]["moonxp"] == moonxp.__version__
     assert len(data["errors"]) == 17
     assert ["It: %d, Error: %.3f" % (i, data["errors"][i]) for i in (0, 1, 3, 7, 15)] == HOMEWORK_LINES[:5]
@@ -106,8 +106,10 @@ def numpy_lines(tmp_path_factory):
                  id="jax"),
     pytest.param(["--backend", "array-api-strict"], id="array-api-strict",
                  marks=needs("array_api_strict")),
-    pytest.param(["--device", "cuda"], marks=pytest.mark.cuda, id="cupy-cuda"),
-    pytest.param(["--device", "cuda:0", "--backend", "torch"], marks=pytest.mark.cuda, id="torch-cuda"),
+    pytest.param(["--device", "cuda"], marks=cuda(), id="cupy-cuda"),
+    pytest.param(["--device", "cuda:1"], marks=cuda(index=1), id="cupy-cuda1"),
+    pytest.param(["--device", "cuda:0", "--backend", "torch"], marks=cuda("torch"), id="torch-cuda"),
+    pytest.param(["--device", "cuda:0", "--backend", "jax"], marks=cuda("jax"), id="jax-cuda"),
 ])
 def test_backend_end_to_end(argv, tmp_path, numpy_lines):
     code, out, err = cli(*argv, "--out", str(tmp_path), "--no-plot", "--iters", "32")
@@ -117,6 +119,11 @@ def test_backend_end_to_end(argv, tmp_path, numpy_lines):
     assert it_lines(out) == numpy_lines == HOMEWORK_LINES[:6]
     data = json.loads((tmp_path / "metrics.json").read_text())
     assert data["backend"]["name"] == backend and data["backend"]["dtype"] == "float64"
+    gpu = "--device" in argv
+    expected = {"jax": "jax.jit", "torch": "torch.compile" if gpu else "eager", "array-api-strict": "eager"}
+    if backend in expected:  # CuPy: compiled through torch or JAX when installed, else eager
+        assert data["backend"]["execution"] == expected[backend]
+    assert f", {data['backend']['execution']} | " in out.splitlines()[0]
 
 
 def test_backend_float32_runs(tmp_path):

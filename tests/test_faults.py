@@ -222,6 +222,23 @@ def test_cli_out_of_host_memory_is_exit_2(tmp_path, monkeypatch):
                                 "--ensemble or --grid\n"
 
 
+@pytest.mark.parametrize("make", [
+    lambda: type("OutOfMemoryError", (MemoryError,), {})("Out of memory allocating 4,294,967,296 bytes"),
+    lambda: pytest.importorskip("cupy").cuda.memory.OutOfMemoryError(1 << 32, 1 << 30, 0),
+], ids=["stand-in", "cupy"])
+def test_cli_device_out_of_memory_that_is_a_memory_error(tmp_path, monkeypatch, make):
+    """CuPy's OutOfMemoryError subclasses MemoryError: it is still the device's memory, not the host's."""
+    error = make()
+    assert isinstance(error, MemoryError)
+
+    def too_big(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(moonxp.app.job, "execute", too_big)
+    code, out, err = cli("--no-plot", "--out", str(tmp_path))
+    assert code == 2 and err.startswith("moonxp: error: out of device memory (") and err.count("\n") == 1
+    assert "host" not in err
+
+
 # ---------------------------------------------------------------- Ctrl-C
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")

@@ -7,6 +7,7 @@ One case per message: the exception type and a key phrase of the message.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 
 import numpy as np
@@ -41,7 +42,7 @@ LABEL_ENTRIES = {**{k: POINT_ENTRIES[k] for k in ("backprop", "train", "evaluate
 
 
 def _strict_on(device: str):
-    import array_api_strict as xs
+    xs = pytest.importorskip("array_api_strict")
     return lambda a: xs.asarray(a, device=xs.Device(device))
 
 
@@ -156,7 +157,7 @@ def test_mixed_devices():
 
 
 def test_dtype_the_device_cannot_hold():
-    import array_api_strict as xs
+    xs = pytest.importorskip("array_api_strict")
     backend = moonxp.Backend("array-api-strict", xs, xs.Device("no_float64"), xs.float64, "no_float64",
                              "float64", xs.__version__)
     with pytest.raises(BadType, match="cannot hold float64.*use --dtype float32"):
@@ -263,11 +264,12 @@ def test_resolve_bad_names(args, phrase):
     assert phrase in str(info.value)
 
 
-@pytest.mark.skipif(cuda_usable(), reason="a CUDA device is usable here")
 @pytest.mark.parametrize("backend", ["cupy", "torch", "jax"])
 def test_resolve_unavailable_cuda(backend):
     if backend != "cupy":
         pytest.importorskip(backend)
+    if cuda_usable(backend):
+        pytest.skip(f"a CUDA device is usable by {backend} here")
     with pytest.raises(moonxp.BackendError, match="or use --device cpu|is not installed"):
         moonxp.resolve("cuda", backend)
 
@@ -331,8 +333,10 @@ def test_cli_bad_input(case, tmp_path):
 
 @pytest.mark.skipif(cuda_usable(), reason="a CUDA device is usable here")
 def test_cli_no_cuda_device(tmp_path):
+    """Without a usable GPU, --device cuda names the fix: the driver, or installing CuPy where it is missing."""
     code, out, err = run_cli(["--device", "cuda"], tmp_path)
-    assert code == 2 and "or use --device cpu" in err and err.count("\n") == 1
+    fix = "or use --device cpu" if importlib.util.find_spec("cupy") else 'pip install "moonxp[cuda12]"'
+    assert code == 2 and fix in err and err.count("\n") == 1
 
 
 def test_cli_file_in_the_way_of_out(tmp_path):

@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"grid points per side for the boundary plots, 2 to {job.MAX_PLOT_GRID} (default {GRID})")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="compile the training steps and the grid (jax.jit / torch.compile) from the same "
-                            "source; default: on for JAX, off for torch; NumPy and CuPy have no compiler")
+                            "source; default: on for JAX and on CUDA (CuPy through torch or JAX via DLPack), "
+                            "off for torch on the CPU; NumPy has no compiler")
     train.add_argument("--out", default="moonxp-out", help="output directory (default moonxp-out)")
     train.add_argument("--no-plot", action="store_true", help="write metrics.json only, no PNGs")
     train.add_argument("--json", action="store_true", help="print the metrics as JSON instead of text")
@@ -137,18 +138,19 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
     except MoonxpError as exc:
         stderr.write(f"moonxp: error: {exc}\n")
         return EXIT_USAGE
-    except MemoryError:
-        fix = "use --quick" if args.command == "bench" else "use a smaller --samples, --hidden, --ensemble or --grid"
-        stderr.write(f"moonxp: error: out of host memory: {fix}\n")
-        return EXIT_USAGE
     except KeyboardInterrupt:
         stderr.write("moonxp: interrupted\n")
         return EXIT_INTERRUPTED
     except Exception as exc:
-        if not is_out_of_memory(exc):  # a compiled program (jax.jit) ran out of device memory
+        # device first: CuPy's OutOfMemoryError is a MemoryError too
+        if is_out_of_memory(exc):  # e.g. a compiled program (jax.jit) ran out of device memory
+            stderr.write(f"moonxp: error: out of device memory ({str(exc).splitlines()[0]}): free device memory, "
+                         f"use --dtype float32, or a smaller problem\n")
+            return EXIT_USAGE
+        if not isinstance(exc, MemoryError):
             raise
-        stderr.write(f"moonxp: error: out of device memory ({str(exc).splitlines()[0]}): free device memory, "
-                     f"use --dtype float32, or a smaller problem\n")
+        fix = "use --quick" if args.command == "bench" else "use a smaller --samples, --hidden, --ensemble or --grid"
+        stderr.write(f"moonxp: error: out of host memory: {fix}\n")
         return EXIT_USAGE
 
 

@@ -16,9 +16,10 @@ from typing import Callable
 import numpy as np
 
 from .. import defaults, validate
-from ..arrays import to_host
+from ..arrays import device_context, to_host
 from ..data import make_ensemble, make_problem, snapshot_iterations
 from ..engine.backend import Backend, resolve
+from ..engine.executor import execution
 from ..engine.policy import policy
 from ..engine.training import evaluate, train
 from ..errors import DivergedError, InvalidTypeError
@@ -68,6 +69,7 @@ class Run:
     X: np.ndarray
     T: np.ndarray
     initial: Params
+    execution: str                           # how the work runs: "eager", "jax.jit", "torch.compile via DLPack"...
     snapshots: list[Snapshot] = field(default_factory=list)
     errors: np.ndarray | None = None         # (B, iterations reached + 1)
     accuracy: np.ndarray | None = None       # (B,)
@@ -93,15 +95,18 @@ def start(config: Config) -> Run:
     """Check the config, resolve the backend and draw the data: quick, so bad input is reported before any training."""
     check(config)
     backend = resolve(config.device, config.backend, config.dtype)
-    if config.compile and policy(backend.xp, backend.device, backend.dtype).compiler is None:
-        raise InvalidTypeError(f"{backend.name} has no compiler: --compile needs --backend jax or torch")
+    with device_context(backend.xp, backend.device):
+        run_policy = policy(backend.xp, backend.device, backend.dtype)
+    if config.compile and run_policy.compiler is None:
+        raise InvalidTypeError(f"{backend.name} has no compiler: --compile needs --backend jax or torch "
+                               f"(or --device cuda with torch or JAX installed)")
     if config.ensemble == 1:
         X, T, initial = make_problem(config.seed, config.samples, config.noise, config.hidden)
     else:
         X, T, initial = make_ensemble(config.seed, config.ensemble, config.samples, config.noise, config.hidden)
     if config.animate is not None:
         animation.check_memory(config, backend)
-    return Run(config, backend, X, T, initial)
+    return Run(config, backend, X, T, initial, execution(run_policy, config.compile))
 
 
 def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot: None,

@@ -14,10 +14,10 @@ from . import animation
 from .job import Run, Snapshot
 
 def header(run: Run) -> str:
-    """One line: backend, version, device, dtype and the problem's sizes."""
+    """One line: backend, version, device, dtype, how it runs (eager or compiled) and the problem's sizes."""
     c, b = run.config, run.backend
     networks = f", {c.ensemble} networks" if c.ensemble > 1 else ""
-    return (f"moonxp {__version__}: {b.name} {b.version} on {b.device_name}, {b.dtype_name} | "
+    return (f"moonxp {__version__}: {b.name} {b.version} on {b.device_name}, {b.dtype_name}, {run.execution} | "
             f"N={c.samples} moons (noise {c.noise:g}), H={c.hidden}{networks}, {c.iters} iterations, "
             f"lr {c.lr:g} | grid {c.grid}x{c.grid}")
 
@@ -66,7 +66,8 @@ def metrics(run: Run, status: str = "ok", message: str | None = None) -> dict:
         "moonxp": __version__,
         "status": status,
         "config": run.config.as_dict(),
-        "backend": {"name": b.name, "version": b.version, "device": b.device_name, "dtype": b.dtype_name},
+        "backend": {"name": b.name, "version": b.version, "device": b.device_name, "dtype": b.dtype_name,
+                    "execution": run.execution},
         "versions": versions(b.name),
         "snapshots": [{"iteration": s.iteration, "error": _floats(s.errors[0, -1:])[0]} for s in run.snapshots],
         "errors": _floats(errors[0]),
