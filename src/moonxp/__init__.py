@@ -7,6 +7,7 @@ from .arrays import synchronize, to_host
 from .data import make_ensemble, make_problem, signed_labels, snapshot_iterations
 from .engine.backend import Backend, resolve
 from .engine.grid import evaluate_grid
+from .engine.sweep import sweep
 from .engine.training import evaluate, train
 from .errors import (BackendError, DeviceMemoryError, DivergedError, InvalidInputError, InvalidTypeError,
                      MoonxpError, OutputError)
@@ -15,4 +16,4 @@ from .kernels import Params
 __all__ = ["Backend", "BackendError", "DeviceMemoryError", "DivergedError", "InvalidInputError", "InvalidTypeError",
            "MoonxpError", "OutputError", "Params", "backprop", "descent", "evaluate", "evaluate_grid",
            "forward", "loss", "make_ensemble", "make_problem", "resolve", "signed_labels",
-           "snapshot_iterations", "synchronize", "to_host", "train"]
+           "snapshot_iterations", "sweep", "synchronize", "to_host", "train"]

@@ -15,15 +15,17 @@ from typing import Callable, Sequence, TextIO
 
 from .. import __version__
 from ..arrays import is_out_of_memory
-from ..errors import DivergedError, MoonxpError
+from ..engine.distributed import check_scheduler, connect, trainer as data_parallel
+from ..engine.training import train
+from ..errors import BackendError, DivergedError, MoonxpError
 from ..outputs import output_directory
 from ..validate import MAX_SEED
-from . import job, report
+from . import job, report, sweep
 
 PROGRESS_DELAY_S = 1.0  # runs shorter than this never show a progress bar
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
-COMMANDS = ("train", "bench", "info")
+COMMANDS = ("train", "sweep", "bench", "info")
 MAX_PLOT_GRID = 4096  # a bigger grid is for moonxp.evaluate_grid or `moonxp bench`, not a PNG
 
 
@@ -83,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="compile the training steps and the grid (jax.jit / torch.compile) from the same "
                             "source; default: on for JAX, off for torch; NumPy and CuPy have no compiler")
+    train.add_argument("--scheduler", metavar="ADDRESS", help=sweep.SCHEDULER_HELP + "; the points train "
+                       "data-parallel in shards, one per worker")
     train.add_argument("--out", default="moonxp-out", help="output directory (default moonxp-out)")
     train.add_argument("--no-plot", action="store_true", help="write metrics.json only, no PNGs")
     train.add_argument("--json", action="store_true", help="print the metrics as JSON instead of text")
@@ -92,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     _device_options(bench)
     bench.add_argument("--quick", action="store_true", help="one size per workload: about a minute on 2 cores")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    bench.add_argument("--scheduler", metavar="ADDRESS", help="not supported: bench times this machine; run "
+                       "`moonxp bench` on each worker machine instead")
+
+    sweep.add_arguments(commands.add_parser("sweep", help="train every configuration of lists of settings over a "
+                                            "range of seeds: a results table and figures"), _number)
+    _device_options(commands.choices["sweep"])
 
     commands.add_parser("info", help="versions, backends and devices found here")
     return parser
@@ -117,7 +127,12 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
             from . import info
             stdout.write(info.text())
             return EXIT_OK
+        if args.command == "sweep":
+            return sweep.main(args, stdout, stderr, PROGRESS_DELAY_S)
         if args.command == "bench":
+            if args.scheduler is not None:
+                raise BackendError("bench does not run on a cluster: it times this machine's own devices; "
+                                   "run `moonxp bench` on each worker machine instead")
             from ..benchmark import runner
             return runner.main(args, stdout, stderr)
         return _train(args, stdout, stderr)
@@ -144,6 +159,7 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                         noise=args.noise, seed=args.seed, ensemble=args.ensemble, grid=args.grid,
                         device=args.device, backend=args.backend, dtype=args.dtype, compile=args.compile)
     run = job.start(config)  # bad input, backend or device fails here, before --out is created
+    check_scheduler(args.scheduler)
     directory = output_directory(args.out)
     from tqdm.auto import tqdm  # a bar only where stderr is a terminal (disable=None) and a run is long (delay)
     bar = tqdm(total=config.iters, file=stderr, disable=True if args.quiet else None, delay=PROGRESS_DELAY_S,
@@ -158,7 +174,10 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         bar.update(done - bar.n)
     say(report.header(run))
     try:
-        job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), progress)
+        with connect(args.scheduler) as client:
+            trainer = train if client is None else data_parallel(client, sum(client.nthreads().values()),
+                                                                  (config.device, config.backend, config.dtype))
+            job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), progress, trainer)
     except DivergedError as exc:
         report.write(run, directory, False, report.metrics(run, "diverged", str(exc)))
         stderr.write(f"moonxp: {exc}\n")

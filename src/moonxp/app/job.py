@@ -89,8 +89,11 @@ def start(config: Config) -> Run:
 
 
 def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot: None,
-            progress: Callable[[int, int], None] | None = None) -> Run:
-    """Train `run` to the end, calling `on_snapshot` at each snapshot; fills in its results."""
+            progress: Callable[[int, int], None] | None = None, trainer: Callable = train) -> Run:
+    """Train `run` to the end, calling `on_snapshot` at each snapshot; fills in its results.
+
+    `trainer` is `train` or a drop-in for it (`engine.distributed.trainer`: data-parallel on a cluster).
+    """
     config, backend = run.config, run.backend
     started = time.perf_counter()
     params = Params(*(backend.asarray(p) for p in run.initial))
@@ -104,7 +107,7 @@ def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot:
         tick = time.perf_counter()
         on_progress = None if progress is None else (lambda k, n, done=done: progress(done + k, config.iters))
         try:
-            params, errors = train(params, X, T, lr=config.lr, iters=target - done, compile=config.compile,
+            params, errors = trainer(params, X, T, lr=config.lr, iters=target - done, compile=config.compile,
                                    progress=on_progress)
         except DivergedError as exc:
             raise exc.after(done) from None
