@@ -38,7 +38,8 @@ from .policy import keep_freed_memory, policy as policy_for
 from .training import _tiled
 
 EXTRA_HINT = 'install the cluster extra: pip install "moonxp[cluster]"'
-CONNECT_TIMEOUT_S = 3.0  # an address that does not answer within this is reported, not waited on
+CONNECT_TIMEOUT_S = 2.0  # an address that does not answer within this is reported, not waited on
+CLOSE_TIMEOUT_S = 10.0   # a local cluster's shutdown; then its processes are killed
 FAN_IN = 16              # partial sums added per reduction task: a tree past FAN_IN shards
 _SCHEDULER = re.compile(r"^(?:local(?::(\d+))?|(tcp|tls)://\S+:\d+)$")
 LOCAL_HOST = "127.0.0.1"  # a local cluster listens on loopback only (scheduler, workers, dashboard)
@@ -95,13 +96,35 @@ def connect(scheduler: str | None, *, timeout: float = CONNECT_TIMEOUT_S) -> Ite
     distributed = import_distributed()
     with contextlib.ExitStack() as stack:
         if kind == "local":
-            cluster = stack.enter_context(distributed.LocalCluster(
+            import psutil  # a dependency of distributed
+            before = {p.pid for p in psutil.Process().children()}
+            stack.callback(_stop_children, before)
+            cluster = distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, host=LOCAL_HOST,
-                dashboard_address=f"{LOCAL_HOST}:0", silence_logs=logging.ERROR))
+                dashboard_address=f"{LOCAL_HOST}:0", silence_logs=logging.ERROR)
+            stack.callback(_close_cluster, cluster)
             client = stack.enter_context(distributed.Client(cluster))
         else:
             client = stack.enter_context(_remote(distributed, kind, timeout))
         yield client
+
+
+def _close_cluster(cluster: Any) -> None:
+    """Close a local cluster; busy workers that do not stop in time are killed by `_stop_children`."""
+    try:
+        cluster.close(timeout=CLOSE_TIMEOUT_S)
+    except Exception:  # timed out: the processes go below
+        pass
+
+
+def _stop_children(before: set) -> None:
+    """Kill the worker processes this process started since `before` (pids) that are still alive."""
+    import psutil
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if child.pid in before or "resource_tracker" in " ".join(child.cmdline()):
+                continue  # multiprocessing's tracker leaves by itself when this process does
+            child.kill()
 
 
 def _remote(distributed: Any, address: str, timeout: float) -> Any:
@@ -109,7 +132,7 @@ def _remote(distributed: Any, address: str, timeout: float) -> Any:
     level, quiet.level = quiet.level, logging.CRITICAL  # a failed connect logs each retry otherwise
     try:
         return distributed.Client(address, timeout=timeout)
-    except (OSError, TimeoutError) as exc:
+    except Exception as exc:  # refused, timed out, or something that is not a Dask scheduler answered
         raise BackendError(f"no Dask scheduler answers at {address} within {timeout:g} s "
                            f"({type(exc).__name__}); start one (dask scheduler) or check the address") from None
     finally:
