@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -112,17 +113,22 @@ def test_cli_train_on_a_cluster_matches_in_process(client, tmp_path):
 def test_ctrl_c_stops_the_local_cluster_and_leaves_whole_partial_results(tmp_path):
     out = tmp_path / "sweep"
     process = subprocess.Popen([sys.executable, "-m", "moonxp", "sweep", "--scheduler", "local:2", "--seeds",
-                                "0:200000", "--block", "20", "--out", str(out), "--quiet"],
-                               env={**os.environ, "PYTHONPATH": SRC}, stderr=subprocess.PIPE, text=True)
+                                "0:200000", "--block", "20", "--out", str(out)],
+                               env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
     parent = psutil.Process(process.pid)
-    deadline = time.monotonic() + 120
-    while len(parent.children(recursive=True)) < 3 and time.monotonic() < deadline:  # 2 workers and a tracker
-        time.sleep(0.2)
-    time.sleep(8)  # let the workers start and some tasks finish
-    children = parent.children(recursive=True)
-    assert len(children) >= 2
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 120)
+        assert ready and process.stdout.readline().startswith("cluster tcp://127.0.0.1:")  # the cluster is up
+        time.sleep(3)  # let some tasks finish
+        children = parent.children(recursive=True)
+        assert len(children) >= 2
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:  # a failed test leaves no processes behind either
+        for child in parent.children(recursive=True) if process.poll() is None else []:
+            child.kill()
+        process.kill()
     assert process.returncode == 130 and "moonxp: interrupted" in err and "Traceback" not in err, err
     time.sleep(1)
     orphans = [p.pid for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

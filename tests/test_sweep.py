@@ -204,3 +204,13 @@ def test_grid_to_disk_with_other_parameters_starts_afresh(tmp_path):
     np.testing.assert_allclose(np.load(path), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(moonxp.OutputError, match=".zarr"):
         diskgrid.grid_to_disk(params, tmp_path / "g.bin", 20)
+
+
+def test_a_malformed_result_from_a_worker_is_refused(monkeypatch):
+    from moonxp.engine import sweep as engine
+
+    def broken(task, **kwargs):
+        return {"final_error": np.zeros(task[2] - task[1] + 1), "accuracy": [], "diverged_at": []}
+    monkeypatch.setattr(engine, "train_block", broken)
+    with pytest.raises(moonxp.InvalidInputError, match="malformed result"):
+        moonxp.sweep(seeds=range(0, 2))

@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .. import defaults
-from ..engine.distributed import check_scheduler, connect
+from ..engine.distributed import check_scheduler, connect, describe
 from ..engine.sweep import BLOCK, COLUMNS, sweep, table
 from ..outputs import output_directory, write_bytes, write_figure, write_json
 from ..validate import MAX_SEED
@@ -181,6 +181,9 @@ def main(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, progress_dela
     started = time.perf_counter()
     try:
         with connect(args.scheduler) as client:
+            if client is not None and not args.quiet:
+                stdout.write(describe(client) + "\n")
+                stdout.flush()
             columns = sweep(**options, seeds=args.seeds, device=args.device, backend=args.backend, client=client,
                             block=args.block, progress=lambda done, total: bar.update(done - bar.n), done=finished)
     except KeyboardInterrupt:

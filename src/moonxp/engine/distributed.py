@@ -139,6 +139,13 @@ def _remote(distributed: Any, address: str, timeout: float) -> Any:
         quiet.level = level
 
 
+def describe(client: Any) -> str:
+    """One line: the scheduler's address, its workers and threads, and the dashboard where there is one."""
+    threads = client.nthreads()
+    dashboard = f", dashboard {client.dashboard_link}" if client.dashboard_link else ""
+    return f"cluster {client.scheduler.address}: {len(threads)} workers, {sum(threads.values())} threads{dashboard}"
+
+
 def prepare_worker() -> None:
     """Per-process setup a task needs first on a worker (and harmlessly in-process): malloc tuning."""
     keep_freed_memory()

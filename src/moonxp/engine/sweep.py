@@ -132,9 +132,26 @@ def sweep(lr: Sequence[float] = (LR,), hidden: Sequence[int] = (HIDDEN,), sample
         _backend((device, backend, name))  # a bad device or backend fails here, before any task
     tasks = [(s, start, min(start + block, seeds.stop)) for s in product for start in range(seeds.start, seeds.stop, block)]
     finished = [] if done is None else done
-    map_tasks(client, train_block, tasks, progress, lambda k, result: finished.append((k, tasks[k], result)),
-              device=device, backend=backend, check_every=check_every)
+    map_tasks(client, train_block, tasks, progress, lambda k, result: finished.append((k, tasks[k], _checked(
+        result, tasks[k]))), device=device, backend=backend, check_every=check_every)
     return table(finished)
+
+
+def _checked(result: Any, task: tuple[Setting, int, int]) -> dict[str, np.ndarray]:
+    """A task's result as it must be (a worker's answer is input like any other), or InvalidInputError."""
+    count = task[2] - task[1]
+    try:
+        checked = {name: np.asarray(result[name], dtype=kind) for name, kind in
+                   (("final_error", np.float64), ("accuracy", np.float64), ("diverged_at", np.int64))}
+    except (TypeError, KeyError, ValueError):
+        checked = {}
+    diverged = checked["diverged_at"] >= 0 if checked else None
+    if not checked or any(v.shape != (count,) for v in checked.values()) or not (
+            np.isfinite(checked["final_error"]) != diverged).all() or not (
+            (checked["accuracy"][~diverged] >= 0) & (checked["accuracy"][~diverged] <= 1)).all():
+        raise InvalidInputError(f"a worker returned a malformed result for {task[0]} seeds {task[1]}:{task[2]}; "
+                                f"check that the workers run this moonxp version")
+    return checked
 
 
 def table(finished: list[tuple[int, tuple[Setting, int, int], dict]]) -> dict[str, np.ndarray]:
