@@ -120,7 +120,8 @@ def heatmaps(columns: dict[str, np.ndarray]) -> Figure:
             ax.imshow(image, cmap=cmap, aspect="auto", origin="lower")
             for (i, j), value in np.ndenumerate(image):
                 note = f"{value:.3g}" + (f"\n{diverged[i, j]:.0%} div." if diverged[i, j] else "")
-                ax.text(j, i, note, ha="center", va="center", fontsize=7, color="white" if k == 0 else "cyan")
+                ax.text(j, i, note, ha="center", va="center", fontsize=7,
+                        bbox={"facecolor": "white", "alpha": 0.6, "edgecolor": "none", "pad": 1})
             ax.set_xticks(range(len(lrs)), [f"{v:g}" for v in lrs], fontsize=7)
             ax.set_yticks(range(len(hiddens)), [str(v) for v in hiddens], fontsize=7)
             ax.set_xlabel("lr", fontsize=8)
