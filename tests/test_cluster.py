@@ -124,7 +124,7 @@ def test_ctrl_c_stops_the_local_cluster_and_leaves_whole_partial_results(tmp_pat
         children = parent.children(recursive=True)
         assert len(children) >= 2
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=60)
+        _, err = process.communicate(timeout=120)
     finally:  # a failed test leaves no processes behind either
         for child in parent.children(recursive=True) if process.poll() is None else []:
             child.kill()

@@ -16,7 +16,6 @@ from typing import Callable, Sequence, TextIO
 from .. import __version__
 from ..arrays import is_out_of_memory
 from ..engine.distributed import check_scheduler, connect, trainer as data_parallel
-from ..engine.training import train
 from ..errors import BackendError, DivergedError, MoonxpError
 from ..outputs import output_directory
 from ..validate import MAX_SEED
@@ -175,8 +174,8 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     say(report.header(run))
     try:
         with connect(args.scheduler) as client:
-            trainer = train if client is None else data_parallel(client, sum(client.nthreads().values()),
-                                                                  (config.device, config.backend, config.dtype))
+            trainer = None if client is None else data_parallel(client, sum(client.nthreads().values()),
+                                                                 (config.device, config.backend, config.dtype))
             job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), progress, trainer)
     except DivergedError as exc:
         report.write(run, directory, False, report.metrics(run, "diverged", str(exc)))

@@ -102,19 +102,18 @@ def connect(scheduler: str | None, *, timeout: float = CONNECT_TIMEOUT_S) -> Ite
             cluster = distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, host=LOCAL_HOST,
                 dashboard_address=f"{LOCAL_HOST}:0", silence_logs=logging.ERROR)
-            stack.callback(_close_cluster, cluster)
-            client = stack.enter_context(distributed.Client(cluster))
+            stack.callback(_close, cluster)
+            client = distributed.Client(cluster)
+            stack.callback(_close, client)
         else:
             client = stack.enter_context(_remote(distributed, kind, timeout))
         yield client
 
 
-def _close_cluster(cluster: Any) -> None:
-    """Close a local cluster; busy workers that do not stop in time are killed by `_stop_children`."""
-    try:
-        cluster.close(timeout=CLOSE_TIMEOUT_S)
-    except Exception:  # timed out: the processes go below
-        pass
+def _close(closable: Any) -> None:
+    """Close a local cluster or its client within CLOSE_TIMEOUT_S; workers still running are then killed."""
+    with contextlib.suppress(Exception):  # timed out: `_stop_children` ends the processes
+        closable.close(timeout=CLOSE_TIMEOUT_S)
 
 
 def _stop_children(before: set) -> None:
