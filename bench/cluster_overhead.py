@@ -38,8 +38,8 @@ def _median_time(fn, repeats: int) -> float:
 
 def measure(client, repeats: int) -> dict:
     """Seconds per no-op task, per sweep task and per training step, with `client` (None: in-process)."""
-    noop = _median_time(lambda k: distributed.map_tasks(client, _noop, list(range(k * NOOP_TASKS, (k + 1) * NOOP_TASKS))),
-                        repeats) / NOOP_TASKS
+    noop = _median_time(lambda k: distributed.map_tasks(
+        client, _noop, list(range(k * NOOP_TASKS, (k + 1) * NOOP_TASKS))), repeats) / NOOP_TASKS
     setting = Setting(0.1, 50, 100, 0.0, 128, "float64")
     def tasks(k: int) -> list:
         return [(setting, start, start + 50) for start in range(400 * k, 400 * (k + 1), 50)]

@@ -214,3 +214,27 @@ def test_a_malformed_result_from_a_worker_is_refused(monkeypatch):
     monkeypatch.setattr(engine, "train_block", broken)
     with pytest.raises(moonxp.InvalidInputError, match="malformed result"):
         moonxp.sweep(seeds=range(0, 2))
+
+
+def test_ctrl_c_in_process_writes_the_finished_rows_marked_interrupted(tmp_path, monkeypatch):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import json
+    from moonxp.engine import sweep as engine
+    real, calls = engine.train_block, []
+
+    def interrupted_on_the_third_task(task, **kwargs):
+        calls.append(task)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(task, **kwargs)
+    monkeypatch.setattr(engine, "train_block", interrupted_on_the_third_task)
+    err = io.StringIO()
+    code = main(["sweep", "--hidden", "3", "--samples", "20", "--iters", "3", "--seeds", "0:10", "--block", "2",
+                 "--out", str(tmp_path)], stdout=io.StringIO(), stderr=err)
+    assert code == 130 and err.getvalue() == "moonxp: interrupted\n"
+    summary = json.loads((tmp_path / "sweep.json").read_text())
+    assert (summary["status"], summary["tasks_done"], summary["tasks"]) == ("interrupted", 2, 5)
+    table = pq.read_table(tmp_path / "results.parquet")
+    assert table.column("seed").to_pylist() == [0, 1, 2, 3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["distributions.png", "heatmaps.png", "results.parquet",
+                                                          "sweep.json"]  # whole files, no temporaries

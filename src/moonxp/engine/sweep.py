@@ -130,7 +130,8 @@ def sweep(lr: Sequence[float] = (LR,), hidden: Sequence[int] = (HIDDEN,), sample
     validate.count("block", block, 1)
     for name in {s.dtype for s in product}:
         _backend((device, backend, name))  # a bad device or backend fails here, before any task
-    tasks = [(s, start, min(start + block, seeds.stop)) for s in product for start in range(seeds.start, seeds.stop, block)]
+    tasks = [(s, start, min(start + block, seeds.stop)) for s in product
+             for start in range(seeds.start, seeds.stop, block)]
     finished = [] if done is None else done
     map_tasks(client, train_block, tasks, progress, lambda k, result: finished.append((k, tasks[k], _checked(
         result, tasks[k]))), device=device, backend=backend, check_every=check_every)
