@@ -22,16 +22,27 @@ def make_problem(seed: int = SEED, n_samples: int = SAMPLES, noise: float = NOIS
 
     Host NumPy float64, drawn in the homework's order from the legacy generator seeded with `seed`.
     """
-    from sklearn.datasets import make_moons  # scikit-learn loads only when data is drawn
-
     validate.problem(seed, n_samples, noise, hidden)
     rng = np.random.RandomState(seed)
+    X, T = moons(rng, n_samples, noise)
+    return X, T, initial_params(rng, hidden)
+
+
+def moons(rng: np.random.RandomState, n_samples: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """Moons X (N, 2) scaled to X*2-1 and labels T (N,) in {-1, +1}, drawn from `rng`."""
+    from sklearn.datasets import make_moons  # scikit-learn loads only when data is drawn
+
     # noise=0 must not reach make_moons: it would draw 2N zero-scale normals and shift W, b, v.
     X, labels = make_moons(n_samples=n_samples, noise=noise or None, random_state=rng)
+    return X * 2 - 1, labels * 2.0 - 1
+
+
+def initial_params(rng: np.random.RandomState, hidden: int) -> Params:
+    """Initial W (2, H), b (H,), v (H,) drawn from `rng` in the homework's order and scales."""
     W = rng.normal(0, 1 / 2.0**0.5, [2, hidden])
     b = rng.normal(0, 1, [hidden])
     v = rng.normal(0, 1 / hidden**0.5, [hidden])
-    return X * 2 - 1, labels * 2.0 - 1, Params(W, b, v)
+    return Params(W, b, v)
 
 
 def make_ensemble(seed: int = SEED, networks: int = 1, n_samples: int = SAMPLES, noise: float = NOISE,

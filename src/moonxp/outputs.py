@@ -80,6 +80,11 @@ def write_json(path: Path, data: Any) -> None:
     _atomic(path, lambda f: f.write(text.encode()))
 
 
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` as the whole file, atomically."""
+    _atomic(path, lambda f: f.write(data))
+
+
 def write_figure(path: Path, figure: "Figure", dpi: int = 100) -> None:
     """Save a figure as PNG, atomically."""
     _atomic(path, lambda f: figure.savefig(f, format="png", dpi=dpi))

@@ -17,16 +17,17 @@ from typing import Callable, Sequence, TextIO
 from .. import __version__
 from ..arrays import is_out_of_memory
 from ..defaults import DTYPES, GRID, HIDDEN, ITERS, LR, NOISE, SAMPLES, SEED
-from ..errors import DivergedError, MoonxpError
+from ..engine.distributed import check_scheduler, connect, trainer as data_parallel
+from ..errors import BackendError, DivergedError, MoonxpError
 from ..outputs import output_directory, writable
 from ..saved import save_params
 from ..validate import MAX_SEED
-from . import job, report
+from . import job, report, sweep
 
 PROGRESS_DELAY_S = 1.0  # runs shorter than this never show a progress bar
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
-COMMANDS = ("train", "bench", "info")
+COMMANDS = ("train", "sweep", "bench", "info")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="compile the training steps and the grid (jax.jit / torch.compile) from the same "
                             "source; default: on for JAX and on CUDA (CuPy through torch or JAX via DLPack), "
                             "off for torch on the CPU; NumPy has no compiler")
+    train.add_argument("--scheduler", metavar="ADDRESS", help=sweep.SCHEDULER_HELP + "; the points train "
+                       "data-parallel in shards, one per worker")
     train.add_argument("--out", default="moonxp-out", help="output directory (default moonxp-out)")
     train.add_argument("--no-plot", action="store_true", help="write metrics.json only, no PNGs")
     train.add_argument("--json", action="store_true", help="print the metrics as JSON instead of text")
@@ -107,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     for saved_command in (show, compare):
         saved_command.add_argument("--plot", metavar="FILE.png", help="also draw it to FILE.png")
 
+    bench.add_argument("--scheduler", metavar="ADDRESS", help="not supported: bench times this machine; run "
+                       "`moonxp bench` on each worker machine instead")
+
+    sweep.add_arguments(commands.add_parser("sweep", help="train every configuration of lists of settings over a "
+                                            "range of seeds: a results table and figures"), _number)
+    _device_options(commands.choices["sweep"])
+
     commands.add_parser("info", help="versions, backends and devices found here")
     return parser
 
@@ -131,7 +141,12 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
             from . import info
             stdout.write(info.text())
             return EXIT_OK
+        if args.command == "sweep":
+            return sweep.main(args, stdout, stderr, PROGRESS_DELAY_S)
         if args.command == "bench":
+            if args.scheduler is not None:
+                raise BackendError("bench does not run on a cluster: it times this machine's own devices; "
+                                   "run `moonxp bench` on each worker machine instead")
             from ..benchmark import runner
             return runner.main(args, stdout, stderr)
         return _train(args, stdout, stderr)
@@ -160,6 +175,7 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                         device=args.device, backend=args.backend, dtype=args.dtype, compile=args.compile,
                         animate=args.animate)
     run = job.start(config)  # bad input, backend or device fails here, before --out is created
+    check_scheduler(args.scheduler)
     directory = output_directory(args.out)
     if args.save:
         writable(args.save, "--save")
@@ -176,7 +192,10 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         bar.update(done - bar.n)
     say(report.header(run))
     try:
-        job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), progress)
+        with connect(args.scheduler) as client:
+            trainer = None if client is None else data_parallel(client, sum(client.nthreads().values()),
+                                                                 (config.device, config.backend, config.dtype))
+            job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), progress, trainer)
     except DivergedError as exc:
         report.write(run, directory, False, report.metrics(run, "diverged", str(exc)))
         stderr.write(f"moonxp: {exc}\n")

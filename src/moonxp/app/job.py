@@ -110,8 +110,11 @@ def start(config: Config) -> Run:
 
 
 def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot: None,
-            progress: Callable[[int, int], None] | None = None) -> Run:
-    """Train `run` to the end, calling `on_snapshot` at each snapshot; fills in its results."""
+            progress: Callable[[int, int], None] | None = None, trainer: Callable | None = None) -> Run:
+    """Train `run` to the end, calling `on_snapshot` at each snapshot; fills in its results.
+
+    `trainer`: a drop-in for `train` (`engine.distributed.trainer`: data-parallel on a cluster); None: `train`.
+    """
     config, backend = run.config, run.backend
     started = time.perf_counter()
     params = Params(*(backend.asarray(p) for p in run.initial))
@@ -126,8 +129,8 @@ def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot:
         tick = time.perf_counter()
         on_progress = None if progress is None else (lambda k, n, done=done: progress(done + k, config.iters))
         try:
-            params, errors = train(params, X, T, lr=config.lr, iters=target - done, compile=config.compile,
-                                   progress=on_progress)
+            params, errors = (trainer or train)(params, X, T, lr=config.lr, iters=target - done, compile=config.compile,
+                                                progress=on_progress)
         except DivergedError as exc:
             raise exc.after(done) from None
         errors = to_host(errors).reshape(-1, target - done + 1)  # (B, updates + 1)

@@ -40,12 +40,13 @@ def _rows(row: Array, col: Array, v: Array, col_v: Array, xp: Any, fused: bool) 
 
 
 def evaluate_grid(params: Params, size: int = GRID, lo: float = GRID_LO, hi: float = GRID_HI, *,
-                  compile: bool | None = None) -> Array:
+                  compile: bool | None = None, rows: tuple[int, int] | None = None) -> Array:
     """Yg (..., size, size) with Yg[..., i, k] = f(x1 = l[k], x2 = l[i]), l = linspace(lo, hi, size).
 
     For one network or a batch (params with leading dims) of D = 2 inputs; the result stays in the
     params' namespace, device and dtype. Memory is bounded by tiling the rows (and the
-    columns of rows wider than a tile).
+    columns of rows wider than a tile). `rows` = (start, stop) computes only that band
+    of rows, Yg[..., start:stop, :].
     """
     xp, device = validate.arrays(params)
     params = Params(*params)
@@ -53,13 +54,16 @@ def evaluate_grid(params: Params, size: int = GRID, lo: float = GRID_LO, hi: flo
     validate.count("grid size", size, 2)
     lo, hi = validate.interval(lo, hi)
     validate.compile_flag(compile)
+    start, stop = (0, size) if rows is None else rows
+    validate.count("first grid row", start, 0, size - 1)
+    validate.count("grid row stop", stop, start + 1, size)
     W, b, v = params
     with device_context(xp, device):
         policy = policy_for(xp, device, W.dtype)
-        rows = program(_rows, policy, compile, xp=xp)
+        band = program(_rows, policy, compile, xp=xp)
         axis = xp.linspace(lo, hi, size, dtype=W.dtype, device=device)
         col = W[..., 0, :, None] * axis                              # (..., H, G): x1 = l[k]
-        row = axis[:, None] * W[..., 1, None, :] + b[..., None, :]   # (..., G, H): x2 = l[i], plus b
+        row = axis[start:stop, None] * W[..., 1, None, :] + b[..., None, :]  # (..., r, H): x2 = l[i], plus b
         col_v = (v[..., None, :] @ col)[..., 0, :]                   # (..., G)
 
         def work(tile):
@@ -68,7 +72,7 @@ def evaluate_grid(params: Params, size: int = GRID, lo: float = GRID_LO, hi: flo
                 row[nets, ...], col[nets, ...], v[nets, ...], col_v[nets, ...])
             if cs is not ALL:
                 c, cv = c[..., cs], cv[..., cs]
-            return rows(r if rs is ALL else r[..., rs, :], c, w, cv)
+            return band(r if rs is ALL else r[..., rs, :], c, w, cv)
 
         networks, per_network = (W.shape[0] if W.ndim > 2 else 1), math.prod(W.shape[1:-2])
         per_row = ROW_TEMPORARIES * size * W.shape[-1]
@@ -78,7 +82,8 @@ def evaluate_grid(params: Params, size: int = GRID, lo: float = GRID_LO, hi: flo
             pieces = -(-size // max(1, tile_elements // (per_network * per_row // size)))
             width = -(-size // pieces)
             columns = [ALL] if pieces == 1 else [slice(k, min(k + width, size)) for k in range(0, size, width)]
-            return [(n, r, c) for n, r in plan(networks, per_network, size, per_row, tile_elements) for c in columns]
+            return [(n, r, c) for n, r in plan(networks, per_network, stop - start, per_row, tile_elements)
+                    for c in columns]
 
-        tiles, results = map_tiles(work, planner, networks * per_network * size * per_row, policy)
+        tiles, results = map_tiles(work, planner, networks * per_network * (stop - start) * per_row, policy)
         return concat_tiles(tiles, results, xp, axes=(0, -2, -1))

@@ -1,0 +1,142 @@
+"""The cluster path on a LocalCluster of worker processes: same results as in-process, faults, Ctrl-C.
+
+All tests share one LocalCluster (2 worker processes, started by `connect("local:2")`) per test run.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import moonxp
+from moonxp.app.cli import main
+from moonxp.engine import diskgrid, distributed
+from moonxp.engine.sweep import COLUMNS
+
+pytest.importorskip("distributed")
+psutil = pytest.importorskip("psutil")
+pytestmark = pytest.mark.slow
+SRC = str(Path(moonxp.__file__).resolve().parents[1])
+
+
+@pytest.fixture(scope="session")
+def client():
+    with distributed.connect("local:2") as client:
+        client.wait_for_workers(2)
+        yield client
+
+
+def _kill_one_worker(client) -> None:
+    """SIGKILL one worker process (its nanny starts a new one; Dask reruns its tasks)."""
+    pid = next(iter(client.run(os.getpid).values()))
+    os.kill(pid, signal.SIGKILL)
+
+
+def test_local_cluster_listens_on_loopback_only(client):
+    info = client.scheduler_info()
+    assert client.scheduler.address.startswith("tcp://127.0.0.1:")
+    assert info["workers"] and all(address.startswith("tcp://127.0.0.1:") for address in info["workers"])
+    if client.dashboard_link:  # bokeh installed
+        assert "127.0.0.1" in client.dashboard_link
+
+
+def test_cli_sweep_on_a_cluster_writes_the_same_files_as_in_process(client, tmp_path):
+    argv = ["sweep", "--lr", "0.01,0.1,1", "--hidden", "10,50", "--seeds", "0:30", "--iters", "40", "--block", "8"]
+    here, there = tmp_path / "here", tmp_path / "there"
+    assert main([*argv, "--out", str(here)], stdout=io.StringIO(), stderr=io.StringIO()) == 0
+    assert main([*argv, "--out", str(there), "--scheduler", client.scheduler.address], stdout=io.StringIO(),
+                stderr=io.StringIO()) == 0
+    files = sorted(p.name for p in here.iterdir() if p.name != "sweep.json")
+    assert len(files) == 3 and files == sorted(p.name for p in there.iterdir() if p.name != "sweep.json")
+    for name in files:
+        assert (here / name).read_bytes() == (there / name).read_bytes(), name
+
+
+def test_a_sweep_completes_identically_when_a_worker_dies(client):
+    options = dict(lr=(0.05, 0.5), hidden=(30,), samples=(400,), iters=(60,), seeds=range(0, 24), block=4)
+    expected = moonxp.sweep(**options)
+    killed = []
+
+    def progress(done: int, total: int) -> None:
+        if not killed:
+            killed.append(done)
+            _kill_one_worker(client)
+    got = moonxp.sweep(**options, client=client, progress=progress)
+    assert killed
+    for name in COLUMNS:
+        np.testing.assert_array_equal(got[name], expected[name])
+
+
+def test_a_grid_completes_identically_when_a_worker_dies(client, tmp_path, monkeypatch):
+    monkeypatch.setattr(diskgrid, "BAND_BYTES", 4 * 600 * 25)  # 24 bands of 25 rows
+    _, _, params = moonxp.make_problem(4)
+    diskgrid.grid_to_disk(params, tmp_path / "here.npy", 600)
+    killed = []
+
+    def progress(done: int, total: int) -> None:
+        if not killed:
+            killed.append(done)
+            _kill_one_worker(client)
+    diskgrid.grid_to_disk(params, tmp_path / "there.npy", 600, client=client, progress=progress)
+    assert killed
+    np.testing.assert_array_equal(np.load(tmp_path / "there.npy"), np.load(tmp_path / "here.npy"))
+
+
+def test_data_parallel_training_on_the_cluster_is_bit_identical_to_in_process(client):
+    options = dict(seed=2, samples=3000, shards=20, hidden=8, lr=0.3, iters=10, check_every=4)  # 20 > FAN_IN: a tree
+    here, errors_here = distributed.train_sharded(**options)
+    there, errors_there = distributed.train_sharded(**options, client=client)
+    np.testing.assert_array_equal(errors_there, errors_here)
+    for a, b in zip(there, here):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_cli_train_on_a_cluster_matches_in_process(client, tmp_path):
+    import json
+    argv = ["train", "--iters", "20", "--samples", "300", "--no-plot", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "b"), "--scheduler", client.scheduler.address]) == 0
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("a", "b"))
+    assert a["final_error"] == pytest.approx(b["final_error"], rel=1e-9, abs=1e-12)
+    assert a["accuracy"] == b["accuracy"]
+
+
+def test_ctrl_c_stops_the_local_cluster_and_leaves_whole_partial_results(tmp_path):
+    out = tmp_path / "sweep"
+    process = subprocess.Popen([sys.executable, "-m", "moonxp", "sweep", "--scheduler", "local:2", "--seeds",
+                                "0:200000", "--block", "20", "--out", str(out)],
+                               env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    parent = psutil.Process(process.pid)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 120)
+        assert ready and process.stdout.readline().startswith("cluster tcp://127.0.0.1:")  # the cluster is up
+        time.sleep(3)  # let some tasks finish
+        children = parent.children(recursive=True)
+        assert len(children) >= 2
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:  # a failed test leaves no processes behind either
+        for child in parent.children(recursive=True) if process.poll() is None else []:
+            child.kill()
+        process.kill()
+    assert process.returncode == 130 and "moonxp: interrupted" in err and "Traceback" not in err, err
+    time.sleep(1)
+    orphans = [p.pid for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert orphans == []
+    import json
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["status"] == "interrupted" and summary["tasks_done"] < summary["tasks"]
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = pq.read_table(out / "results.parquet")
+    assert table.num_rows == 20 * summary["tasks_done"]
+    assert table.schema.metadata[b"moonxp.status"] == b"interrupted"
