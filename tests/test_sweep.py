@@ -97,7 +97,7 @@ def test_table_falls_back_to_exact_csv_without_pyarrow(monkeypatch):
 
 @pytest.mark.parametrize("argv, message", [
     (["--seeds", "5:2"], "START:STOP"),
-    (["--lr", "0.1,-1"], "must be > 0"),
+    (["--lr", "0.1,-1"], "learning rate must be a finite number > 0, not -1.0"),
     (["--scheduler", "udp://x:1"], "unknown scheduler"),
     (["--scheduler", "local:0"], "no workers"),
 ])
