@@ -53,7 +53,7 @@ def test_a_gpu_run_adds_the_numpy_baseline_at_the_smallest_gpu_size(monkeypatch)
     monkeypatch.setattr(cases, "resolve", lambda device, backend, dtype: type("B", (), {"name": "cupy"}))
     todo = cases.for_run("cuda:1", None, "quick")
     on_gpu = [c for c in todo if c.device == "cuda:1"]
-    assert {c.label for c in on_gpu} == {"moonxp (cupy)", "torch-eager", "jax-jit"}
+    assert {c.label for c in on_gpu} == {"moonxp eager (cupy)", "moonxp+compile (cupy)", "torch-eager", "jax-jit"}
     baseline = [c for c in todo if c.device == "cpu"]
     assert {c.label for c in baseline} == {"moonxp (numpy)"}
     assert {(c.workload.name, c.size) for c in baseline} == {

@@ -41,10 +41,12 @@ IMPLEMENTATIONS = (
     Implementation("moonxp-jax-cpu-eager", "moonxp", "jax", "cpu", False),
     *(Implementation(f"{name}-cpu" if peer.backend != "numpy" else name, name, peer.backend, "cpu")
       for name, peer in PEERS.items()),
-    Implementation("moonxp-cupy", "moonxp", "cupy", "cuda"),
+    Implementation("moonxp-cupy", "moonxp", "cupy", "cuda", False),
+    Implementation("moonxp-cupy-compile", "moonxp", "cupy", "cuda", True),  # via DLPack (torch or JAX)
     Implementation("moonxp-torch-cuda", "moonxp", "torch", "cuda", False),
     Implementation("moonxp-torch-cuda-compile", "moonxp", "torch", "cuda", True),
     Implementation("moonxp-jax-gpu", "moonxp", "jax", "cuda", True),
+    Implementation("moonxp-jax-gpu-eager", "moonxp", "jax", "cuda", False),
     *(Implementation(f"{name}-gpu", name, peer.backend, "cuda") for name, peer in PEERS.items()
       if peer.backend != "numpy"),
 )
