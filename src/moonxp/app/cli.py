@@ -1,4 +1,4 @@
-"""Command line: ``python -m moonxp [train|bench|info] ...``; `main` returns the exit code.
+"""Command line: ``python -m moonxp [train|sweep|bench|info] ...``; `main` returns the exit code.
 
 Exit codes: 0 done, 2 bad input or an unusable backend/device/output (one line,
 no traceback), 3 training diverged, 130 interrupted (Ctrl-C).
