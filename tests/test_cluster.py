@@ -1,6 +1,7 @@
 """The cluster path on a LocalCluster of worker processes: same results as in-process, faults, Ctrl-C.
 
-All tests share one LocalCluster (2 worker processes, started by `connect("local:2")`) per test run.
+All tests share one LocalCluster (2 worker processes, started by `connect("local:2")`) per test run;
+they run in the default `pytest` (about 45 s), so CI runs the fault tests.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from moonxp.engine.sweep import COLUMNS
 
 pytest.importorskip("distributed")
 psutil = pytest.importorskip("psutil")
-pytestmark = pytest.mark.slow
 SRC = str(Path(moonxp.__file__).resolve().parents[1])
 
 
