@@ -134,10 +134,15 @@ def _loss_of(p: Params, X, T) -> float:
     return ref_loss(ref_forward(*p, X), T)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_backprop_equals_central_finite_differences(seed):
-    X, T, p = smooth_network(np.random.default_rng(100 + seed))
+# (seed, D inputs): the homework's D = 2 three times, and other widths (D-input networks)
+SEEDS_AND_WIDTHS = [(0, 2), (1, 2), (2, 2), (3, 1), (4, 3), (5, 30)]
+
+
+@pytest.mark.parametrize(("seed", "inputs"), SEEDS_AND_WIDTHS)
+def test_backprop_equals_central_finite_differences(seed, inputs):
+    X, T, p = smooth_network(np.random.default_rng(100 + seed), inputs=inputs)
     grads = moonxp.backprop(p, X, T)
+    assert grads.W.shape == (inputs, p.W.shape[-1])
     h = 1e-6  # moves every z and y by far less than MARGIN: no kink is crossed
     for name, param, grad in zip("Wbv", p, grads):
         numeric = np.zeros_like(param)
@@ -148,12 +153,13 @@ def test_backprop_equals_central_finite_differences(seed):
             numeric[index] = (_loss_of(p._replace(**{name: plus}), X, T)
                               - _loss_of(p._replace(**{name: minus}), X, T)) / (2 * h)
         assert np.abs(numeric).max() > 0.01, name
-        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8, err_msg=f"d E / d {name}")
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8, err_msg=f"d E / d {name}, D = {inputs}")
 
 
-def test_backprop_equals_torch_autograd():
+@pytest.mark.parametrize("inputs", [2, 1, 3, 30])
+def test_backprop_equals_torch_autograd(inputs):
     torch = pytest.importorskip("torch")
-    X, T, p = smooth_network(np.random.default_rng(7), n=20, hidden=8)
+    X, T, p = smooth_network(np.random.default_rng(7 + 300 * inputs), n=20, hidden=8, inputs=inputs)
     W, B, V = (torch.tensor(a, requires_grad=True) for a in p)
     Y = torch.relu(torch.tensor(X) @ W + B) @ V
     torch.clamp(-Y * torch.tensor(T), min=0).mean().backward()
@@ -161,18 +167,19 @@ def test_backprop_equals_torch_autograd():
         np.testing.assert_allclose(g, oracle.numpy(), rtol=1e-12, atol=1e-14)
 
 
-def test_backprop_equals_jax_grad():
+@pytest.mark.parametrize("inputs", [2, 1, 3, 30])
+def test_backprop_equals_jax_grad(inputs):
     jax = pytest.importorskip("jax")
     moonxp.resolve("cpu", "jax", "float64")  # enables x64, so the oracle runs in float64
     jnp = jax.numpy
-    X, T, p = smooth_network(np.random.default_rng(8), n=20, hidden=8)
+    X, T, p = smooth_network(np.random.default_rng(8 + 400 * inputs), n=20, hidden=8, inputs=inputs)
 
     def E(params):
         W, B, V = params
         return jnp.mean(jnp.maximum(-(jnp.maximum(jnp.asarray(X) @ W + B, 0) @ V) * jnp.asarray(T), 0))
 
     oracle = jax.grad(E)(tuple(jnp.asarray(a) for a in p))
-    assert oracle[0].dtype == jnp.float64
+    assert oracle[0].dtype == jnp.float64 and oracle[0].shape == (inputs, 8)
     for g, o in zip(moonxp.backprop(p, X, T), oracle):
         np.testing.assert_allclose(g, np.asarray(o), rtol=1e-12, atol=1e-14)
 
