@@ -232,8 +232,8 @@ def test_make_problem_bad_arguments(kwargs, phrase):
 
 
 @pytest.mark.parametrize("kwargs, phrase", [
-    ({"networks": 0}, "networks must be an integer >= 1"),
-    ({"networks": -2}, "networks must be an integer >= 1"),
+    ({"networks": 0}, "networks must be an integer from 1 to 4294967296"),
+    ({"networks": -2}, "networks must be an integer from 1 to 4294967296"),
     ({"networks": 2, "seed": 2**32 - 1}, "seed must be an integer from 0 to 4294967294"),
 ])
 def test_make_ensemble_bad_arguments(kwargs, phrase):

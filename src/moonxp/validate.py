@@ -40,6 +40,8 @@ def arrays(params: Params, *others: Any, name: str = "params") -> tuple[Any, Any
     W, b, v = params
     if W.ndim < 2 or W.shape[-2] != 2 or W.shape[-1] < 1:
         raise InvalidInputError(f"{name}.W has shape {tuple(W.shape)}: expected (..., 2, H) with H >= 1")
+    if 0 in tuple(W.shape[:-2]):
+        raise InvalidInputError(f"{name}.W has shape {tuple(W.shape)}: a batch dim of size 0 holds no networks")
     expected = tuple(W.shape[:-2]) + (W.shape[-1],)
     for field, a in (("b", b), ("v", v)):
         if tuple(a.shape) != expected:
@@ -96,7 +98,7 @@ def _labels(xp: Any, T: Any, shape: tuple, dtype: Any, other: str) -> None:
     _floating(xp, "T", T)
     if T.dtype != dtype:
         raise InvalidTypeError(f"T is {T.dtype} but {other} is {dtype}: convert T (xp.astype) to {other}'s dtype")
-    if T.ndim < 1 or not _broadcasts_into(tuple(T.shape), shape):
+    if T.ndim < 1 or T.shape[-1] != shape[-1] or not _broadcasts_into(tuple(T.shape), shape):
         raise InvalidInputError(f"T has shape {tuple(T.shape)} but {other} needs {shape}: one label per point, "
                                 f"(..., N)")
     if values_readable(T) and not _all(xp, T, lambda t: (t == 1.0) | (t == -1.0)):
@@ -105,7 +107,7 @@ def _labels(xp: Any, T: Any, shape: tuple, dtype: Any, other: str) -> None:
 
 def learning_rate(lr: Any) -> float:
     """lr is a finite number > 0."""
-    if isinstance(lr, bool) or not isinstance(lr, Real) or not math.isfinite(lr) or lr <= 0:
+    if not _finite_number(lr) or lr <= 0:
         raise InvalidInputError(f"learning rate must be a finite number > 0, not {lr!r}")
     return float(lr)
 
@@ -133,7 +135,7 @@ def callback(name: str, fn: Any) -> None:
 
 def problem(seed: Any, n_samples: Any, noise: Any, hidden: Any, networks: Any = 1) -> None:
     """Arguments of `make_problem` / `make_ensemble`: seeds seed..seed+networks-1 all valid for NumPy."""
-    count("networks", networks, 1)
+    count("networks", networks, 1, MAX_SEED + 1)
     try:
         count("seed", seed, 0, MAX_SEED - networks + 1)
     except InvalidInputError as exc:
@@ -141,18 +143,28 @@ def problem(seed: Any, n_samples: Any, noise: Any, hidden: Any, networks: Any = 
                                 f"seed to seed + {networks - 1})" if networks > 1 else str(exc)) from None
     count("n_samples", n_samples, 1)
     count("hidden", hidden, 1)
-    if isinstance(noise, bool) or not isinstance(noise, Real) or not math.isfinite(noise) or noise < 0:
+    if not _finite_number(noise) or noise < 0:
         raise InvalidInputError(f"noise must be a finite number >= 0, not {noise!r}")
 
 
 def interval(lo: Any, hi: Any) -> tuple[float, float]:
     """lo < hi, both finite."""
-    if not all(isinstance(x, Real) and math.isfinite(x) for x in (lo, hi)) or not lo < hi:
+    if not (_finite_number(lo) and _finite_number(hi)) or not lo < hi:
         raise InvalidInputError(f"grid bounds must be finite with lo < hi, not lo={lo!r}, hi={hi!r}")
     return float(lo), float(hi)
 
 
+def _finite_number(x: Any) -> bool:
+    """A real number (not bool) that is finite as a float (10**400 is not)."""
+    try:
+        return not isinstance(x, bool) and isinstance(x, Real) and math.isfinite(float(x))
+    except OverflowError:
+        return False
+
+
 def _array(name: str, a: Any) -> None:
+    if isinstance(a, np.ma.MaskedArray):
+        raise InvalidTypeError(f"{name} is a NumPy masked array: pass a.filled(value) or a plain array")
     if not is_array_api_obj(a):
         raise InvalidTypeError(f"{name} is a {type(a).__name__}, not an array: convert it with xp.asarray "
                                f"of NumPy, CuPy, PyTorch, JAX or array-api-strict")
@@ -173,7 +185,7 @@ def _all(xp: Any, a: Any, test: Callable[[Any], Any]) -> bool:
 
 def _finite(xp: Any, names: list[str], arrays: list) -> None:
     """One read-back for all `arrays`; the names of the bad ones only on failure."""
-    if not values_readable(arrays[0]) or _all(xp, arrays[0], lambda _: xp.stack([xp.all(xp.isfinite(a)) for a in arrays])):
+    if not all(values_readable(a) for a in arrays) or _all(xp, arrays[0], lambda _: xp.stack([xp.all(xp.isfinite(a)) for a in arrays])):
         return
     bad = [name for name, a in zip(names, arrays) if not _all(xp, a, xp.isfinite)]
     raise InvalidInputError(f"{' and '.join(bad)} hold{'s' if len(bad) == 1 else ''} NaN or infinity: "

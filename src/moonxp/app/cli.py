@@ -1,7 +1,8 @@
 """Command line: ``python -m moonxp [train|bench|info] ...``; `main` returns the exit code.
 
 Exit codes: 0 done, 2 bad input or an unusable backend/device/output (one line,
-no traceback), 3 training diverged, 130 interrupted (Ctrl-C).
+no traceback), 3 training diverged, 128 + the signal when interrupted (130 Ctrl-C,
+143 SIGTERM, 129 SIGHUP), 141 when the reader of stdout closed it (see `process`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ..arrays import is_out_of_memory
 from ..errors import DivergedError, MoonxpError
 from ..outputs import output_directory
 from ..validate import MAX_SEED
-from . import job, report
+from . import job, process, report
 
 PROGRESS_DELAY_S = 1.0  # runs shorter than this never show a progress bar
 
@@ -53,9 +54,15 @@ def _number(kind: Callable, minimum: float | None = None, positive: bool = False
     return parse
 
 
+def _name(text: str) -> str:
+    if not text.strip() or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a name")
+    return text
+
+
 def _device_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--backend", default=None,
+    parser.add_argument("--device", type=_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--backend", type=_name, default=None,
                         help="numpy, cupy, torch, jax or array-api-strict (default: numpy on cpu, cupy on cuda)")
 
 
@@ -76,14 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--samples", type=_number(int, 1), default=100, help="moons N (default 100)")
     train.add_argument("--noise", type=_number(float, 0), default=0.0, help="moons noise (default 0)")
     train.add_argument("--seed", type=_number(int, 0, maximum=MAX_SEED), default=0, help="seed (default 0)")
-    train.add_argument("--ensemble", type=_number(int, 1), default=1, metavar="B",
+    train.add_argument("--ensemble", type=_number(int, 1, maximum=MAX_SEED + 1), default=1, metavar="B",
                        help="train B networks from seeds seed..seed+B-1 at once (default 1)")
     train.add_argument("--grid", type=_number(int, 2, maximum=MAX_PLOT_GRID), default=100,
                        help="grid points per side for the boundary plots (default 100)")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="compile the training steps and the grid (jax.jit / torch.compile) from the same "
                             "source; default: on for JAX, off for torch; NumPy and CuPy have no compiler")
-    train.add_argument("--out", default="moonxp-out", help="output directory (default moonxp-out)")
+    train.add_argument("--out", type=_name, default="moonxp-out", help="output directory (default moonxp-out)")
     train.add_argument("--no-plot", action="store_true", help="write metrics.json only, no PNGs")
     train.add_argument("--json", action="store_true", help="print the metrics as JSON instead of text")
     train.add_argument("--quiet", action="store_true", help="print nothing but errors")
@@ -91,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="time the workloads against this machine's limits")
     _device_options(bench)
     bench.add_argument("--quick", action="store_true", help="one size per workload: about a minute on 2 cores")
-    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    bench.add_argument("--json", type=_name, metavar="FILE", help="also write the results as JSON to FILE")
 
     commands.add_parser("info", help="versions, backends and devices found here")
     return parser
@@ -99,7 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run the command line `argv` (default sys.argv[1:]); return the exit code."""
-    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    stdout = process.GuardedStdout(sys.stdout if stdout is None else stdout)
+    stderr = stderr or sys.stderr
+    try:
+        return _main(argv, stdout, stderr)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP, or stdout closed by its reader
+        stderr.write(process.message(exc))
+        return process.exit_code(exc)
+    except MoonxpError as exc:  # stdout unwritable while printing --help
+        stderr.write(f"moonxp: error: {exc}\n")
+        return EXIT_USAGE
+
+
+def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not (argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version"))):
         argv.insert(0, "train")
@@ -128,9 +147,6 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
         fix = "use --quick" if args.command == "bench" else "use a smaller --samples, --hidden, --ensemble or --grid"
         stderr.write(f"moonxp: error: out of host memory: {fix}\n")
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        stderr.write("moonxp: interrupted\n")
-        return EXIT_INTERRUPTED
     except Exception as exc:
         if not is_out_of_memory(exc):  # a compiled program (jax.jit) ran out of device memory
             raise
@@ -143,7 +159,7 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     config = job.Config(hidden=args.hidden, lr=args.lr, iters=args.iters, samples=args.samples,
                         noise=args.noise, seed=args.seed, ensemble=args.ensemble, grid=args.grid,
                         device=args.device, backend=args.backend, dtype=args.dtype, compile=args.compile)
-    run = job.start(config)  # bad input, backend or device fails here, before --out is created
+    run = job.start(config, plots=not args.no_plot)  # bad input, sizes, backend or device fail here, before --out
     directory = output_directory(args.out)
     from tqdm.auto import tqdm  # a bar only where stderr is a terminal (disable=None) and a run is long (delay)
     bar = tqdm(total=config.iters, file=stderr, disable=True if args.quiet else None, delay=PROGRESS_DELAY_S,
@@ -157,25 +173,43 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
     say(report.header(run))
-    try:
-        job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), progress)
-    except DivergedError as exc:
-        report.write(run, directory, False, report.metrics(run, "diverged", str(exc)))
-        stderr.write(f"moonxp: {exc}\n")
-        return EXIT_DIVERGED
+    diverged = None
+    try:  # from here on, whatever stops the run leaves metrics.json of this run saying why
+        try:
+            job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), progress)
+        except DivergedError as exc:
+            diverged = exc
+        finally:
+            bar.close()
+        metrics = report.metrics(run, "diverged", str(diverged)) if diverged else report.metrics(run)
+        written = report.write(run, directory, not args.no_plot and not diverged, metrics)
     except KeyboardInterrupt:
-        report.write(run, directory, False, report.metrics(run, "interrupted"))
+        _abandon(run, directory, "interrupted", None, stderr)
         raise
-    finally:
-        bar.close()
-    metrics = report.metrics(run)
-    written = report.write(run, directory, not args.no_plot, metrics)
+    except Exception as exc:
+        if diverged is not None and isinstance(exc, MoonxpError):  # its metrics could not be written
+            stderr.write(f"moonxp: {diverged}\nmoonxp: error: {exc}\n")
+            return EXIT_DIVERGED
+        _abandon(run, directory, "diverged" if diverged else "failed", str(diverged or exc) or repr(exc), None)
+        raise
+    if diverged:
+        stderr.write(f"moonxp: {diverged}\n")
+        return EXIT_DIVERGED
     if args.json and not args.quiet:
         stdout.write(json.dumps(metrics, indent=2) + "\n")
     say(report.summary(run, written))
     return EXIT_OK
 
 
+def _abandon(run: job.Run, directory, status: str, message: str | None, stderr: TextIO | None) -> None:
+    """Mark this run's metrics.json with `status`, best effort: the error that stopped the run is the news."""
+    try:
+        report.abandon(run, directory, status, message)
+    except MoonxpError as exc:
+        if stderr is not None:
+            stderr.write(f"moonxp: error: {exc}\n")
+
+
 def main_exit() -> None:
-    """Console-script entry point: exit with `main`'s code."""
-    sys.exit(main())
+    """Console-script entry point (see `process.main_exit`, which installs the signal handlers first)."""
+    process.main_exit()

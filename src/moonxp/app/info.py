@@ -28,7 +28,11 @@ def backends() -> list[dict]:
             except MoonxpError as exc:
                 if not str(exc).startswith(name):  # "<name> runs on ... only" is no news
                     problems[device] = str(exc)
-        version = getattr(importlib.import_module(MODULES[name]), "__version__", None)
+        try:
+            version = getattr(importlib.import_module(MODULES[name]), "__version__", None)
+        except Exception as exc:  # a broken install: resolve has said why, as "not usable: <reason>"
+            version = None
+            problems = {"all": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
         found.append({"name": name, "version": version, "usable": usable, "not_usable": problems})
     return found
 
@@ -65,9 +69,11 @@ def text(measure_limits: bool = True) -> str:
              "packages: " + ", ".join(f"{k} {v}" for k, v in versions().items() if k not in ("python", "moonxp")),
              "", "backends:"]
     for b in backends():
-        state = ("usable on " + ", ".join(b["usable"])) if b["usable"] else "not usable"
+        why_not = dict(b["not_usable"])
+        state = ("usable on " + ", ".join(b["usable"]) if b["usable"] else
+                 "not usable" + (f": {why_not.pop('all')}" if "all" in why_not else ""))
         lines.append(f"  {b['name']:17} {b['version'] or '-':12} {state}")
-        lines += [f"  {'':17} {'':12} {device}: {why}" for device, why in b["not_usable"].items()]
+        lines += [f"  {'':17} {'':12} {device}: {why}" for device, why in why_not.items()]
     lines += ["", "devices:", f"  cpu: {m['cpu']}, {m['cores']} cores"]
     for g in gpus():
         lines.append(f"  {g['device']}: {g['name']}, {g['memory_gib']:.1f} GiB, compute capability "

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import __version__, plot
 from ..environment import versions
-from ..outputs import write_figure, write_json
+from ..outputs import locked, remove, write_figure, write_json
 from .job import Run, Snapshot
 
 def header(run: Run) -> str:
@@ -87,22 +87,49 @@ def metrics(run: Run, status: str = "ok", message: str | None = None) -> dict:
     return data
 
 
+FIGURES = ("boundaries.png", "curve.png", "ensemble.png")  # every figure a run may write
+
+
 def write(run: Run, directory: Path, plots: bool, metrics: dict) -> list[Path]:
-    """Write `metrics` as metrics.json and, for a finished run with `plots`, the figures; return the paths."""
+    """Write `metrics` (given the names of the figures, "figures") as metrics.json and, for a finished run
+    with `plots`, the figures; return the paths.
+
+    The directory then holds this run's files only: under a lock on the directory, metrics.json
+    is written first (with status "writing" when figures follow), then the figures of any
+    earlier run are removed, this run's figures are written, and metrics.json is final last. A failure or interruption on the way
+    leaves metrics.json of this run marked "writing" (see `abandon`), never a mix of runs
+    presented as one.
+    """
+    figures = _figures(run) if plots and run.finished else {}
+    metrics["figures"] = list(figures)
     written = []
-    if plots and run.finished:
-        titles = ["It: %d, Error: %.3f" % (s.iteration, s.errors[0, -1]) for s in run.snapshots]
-        figures = {"boundaries.png": plot.boundaries(run.axis, [s.grid for s in run.snapshots], titles,
-                                                     run.X, run.T)}
-        spread = np.percentile(run.errors, [5, 95], axis=0) if len(run.errors) > 1 else None
-        figures["curve.png"] = plot.curve(run.errors[0], spread)
-        if run.final_grids is not None:
-            labels = [f"network {k}: error {e:.3f}" for k, e in enumerate(run.errors[:len(run.final_grids), -1])]
-            figures["ensemble.png"] = plot.ensemble(run.axis, run.final_grids, labels, run.X, run.T,
-                                                    run.errors[:, -1], run.accuracy)
-        for name, figure in figures.items():
-            write_figure(directory / name, figure)
-            written.append(directory / name)
-    write_json(directory / "metrics.json", metrics)
-    written.append(directory / "metrics.json")
-    return written
+    with locked(directory):
+        write_json(directory / "metrics.json", {**metrics, "status": "writing"} if figures else metrics)
+        for name in FIGURES:
+            remove(directory / name)
+        if figures:
+            for name, figure in figures.items():
+                write_figure(directory / name, figure)
+                written.append(directory / name)
+            write_json(directory / "metrics.json", metrics)
+    return written + [directory / "metrics.json"]
+
+
+def abandon(run: Run, directory: Path, status: str, message: str | None = None) -> None:
+    """Leave this run's metrics.json with `status` (what it reached) and no figures beside it."""
+    with locked(directory):
+        write_json(directory / "metrics.json", {**metrics(run, status, message), "figures": []})
+        for name in FIGURES:
+            remove(directory / name)
+
+
+def _figures(run: Run) -> dict:
+    titles = ["It: %d, Error: %.3f" % (s.iteration, s.errors[0, -1]) for s in run.snapshots]
+    figures = {"boundaries.png": plot.boundaries(run.axis, [s.grid for s in run.snapshots], titles, run.X, run.T)}
+    spread = np.percentile(run.errors, [5, 95], axis=0) if len(run.errors) > 1 else None
+    figures["curve.png"] = plot.curve(run.errors[0], spread)
+    if run.final_grids is not None:
+        labels = [f"network {k}: error {e:.3f}" for k, e in enumerate(run.errors[:len(run.final_grids), -1])]
+        figures["ensemble.png"] = plot.ensemble(run.axis, run.final_grids, labels, run.X, run.T,
+                                                run.errors[:, -1], run.accuracy)
+    return figures

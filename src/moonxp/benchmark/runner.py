@@ -18,7 +18,7 @@ from typing import TextIO
 from .. import __version__
 from ..engine.backend import resolve
 from ..environment import machine, versions
-from ..errors import MoonxpError
+from ..errors import MoonxpError, OutputError
 from ..outputs import output_directory, write_json
 from .limits import measure, median_time, roofline
 from .peers import PEERS
@@ -149,10 +149,12 @@ def table(results: list[dict], limits: dict) -> str:
 
 def main(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     """Run the benchmark for `args.device`/`args.backend` (`--quick` for small sizes); print, and write JSON."""
-    todo = cases(args.device, args.backend, args.quick)
     path = Path(args.json) if args.json else None
-    if path is not None:
-        output_directory(path.parent)  # fail now, not after the measurements
+    if path is not None:  # fail now, not after the measurements
+        if path.is_dir():
+            raise OutputError(f"--json {str(path)!r} is a directory: give a file name")
+        output_directory(path.parent, option="--json")
+    todo = cases(args.device, args.backend, args.quick)
     limits: dict = {}
     results = []
     for k, case in enumerate(todo, 1):
@@ -169,7 +171,7 @@ def main(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                   "machine": machine(), "versions": {name: versions(name) for name in {c.backend for c in todo}},
                   "limits": [{"device": d, "dtype": t, **lim} for (d, t), lim in limits.items()],
                   "results": results}
-        write_json(path, report)
+        write_json(path, report, option="--json")
         stdout.write(f"wrote {path}\n")
     failed = sum("error" in r for r in results)
     if failed:

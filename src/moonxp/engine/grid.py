@@ -14,8 +14,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from .. import validate
-from ..arrays import device_context
+from ..arrays import device_context, values_readable
+from ..errors import InvalidInputError
 from ..defaults import GRID, GRID_HI, GRID_LO
 from ..kernels import Params
 from .executor import ALL, concat_tiles, map_tiles, plan, program
@@ -45,13 +48,14 @@ def evaluate_grid(params: Params, size: int = GRID, lo: float = GRID_LO, hi: flo
     """
     xp, device = validate.arrays(params)
     params = Params(*params)
-    validate.count("grid size", size, 2)
+    size = validate.count("grid size", size, 2)
     lo, hi = validate.interval(lo, hi)
     validate.compile_flag(compile)
     policy = policy_for(xp, device, params.W.dtype)
     rows = program(_rows, policy, compile, xp=xp)
     W, b, v = params
-    with device_context(xp, device):
+    # Overflow shows as a non-finite grid, reported below, not as NumPy warnings.
+    with device_context(xp, device), np.errstate(over="ignore", invalid="ignore"):
         axis = xp.linspace(lo, hi, size, dtype=W.dtype, device=device)
         col = W[..., 0, :, None] * axis                              # (..., H, G): x1 = l[k]
         row = axis[:, None] * W[..., 1, None, :] + b[..., None, :]   # (..., G, H): x2 = l[i], plus b
@@ -76,4 +80,8 @@ def evaluate_grid(params: Params, size: int = GRID, lo: float = GRID_LO, hi: flo
             return [(n, r, c) for n, r in plan(networks, per_network, size, per_row, tile_elements) for c in columns]
 
         tiles, results = map_tiles(work, planner, networks * per_network * size * per_row, policy)
-        return concat_tiles(tiles, results, xp, axes=(0, -2, -1))
+        grid = concat_tiles(tiles, results, xp, axes=(0, -2, -1))
+        if values_readable(grid) and not bool(xp.all(xp.isfinite(grid))):
+            raise InvalidInputError(f"the network's outputs overflow {W.dtype} on the grid from {lo:g} to {hi:g}: "
+                                    f"use bounds closer to 0, or float64 parameters")
+        return grid

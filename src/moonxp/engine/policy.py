@@ -137,6 +137,13 @@ def _gpu_tile_elements(xp: Any, device: Any, itemsize: int) -> int:
     return _gpu_tiles[key]
 
 
+def free_device_memory(xp: Any, device: Any) -> int | None:
+    """Free bytes on a CUDA device of CuPy or PyTorch; None for the CPU (host memory) or where unknown (JAX)."""
+    if is_cupy_namespace(xp) or (is_torch_namespace(xp) and getattr(device, "type", "cpu") == "cuda"):
+        return _free_gpu_memory(xp, device)
+    return None
+
+
 def _free_gpu_memory(xp: Any, device: Any) -> int:
     if is_cupy_namespace(xp):
         import cupy
