@@ -96,10 +96,14 @@ def synchronize(*results: Any) -> None:
 
 
 def values_readable(x: Array) -> bool:
-    """False while `x` is traced or lazy, when reading its values (for validation) is impossible."""
+    """False while `x` is traced or lazy, when reading its values (for validation) is impossible.
+
+    Under ``jax.jit`` even work on a concrete array is staged, so for JAX a fresh
+    constant tells whether a trace is running.
+    """
     if is_jax_array(x):
         import jax
-        return not isinstance(x, jax.core.Tracer)
+        return not (isinstance(x, jax.core.Tracer) or isinstance(jax.numpy.zeros(()), jax.core.Tracer))
     if is_torch_array(x):
         import torch
         from torch._C._functorch import is_functorch_wrapped_tensor  # torch.func's vmap/grad wrappers

@@ -52,10 +52,15 @@ def output_directory(path: str | os.PathLike, option: str = "--out") -> Path:
     except OSError as exc:
         raise OutputError(f"cannot write into {str(directory)!r}: {exc.strerror or exc}; "
                           f"choose another {option}") from None
+    _replaceable(directory, option)
+    return directory
+
+
+def _replaceable(directory: Path, option: str) -> None:
+    """Refuse an append-only or immutable directory, where a temporary file could be neither renamed nor removed."""
     if _flags(directory) & _NO_RENAME:
         raise OutputError(f"cannot replace files in {str(directory)!r}: it is append-only or immutable "
                           f"(lsattr -d); choose another {option}")
-    return directory
 
 
 def _flags(directory: Path) -> int:
@@ -107,6 +112,7 @@ def remove(path: Path) -> None:
 
 
 def _atomic(path: Path, write: Callable[[IO[bytes]], None], option: str) -> None:
+    _replaceable(path.parent, option)
     temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
     try:
         # O_EXCL: never another writer's file. The name is known before the file exists,

@@ -2,7 +2,8 @@
 
 Shape and dtype checks are free. Value checks (finite, labels +-1) read one
 boolean back from the device per argument (params, X, T), once per call, never
-inside the training loop, and are skipped while arrays are being traced (``jax.jit``).
+inside the training loop, and are skipped while arrays are being traced (``jax.jit``,
+``vmap``, ``grad``, ``torch.func``) or have no values (torch ``meta``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ data (about `PLOT_BYTES_PER_POINT` per grid point and panel, measured at G = 256
 and 768). Work tiles are bounded by the execution policy and not counted, except
 a CPU's own (tile elements x workers). The estimate is rough on purpose: a run is
 refused only when it cannot fit, with the option that is furthest over and the
-largest value of it that fits.
+largest value of it that fits (options the user set come first).
 """
 
 from __future__ import annotations
@@ -95,7 +95,10 @@ def check(config: Config, backend: Backend, plots: bool) -> None:
     if ok:
         return
     best = None
-    for option in OPTIONS:
+    given = [option for option in OPTIONS if getattr(config, option) != getattr(Config, option)]
+    for option in given + [option for option in OPTIONS if option not in given]:
+        if best is not None and option not in given and best[0] in given:
+            break  # an option the user chose is named before one left at its default
         value = getattr(config, option)
         largest = _largest(lambda v: fits(config.__class__(**{**config.as_dict(), option: v}))[0],
                            MINIMUM[option], value)

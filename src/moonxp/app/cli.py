@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run the command line `argv` (default sys.argv[1:]); return the exit code."""
-    stdout = process.GuardedStdout(sys.stdout if stdout is None else stdout)
+    stdout = process.GuardedStdout(sys.stdout if stdout is None else stdout)  # a closed or full stdout: one line
     stderr = stderr or sys.stderr
     try:
         return _main(argv, stdout, stderr)

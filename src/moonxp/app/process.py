@@ -102,7 +102,7 @@ def main_exit() -> None:
     install()
     try:
         from .cli import main
-        code = main(stdout=GuardedStdout(sys.stdout))
+        code = main()
     except KeyboardInterrupt as exc:  # during the imports: nothing was started, nothing to write
         sys.stderr.write(message(exc))
         code = exit_code(exc)

@@ -133,15 +133,16 @@ def _check_finite(xp: Any, chunks: list, params: Params, lr: float) -> None:
     Non-finite parameters usually make the next error non-finite (the loss sum y . dE/dy
     turns inf * 0 into NaN), but not always: an output of +inf on the correct side has
     error 0. So the parameters are checked too; when only they are bad, divergence is
-    dated at the last error, the first computed from them.
+    dated at the iteration after the last error, the first state holding them.
     """
     finite = [xp.all(xp.isfinite(chunks[-1]))] + [xp.all(xp.isfinite(p)) for p in params]
     if bool(xp.all(xp.stack(finite))):
         return
     bad = ~np.isfinite(to_host(xp.concat(chunks, axis=-1)))  # (..., iterations so far)
-    if not bad.any():
-        bad[..., -1] = ~np.all([np.isfinite(to_host(p)).reshape(bad.shape[:-1] + (-1,)).all(axis=-1)
-                                for p in params], axis=0)
+    if not bad.any():  # the parameters after the last update, the state of the next iteration
+        params_bad = ~np.all([np.isfinite(to_host(p)).reshape(bad.shape[:-1] + (-1,)).all(axis=-1)
+                              for p in params], axis=0)
+        bad = np.concatenate([bad, params_bad[..., None]], axis=-1)
     first = int(np.argmax(bad.reshape(-1, bad.shape[-1]).any(axis=0)))
     networks = f" ({int(bad[..., first].sum())} of {bad[..., 0].size} networks)" if bad.ndim > 1 else ""
     raise DivergedError(first, lr, networks)
