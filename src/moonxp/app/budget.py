@@ -43,9 +43,9 @@ def needs(config: Config, backend: Backend, plots: bool) -> tuple[int, int]:
                                                         + panels * G * G))
     if plots:
         host += PLOT_BYTES_PER_POINT * (panels * G * G + iters + 1)
-    rules = policy(backend.xp, backend.device, backend.dtype)
     device = itemsize * (PARAM_COPIES_DEVICE * B * 4 * H + 3 * N + 2 * errors + 2 * min(ENSEMBLE_PANELS, B) * G * G)
-    if free_device_memory(backend.xp, backend.device) is None:  # the CPU: its tiles, and one memory for both
+    if backend.device_name == "cpu":  # a GPU's tiles are a share of its free memory by design; a CPU's are not
+        rules = policy(backend.xp, backend.device, backend.dtype)
         device += itemsize * rules.tile_elements * rules.workers
     return host, device
 
@@ -80,14 +80,15 @@ def check(config: Config, backend: Backend, plots: bool) -> None:
     InvalidInputError
         Naming the option furthest over budget and the largest value of it that fits.
     """
-    gpu = free_device_memory(backend.xp, backend.device)
+    on_cpu = backend.device_name == "cpu"  # one memory for the host's and the device's share
+    gpu = None if on_cpu else free_device_memory(backend.xp, backend.device)  # None: not known (JAX)
     host_free = host_memory()
 
     def fits(c: Config) -> tuple[bool, str, int, int]:
         host, device = needs(c, backend, plots)
-        if gpu is None:
+        if on_cpu:
             return host + device <= host_free, "host", host + device, host_free
-        if device > gpu:
+        if gpu is not None and device > gpu:
             return False, f"{backend.device_name} device", device, gpu
         return host <= host_free, "host", host, host_free
 

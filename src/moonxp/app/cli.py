@@ -172,9 +172,9 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
-    say(report.header(run))
     diverged = None
     try:  # from here on, whatever stops the run leaves metrics.json of this run saying why
+        say(report.header(run))
         try:
             job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), progress)
         except DivergedError as exc:
