@@ -218,9 +218,10 @@ def test_stdout_on_a_full_device_is_one_line_exit_2(tmp_path):
 
 @posix
 def test_closed_stdout_is_one_line_exit_2(tmp_path):
-    process = child("", "--iters", "1", "--out", str(tmp_path), stderr=subprocess.PIPE,
-                    preexec_fn=lambda: os.close(1))                # `>&-`: Python's sys.stdout is None
-    err = process.communicate(timeout=120)[1]
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    process = subprocess.Popen(["sh", "-c", 'exec "$0" "$@" >&-', sys.executable, "-m", "moonxp", "--iters", "1",
+                                "--out", str(tmp_path)], env=env, stderr=subprocess.PIPE, text=True)
+    err = process.communicate(timeout=120)[1]                      # `>&-`: Python's sys.stdout is None
     assert process.returncode == 2
     assert err == "moonxp: error: cannot write to standard output: Bad file descriptor; redirect it to a file " \
                   "or use --quiet\n"
