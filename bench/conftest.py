@@ -1,84 +1,55 @@
-"""pytest-benchmark suite: moonxp and its peers on every backend/device found here.
+"""pytest-benchmark suite: every case of `moonxp.benchmark.cases`, on every backend and device found here.
 
-    pytest bench/                                # quick sizes, timed
-    pytest bench/ --sizes cpu --benchmark-json results.json
-    pytest bench/ --benchmark-disable            # smoke: smallest sizes, each case once (CI)
+    pytest bench/                                    # quick sizes, timed
+    pytest bench/ --sizes full --benchmark-json results.json
+    pytest bench/ --benchmark-disable                # smoke (CI): smallest sizes, each case once, results checked
 
-Each case is one workload at one size and dtype, by one implementation; warm-up
-is excluded and GPU work is synchronized before the clock is read.
-`extra_info` carries the device, versions, throughput and % of the device's
-measured limit (see moonxp.benchmark.limits).
+The cases, the test of whether a backend is usable, the call that is timed and
+the roofline post-processing are the ones `moonxp bench` uses; pytest-benchmark
+does the rounds, statistics, JSON and `--benchmark-compare`. Warm-up is
+excluded and GPU work is synchronized inside the timed call. `extra_info`
+holds the same result record as `moonxp bench --json`, so `moonxp bench show`
+and `moonxp bench compare` read the `--benchmark-json` file too.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import os
 
 import pytest
 
-import moonxp
-from moonxp.errors import MoonxpError
-from moonxp.benchmark.workloads import WORKLOADS
+from moonxp.benchmark import cases
+from moonxp.benchmark.worker import ENVIRONMENT
+
+os.environ.update(ENVIRONMENT)  # before any backend is imported: JAX must not take 75% of a GPU
 
 
 def pytest_addoption(parser):
-    parser.addoption("--sizes", choices=("smoke", "quick", "quick-gpu", "cpu", "gpu"), default=None,
+    parser.addoption("--sizes", choices=cases.MODES, default=None,
                      help="problem sizes (default: smoke with --benchmark-disable, else quick)")
 
 
-def _sizes(config) -> str:
+@pytest.fixture(scope="session")
+def mode(request) -> str:
+    return _mode(request.config)
+
+
+def _mode(config) -> str:
     return config.getoption("--sizes") or ("smoke" if config.getoption("benchmark_disable") else "quick")
-
-
-def _usable(device: str, backend: str) -> bool:
-    module = {"array-api-strict": "array_api_strict"}.get(backend, backend)
-    if importlib.util.find_spec(module) is None:
-        return False
-    try:
-        moonxp.resolve(device, backend, "float32")
-        return True
-    except MoonxpError:
-        return False
-
-
-# (id, implementation, backend, device, compile): moonxp on each backend, eager and compiled, and the peers.
-IMPLEMENTATIONS = [
-    ("moonxp-numpy", "moonxp", "numpy", "cpu", None),
-    ("moonxp-torch-cpu", "moonxp", "torch", "cpu", False),
-    ("moonxp-torch-cpu-compile", "moonxp", "torch", "cpu", True),
-    ("moonxp-jax-cpu", "moonxp", "jax", "cpu", True),
-    ("moonxp-jax-cpu-eager", "moonxp", "jax", "cpu", False),
-    ("numpy-homework", "numpy-homework", "numpy", "cpu", None),
-    ("torch-eager-cpu", "torch-eager", "torch", "cpu", None),
-    ("jax-jit-cpu", "jax-jit", "jax", "cpu", None),
-    ("moonxp-cupy", "moonxp", "cupy", "cuda", None),
-    ("moonxp-torch-cuda", "moonxp", "torch", "cuda", False),
-    ("moonxp-torch-cuda-compile", "moonxp", "torch", "cuda", True),
-    ("moonxp-jax-gpu", "moonxp", "jax", "cuda", True),
-    ("torch-eager-cuda", "torch-eager", "torch", "cuda", None),
-    ("jax-jit-gpu", "jax-jit", "jax", "cuda", None),
-]
 
 
 def pytest_generate_tests(metafunc):
     if "case" not in metafunc.fixturenames:
         return
-    sizes = _sizes(metafunc.config)
+    mode = _mode(metafunc.config)
     params = []
-    for name, workload in WORKLOADS.items():
-        for impl_id, implementation, backend, device, compile in IMPLEMENTATIONS:
-            # GPU sizes only where a GPU runs the case; the CPU keeps its own sizes
-            chosen = {"gpu": "cpu", "quick-gpu": "quick"}.get(sizes, sizes) if device == "cpu" else sizes
-            dtypes = ("float64",) if name == "homework" else ("float32", "float64")
-            for size in workload.sizes[chosen]:
-                for dtype in dtypes:
-                    marks = [pytest.mark.cuda] if device == "cuda" else []
-                    if not _usable(device, backend):
-                        marks.append(pytest.mark.skip(reason=f"{backend} not usable on {device}"))
-                    elif sizes == "smoke" and backend == "torch" and compile:
-                        marks.append(pytest.mark.skip(reason="torch.compile takes minutes: not in the smoke run"))
-                    params.append(pytest.param((name, size, dtype, implementation, backend, device, compile),
-                                               id=f"{name}-{size}-{dtype}-{impl_id}", marks=marks))
+    for case in cases.suite(mode):
+        marks = [pytest.mark.cuda] if case.device == "cuda" else []
+        if not cases.usable(case.device, case.backend):
+            marks.append(pytest.mark.skip(reason=f"{case.backend} not usable on {case.device}"))
+        elif mode == "smoke" and case.backend == "torch" and case.compile:
+            marks.append(pytest.mark.skip(reason="torch.compile takes minutes: not in the smoke run"))
+        params.append(pytest.param(case, id=case.id, marks=marks))
     metafunc.parametrize("case", params)
 
 
@@ -86,11 +57,12 @@ _LIMITS: dict = {}
 
 
 @pytest.fixture
-def limits():
+def limits(mode):
     """Measured limits of (device, dtype), measured once per session with the device's default backend."""
     def get(device: str, dtype: str) -> dict:
         if (device, dtype) not in _LIMITS:
+            from moonxp import resolve
             from moonxp.benchmark.limits import measure
-            _LIMITS[device, dtype] = measure(moonxp.resolve(device, None, dtype), quick=True)
+            _LIMITS[device, dtype] = measure(resolve(device, None, dtype), mode)
         return _LIMITS[device, dtype]
     return get

@@ -1,32 +1,73 @@
-"""The benchmark cases: see conftest.py for how to run them and what each case is."""
+"""The benchmark cases (see conftest.py), and in the smoke run the checks that they compute the right thing."""
 
 from __future__ import annotations
 
-from moonxp.environment import machine
-from moonxp.benchmark.limits import roofline
-from moonxp import resolve, synchronize
-from moonxp.environment import versions
-from moonxp.benchmark.workloads import WORKLOADS, make_call
+import functools
+import io
+import json
+
+import numpy as np
+
+from moonxp import resolve, synchronize, to_host
+from moonxp.app.cli import main
+from moonxp.benchmark import cases, results
+from moonxp.benchmark.worker import MATMUL_PRECISION, fair_precision
+from moonxp.benchmark.workloads import WORKLOADS, make_call, output_arrays
+from moonxp.environment import machine, versions
+
+ROUNDS = 3
+# largest error, relative to the largest reference value, of a result computed in each dtype
+TOLERANCE = {"float32": 1e-5, "float64": 1e-12}
 
 
-def test_workload(benchmark, case, limits):
-    name, size, dtype, implementation, backend_name, device, compile = case
-    workload = WORKLOADS[name]
-    backend = resolve(device, backend_name, dtype)
-    call = make_call(workload, size, backend, implementation, compile)
+@functools.lru_cache(maxsize=None)
+def reference(workload: str, size: int) -> tuple:
+    """The NumPy float64 result of a problem: moonxp's eager path on NumPy, in float64."""
+    call = make_call(WORKLOADS[workload], size, resolve("cpu", "numpy", "float64"))
+    return tuple(np.asarray(a) for a in output_arrays(WORKLOADS[workload], call()))
+
+
+def test_workload(benchmark, case, limits, mode):
+    backend = resolve(case.device, case.backend, case.dtype)
+    fair_precision(case.backend)
+    call = make_call(case.workload, case.size, backend, case.implementation, case.compile)
 
     def timed():
-        synchronize(call())
+        result = call()
+        synchronize(result)
+        return result
 
-    benchmark.pedantic(timed, rounds=3, warmup_rounds=1, iterations=1)
-    benchmark.extra_info.update({"workload": name, "size": size, "dtype": dtype, "implementation": implementation,
-                                 "compile": compile,
-                                 "backend": backend_name, "device": backend.device_name,
-                                 "machine": machine(), "versions": versions(backend_name), "unit": workload.unit})
+    result = benchmark.pedantic(timed, rounds=ROUNDS, warmup_rounds=1, iterations=1)
+    record = {**case.record(), "backend_version": backend.version, "machine": machine(),
+              "versions": versions(case.backend), "matmul_precision": MATMUL_PRECISION}
     if benchmark.stats is not None:
-        median = benchmark.stats.stats.median
-        lim = limits(device, dtype)
-        throughput = workload.items(size) / median
-        bound = roofline(lim, workload.flops_per_item, workload.bytes_per_item(4 if dtype == "float32" else 8))
-        benchmark.extra_info.update({"throughput": throughput, "percent_of_limit": 100 * throughput / bound,
-                                     "limits": lim})
+        record["median_s"] = benchmark.stats.stats.median
+        record["limits"] = lim = limits(case.device, case.dtype)
+        results.finish(record, lim)
+    benchmark.extra_info.update(record)
+    if mode == "smoke":
+        expected = reference(case.workload.name, case.size)
+        for got, want in zip(output_arrays(case.workload, result), expected, strict=True):
+            got = to_host(got).astype(np.float64)
+            assert got.shape == want.shape
+            error = float(np.max(np.abs(got - want))) / max(float(np.max(np.abs(want))), 1e-300)
+            assert error <= TOLERANCE[case.dtype], f"{case.id}: relative error {error:.2e}"
+
+
+def test_bench_json_follows_the_schema(tmp_path):
+    """`moonxp bench --json` at the smoke sizes, one process per backend: every usable case, schema-valid."""
+    path = tmp_path / "bench.json"
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["bench", "--sizes", "smoke", "--json", str(path)], stdout=out, stderr=err) == 0, err.getvalue()
+    report = json.loads(path.read_text())
+    assert results.problems(report) == []
+    assert report["schema"] == results.SCHEMA and report["isolation"] == "one process per backend"
+    expected = {(c.workload.name, c.size, c.dtype, c.label) for c in cases.for_run("cpu", None, "smoke")
+                if cases.usable(c.device, c.backend)}
+    assert {(r["workload"], r["size"], r["dtype"], r["implementation"]) for r in report["results"]} == expected
+    for r in report["results"]:
+        assert "error" not in r, r
+        items = WORKLOADS[r["workload"]].items(r["size"])
+        assert np.isclose(r["throughput"], items / r["median_s"])
+        assert np.isclose(r["percent_of_limit"], 100 * r["throughput"] / r["roofline"])
+    assert {(lim["device"], lim["dtype"]) for lim in report["limits"]} == {("cpu", "float32"), ("cpu", "float64")}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 
@@ -13,16 +12,11 @@ from array_api_compat import array_namespace, device as device_of
 
 import moonxp
 from moonxp.engine import backend, policy
-from conftest import assert_close, assert_on_case
+from conftest import assert_close, assert_on_case, needs as needs_module
 
 
-def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
-needs = {name: pytest.mark.skipif(not _installed(module), reason=f"{module} missing")
-         for name, module in (("torch", "torch"), ("jax", "jax"), ("array-api-strict", "array_api_strict"),
-                              ("cupy", "cupy"))}
+needs = {name: needs_module(module) for name, module in (("torch", "torch"), ("jax", "jax"),
+                                                          ("array-api-strict", "array_api_strict"), ("cupy", "cupy"))}
 
 
 # ---------------------------------------------------------------- resolution
@@ -51,19 +45,25 @@ def test_resolve_defaults_to_numpy_float64_on_cpu():
     assert isinstance(x, np.ndarray) and x.dtype == np.float64
 
 
-def test_resolve_namespaces_are_the_array_api_ones():
+def test_resolve_numpy_is_the_array_api_namespace():
     import array_api_compat.numpy
     assert moonxp.resolve("cpu", "numpy").xp is array_api_compat.numpy
-    if _installed("torch"):
-        import array_api_compat.torch
-        import torch
-        b = moonxp.resolve("cpu", "torch")
-        assert b.xp is array_api_compat.torch and b.device == torch.device("cpu")
-    if _installed("array_api_strict"):
-        import array_api_strict
-        b = moonxp.resolve("cpu", "array-api-strict")
-        assert b.xp is array_api_strict
-        assert b.device == array_api_strict.__array_namespace_info__().default_device()
+
+
+@needs["torch"]
+def test_resolve_torch_is_the_array_api_namespace():
+    import array_api_compat.torch
+    import torch
+    b = moonxp.resolve("cpu", "torch")
+    assert b.xp is array_api_compat.torch and b.device == torch.device("cpu")
+
+
+@needs["array-api-strict"]
+def test_resolve_strict_is_the_reference_namespace():
+    import array_api_strict
+    b = moonxp.resolve("cpu", "array-api-strict")
+    assert b.xp is array_api_strict
+    assert b.device == array_api_strict.__array_namespace_info__().default_device()
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:3"])
@@ -285,15 +285,15 @@ def test_gpu_policy_tiles_by_free_memory_and_stays_fixed(monkeypatch):
     cupy = pytest.importorskip("cupy")
     import array_api_compat.cupy as cupy_xp
     device = cupy.cuda.Device(0)  # a real (unhashable) CuPy device object; no GPU needed to build it
-    free = [8 << 30]
+    free = [1 << 30]  # below the cap (GPU_TILE_CAP: tests/test_execution.py)
     monkeypatch.setattr(policy, "_gpu_tiles", {})
     monkeypatch.setattr(policy, "_free_gpu_memory", lambda case, dev: free[0])
     first = policy.policy(cupy_xp, device, cupy_xp.float32)
-    assert first.tile_elements == int((8 << 30) * policy.GPU_MEMORY_SHARE) // 4 and first.workers == 1
-    free[0] = 1 << 30  # memory use changed: the policy (and so compiled code, tile sizes learned) stays
+    assert first.tile_elements == int((1 << 30) * policy.GPU_MEMORY_SHARE) // 4 and first.workers == 1
+    free[0] = 1 << 28  # memory use changed: the policy (and so compiled code, tile sizes learned) stays
     assert policy.policy(cupy_xp, device, cupy_xp.float32) == first
-    assert policy.policy(cupy_xp, device, cupy_xp.float64).tile_elements == int((1 << 30) * policy.GPU_MEMORY_SHARE) // 8
-    assert policy.policy(cupy_xp, cupy.cuda.Device(1), cupy_xp.float32).tile_elements == (1 << 30) * 0.5 // 4
+    assert policy.policy(cupy_xp, device, cupy_xp.float64).tile_elements == int((1 << 28) * policy.GPU_MEMORY_SHARE) // 8
+    assert policy.policy(cupy_xp, cupy.cuda.Device(1), cupy_xp.float32).tile_elements == (1 << 28) * 0.5 // 4
 
 
 def test_malloc_tuning_runs_once_and_can_be_turned_off(monkeypatch):

@@ -14,10 +14,8 @@ import pytest
 import moonxp
 import moonxp.app.cli
 from moonxp.app.cli import main
-from conftest import cuda_usable
+from conftest import HOMEWORK_LINES, cuda, cuda_usable, needs
 
-HOMEWORK_LINES = ["It: 0, Error: 0.127", "It: 1, Error: 0.052", "It: 3, Error: 0.010", "It: 7, Error: 0.001",
-                  "It: 15, Error: 0.000", "It: 31, Error: 0.000", "It: 63, Error: 0.000", "It: 127, Error: 0.000"]
 BLUE, ORANGE = (0x00 / 255, 0x88 / 255, 0xFF / 255), (0xFF / 255, 0x88 / 255, 0x00 / 255)
 
 
@@ -30,11 +28,6 @@ def cli(*argv: str) -> tuple[int, str, str]:
 
 def it_lines(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.startswith("It:")]
-
-
-def _installed(module: str) -> bool:
-    import importlib.util
-    return importlib.util.find_spec(module) is not None
 
 
 # ---------------------------------------------------------------- runs in-process
@@ -62,7 +55,7 @@ def test_json_prints_the_metrics(tmp_path):
         assert key in data
     assert data["config"]["iters"] == 16 and data["config"]["lr"] == 0.1 and data["config"]["seed"] == 0
     assert data["backend"]["name"] == "numpy" and data["backend"]["dtype"] == "float64"
-    assert data["backend"]["device"] == "cpu"
+    assert data["backend"]["device"] == "cpu" and data["backend"]["execution"] == "eager"
     assert data["versions"]["numpy"] == np.__version__ and data["versions"]["moonxp"] == moonxp.__version__
     assert len(data["errors"]) == 17
     assert ["It: %d, Error: %.3f" % (i, data["errors"][i]) for i in (0, 1, 3, 7, 15)] == HOMEWORK_LINES[:5]
@@ -107,14 +100,16 @@ def numpy_lines(tmp_path_factory):
 
 
 @pytest.mark.parametrize("argv", [
-    pytest.param(["--backend", "torch"], marks=pytest.mark.skipif(not _installed("torch"), reason="torch missing"),
+    pytest.param(["--backend", "torch"], marks=needs("torch"),
                  id="torch"),
-    pytest.param(["--backend", "jax"], marks=pytest.mark.skipif(not _installed("jax"), reason="jax missing"),
+    pytest.param(["--backend", "jax"], marks=needs("jax"),
                  id="jax"),
     pytest.param(["--backend", "array-api-strict"], id="array-api-strict",
-                 marks=pytest.mark.skipif(not _installed("array_api_strict"), reason="array-api-strict missing")),
-    pytest.param(["--device", "cuda"], marks=pytest.mark.cuda, id="cupy-cuda"),
-    pytest.param(["--device", "cuda:0", "--backend", "torch"], marks=pytest.mark.cuda, id="torch-cuda"),
+                 marks=needs("array_api_strict")),
+    pytest.param(["--device", "cuda"], marks=cuda(), id="cupy-cuda"),
+    pytest.param(["--device", "cuda:1"], marks=cuda(index=1), id="cupy-cuda1"),
+    pytest.param(["--device", "cuda:0", "--backend", "torch"], marks=cuda("torch"), id="torch-cuda"),
+    pytest.param(["--device", "cuda:0", "--backend", "jax"], marks=cuda("jax"), id="jax-cuda"),
 ])
 def test_backend_end_to_end(argv, tmp_path, numpy_lines):
     code, out, err = cli(*argv, "--out", str(tmp_path), "--no-plot", "--iters", "32")
@@ -124,6 +119,11 @@ def test_backend_end_to_end(argv, tmp_path, numpy_lines):
     assert it_lines(out) == numpy_lines == HOMEWORK_LINES[:6]
     data = json.loads((tmp_path / "metrics.json").read_text())
     assert data["backend"]["name"] == backend and data["backend"]["dtype"] == "float64"
+    gpu = "--device" in argv
+    expected = {"jax": "jax.jit", "torch": "torch.compile" if gpu else "eager", "array-api-strict": "eager"}
+    if backend in expected:  # CuPy: compiled through torch or JAX when installed, else eager
+        assert data["backend"]["execution"] == expected[backend]
+    assert f", {data['backend']['execution']} | " in out.splitlines()[0]
 
 
 def test_backend_float32_runs(tmp_path):

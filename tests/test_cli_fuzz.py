@@ -8,14 +8,18 @@ and leaves no metrics.json; exit 0 leaves a whole one; valid options always give
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import tempfile
 from pathlib import Path
 
-from hypothesis import event, example, given, settings, strategies as st
+import pytest
 
-from moonxp.app.cli import main
+pytest.importorskip("hypothesis")
+from hypothesis import event, example, given, settings, strategies as st  # noqa: E402
+
+from moonxp.app.cli import main  # noqa: E402
 
 TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=8)
 
@@ -34,7 +38,8 @@ JUNK_NUMBERS = st.sampled_from(["", "nan", "inf", "-inf", "1e400", "abc", "1.5",
 OPTIONS = {
     "--device": (st.just("cpu"),
                  st.sampled_from(["cuda", "cuda:0", "cuda:1", "cuda:x", "cpu:0", "gpu", "CPU", ""]) | TEXT),
-    "--backend": (st.sampled_from(["numpy", "array-api-strict"]),
+    "--backend": (st.sampled_from(["numpy"] + (["array-api-strict"] if importlib.util.find_spec("array_api_strict")
+                                               else [])),
                   st.sampled_from(["cupy", "tensorflow", "NumPy", ""]) | TEXT),
     "--dtype": (st.sampled_from(["float64", "float32"]), st.sampled_from(["float16", "int32", ""])),
     "--hidden": (ints(1, 6), ints(-2, 0) | JUNK_NUMBERS),

@@ -27,7 +27,7 @@ import moonxp
 import moonxp.app.cli
 import moonxp.app.job
 import moonxp.validate
-from conftest import assert_on_case, tolerance
+from conftest import HOMEWORK_LINES, assert_near, assert_on_case
 from moonxp import DivergedError, Params
 from moonxp.engine import policy
 from moonxp.engine.executor import map_tiles as real_map_tiles
@@ -173,8 +173,7 @@ def test_grid_out_of_memory_retries_in_smaller_tiles(case, homework, monkeypatch
     actual = moonxp.evaluate_grid(params, 64)
     assert failures                                                # it did run out, and recovered
     assert_on_case(actual, case)
-    tol = tolerance(case)
-    np.testing.assert_allclose(moonxp.to_host(actual), moonxp.to_host(expected), rtol=tol, atol=tol)
+    assert_near(moonxp.to_host(actual), moonxp.to_host(expected), case)
 
 
 def test_batched_training_out_of_memory_retries_in_smaller_tiles(homework, monkeypatch, device_memory):
@@ -197,8 +196,9 @@ def test_out_of_memory_that_no_tile_size_cures_is_a_clear_error(homework, monkey
 
 def test_cli_out_of_memory_is_exit_2(tmp_path, monkeypatch, device_memory):
     device_memory(grid, 0, [])
-    code, out, err = cli("--iters", "2", "--no-plot", "--out", str(tmp_path))
+    code, out, err = cli("--iters", "2", "--out", str(tmp_path))  # the grids are evaluated for the figures
     assert code == 2 and "out of device memory" in err and err.count("\n") == 1 and "Traceback" not in err
+    assert (tmp_path / "metrics.json").exists()  # the trained run's metrics are not lost with the figures
 
 
 @pytest.mark.parametrize("make", [
@@ -220,6 +220,23 @@ def test_cli_out_of_host_memory_is_exit_2(tmp_path, monkeypatch):
     code, out, err = cli("--no-plot", "--out", str(tmp_path))
     assert code == 2 and err == "moonxp: error: out of host memory: use a smaller --samples, --hidden, " \
                                 "--ensemble or --grid\n"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: type("OutOfMemoryError", (MemoryError,), {})("Out of memory allocating 4,294,967,296 bytes"),
+    lambda: pytest.importorskip("cupy").cuda.memory.OutOfMemoryError(1 << 32, 1 << 30, 0),
+], ids=["stand-in", "cupy"])
+def test_cli_device_out_of_memory_that_is_a_memory_error(tmp_path, monkeypatch, make):
+    """CuPy's OutOfMemoryError subclasses MemoryError: it is still the device's memory, not the host's."""
+    error = make()
+    assert isinstance(error, MemoryError)
+
+    def too_big(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(moonxp.app.job, "execute", too_big)
+    code, out, err = cli("--no-plot", "--out", str(tmp_path))
+    assert code == 2 and err.startswith("moonxp: error: out of device memory (") and err.count("\n") == 1
+    assert "host" not in err
 
 
 # ---------------------------------------------------------------- Ctrl-C
@@ -258,8 +275,7 @@ def test_ctrl_c_between_snapshots_exit_130_metrics_interrupted(tmp_path, monkeyp
     monkeypatch.setattr(moonxp.app.job, "train", interrupt_after(3, moonxp.app.job.train))
     code, out, err = cli("--no-plot", "--out", str(tmp_path))
     assert code == 130 and err == "moonxp: interrupted\n"
-    assert [line for line in out.splitlines() if line.startswith("It:")] == \
-        ["It: 0, Error: 0.127", "It: 1, Error: 0.052", "It: 3, Error: 0.010"]
+    assert [line for line in out.splitlines() if line.startswith("It:")] == HOMEWORK_LINES[:3]
     metrics = strict_json(tmp_path / "metrics.json")
     assert metrics["status"] == "interrupted"
     assert [s["iteration"] for s in metrics["snapshots"]] == [0, 1, 3]

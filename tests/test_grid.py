@@ -8,7 +8,7 @@ import pytest
 import moonxp
 import moonxp.engine.executor
 from moonxp.engine.policy import limit_tiles
-from conftest import assert_close, assert_on_case, tolerance
+from conftest import assert_close, assert_near, assert_on_case
 from moonxp import Params
 
 TINY_TILE = 64  # elements per tile: the small problems below split into 10 or more tiles
@@ -53,8 +53,7 @@ def test_grid_equals_forward_on_the_grid_points(case, homework):
     X1g, X2g = np.meshgrid(l, l)
     Y = moonxp.forward(on(case, p), case.asarray(np.stack([X1g.ravel(), X2g.ravel()], axis=1)))
     assert_on_case(Yg, case)
-    tol = tolerance(case)
-    np.testing.assert_allclose(moonxp.to_host(Yg), moonxp.to_host(Y).reshape(9, 9), rtol=tol, atol=tol)
+    assert_near(moonxp.to_host(Yg), moonxp.to_host(Y).reshape(9, 9), case)
 
 
 @pytest.mark.parametrize("batch", [(3,), (2, 2)], ids=["B=3", "B=2x2"])

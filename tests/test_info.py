@@ -35,4 +35,17 @@ def test_a_missing_backend_is_reported_as_not_installed(monkeypatch):
     real = info.importlib.util.find_spec
     monkeypatch.setattr(info.importlib.util, "find_spec", lambda name: None if name == "jax" else real(name))
     jax = next(b for b in info.backends() if b["name"] == "jax")
-    assert jax == {"name": "jax", "version": None, "usable": [], "not_usable": {"all": "not installed"}}
+    assert jax == {"name": "jax", "version": None, "usable": [], "not_usable": {"all": "not installed"},
+                   "execution": {}}
+
+
+def test_info_says_how_each_backend_runs(monkeypatch):
+    """Which path runs by default: NumPy eager, JAX jit; the text shows it next to each device."""
+    monkeypatch.setattr(info, "measure", lambda backend, quick: {"matmul_flops": 5e10, "copy_bandwidth": 2e10})
+    found = {b["name"]: b for b in info.backends()}
+    assert found["numpy"]["execution"] == {"cpu": "eager"}
+    if found["jax"]["usable"]:
+        assert found["jax"]["execution"]["cpu"] == "jax.jit"
+    if found["torch"]["usable"]:
+        assert found["torch"]["execution"]["cpu"] == "eager"
+    assert "usable on cpu (eager)" in info.text()

@@ -39,7 +39,7 @@ def test_peer_grid_matches_moonxp(peer):
 @pytest.mark.parametrize("name", sorted(WORKLOADS))
 def test_workload_runs_the_same_problem_for_moonxp_and_peers(name):
     workload = WORKLOADS[name]
-    size = workload.sizes["smoke"][0]
+    size = workload.sizes["cpu"]["smoke"][0]
     backend = moonxp.resolve("cpu", "numpy", "float64")
     ours = make_call(workload, size, backend)()
     theirs = make_call(workload, size, backend, "numpy-homework")()
@@ -52,3 +52,20 @@ def test_workload_runs_the_same_problem_for_moonxp_and_peers(name):
     host_params, X, T = host_problem(workload, size)
     assert X.shape == (size if name == "train-large" else 100, 2)
     assert host_params.W.shape[:-2] == ((size,) if name == "train-batched" else ())
+
+
+def test_peer_grid_blocks_suit_the_device():
+    from moonxp.benchmark.peers import GRID_CHUNK_POINTS, grid_block_points
+    assert grid_block_points(False, 50) == GRID_CHUNK_POINTS
+    assert grid_block_points(True, 50) >= 1_000_000  # a 16384^2 grid in a few hundred blocks, not 65 536
+
+
+def test_jax_grid_with_gpu_sized_blocks_matches_moonxp():
+    pytest.importorskip("jax")
+    from moonxp.benchmark.peers import _jax_grid_compiled, grid_block_points
+    backend = moonxp.resolve("cpu", "jax", "float64")
+    _, _, params = moonxp.make_problem(3)
+    axis = np.linspace(-4.0, 4.0, 70)
+    got = _jax_grid_compiled()(*(backend.asarray(p) for p in params), backend.asarray(axis),
+                               grid_block_points(True, params.W.shape[-1]))
+    np.testing.assert_allclose(to_host(got), moonxp.evaluate_grid(params, 70), rtol=1e-10, atol=1e-12)

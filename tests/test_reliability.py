@@ -129,6 +129,22 @@ def test_interruption_while_writing_outputs_leaves_metrics_of_this_run(previous_
     assert metrics["figures"] == [] and os.listdir(previous_run) == ["metrics.json"]  # no old or half figure set
 
 
+def test_publish_order_covers_the_animation_and_saved_params(tmp_path, monkeypatch):
+    assert cli("--iters", "3", "--grid", "8", "--animate", "--out", str(tmp_path))[0] == 0
+    metrics = metrics_of(tmp_path)
+    assert metrics["status"] == "ok" and metrics["figures"] == ["boundaries.png", "curve.png", "boundaries.gif"]
+    assert cli("--iters", "2", "--grid", "8", "--out", str(tmp_path))[0] == 0  # no --animate: the old GIF goes
+    assert sorted(os.listdir(tmp_path)) == ["boundaries.png", "curve.png", "metrics.json"]
+    monkeypatch.setattr(moonxp.app.animation, "write_animation", interrupt_on([], lambda *a: True))
+    assert cli("--iters", "4", "--grid", "8", "--animate", "--out", str(tmp_path))[0] == 130
+    assert metrics_of(tmp_path)["status"] == "interrupted" and os.listdir(tmp_path) == ["metrics.json"]
+    monkeypatch.setattr(moonxp.app.cli, "save_params", interrupt_on([], lambda *a: True))
+    saved = tmp_path.parent / f"{tmp_path.name}-params.npz"
+    assert cli("--iters", "5", "--grid", "8", "--save", str(saved), "--out", str(tmp_path))[0] == 130
+    assert metrics_of(tmp_path)["config"]["iters"] == 5 and metrics_of(tmp_path)["status"] == "interrupted"
+    assert os.listdir(tmp_path) == ["metrics.json"] and not saved.exists()
+
+
 @posix
 @pytest.mark.slow  # a process each; SIGINT in training is tests/test_faults.py::test_real_sigint_during_training
 @pytest.mark.parametrize("signame, code", [("SIGTERM", 143), ("SIGHUP", 129)])
@@ -185,6 +201,14 @@ def test_ctrl_c_during_start_up_imports(tmp_path, module):
     """)
     code, out, err = run_child(hook, "--iters", "1", "--out", str(tmp_path / "out"))
     assert code == 130 and err == "moonxp: interrupted\n" and out == ""
+
+
+@posix
+def test_a_signal_while_python_shuts_down_changes_nothing(tmp_path):
+    """The run has ended: a signal during interpreter shutdown neither raises nor kills (exit stays 0)."""
+    hook = "import atexit, os, signal\natexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))"
+    code, out, err = run_child(hook, "--iters", "1", "--no-plot", "--out", str(tmp_path))
+    assert code == 0 and err == "" and "Done:" in out and metrics_of(tmp_path)["status"] == "ok"
 
 
 # ---------------------------------------------------------------- 4: closed or full stdout
@@ -343,7 +367,7 @@ def test_the_homework_run_fits_in_little_memory(host_memory):
 
 def test_ensemble_beyond_the_seeds_is_named_plainly(tmp_path):
     code, out, err = cli("--ensemble", str(10**12), "--out", str(tmp_path))
-    assert code == 2 and "--ensemble: '1000000000000' must be <= 4294967296" in err
+    assert code == 2 and err == "moonxp: error: --ensemble must be an integer from 1 to 4294967296, not 1000000000000\n"
     with pytest.raises(InvalidInputError, match=r"networks must be an integer from 1 to 4294967296, not 10+$"):
         moonxp.make_ensemble(0, 10**12)
 
@@ -409,19 +433,22 @@ def test_huge_noise_names_noise(tmp_path, argv):
     assert os.listdir(tmp_path) == []
 
 
-def test_bench_json_that_is_a_directory_fails_before_measuring(tmp_path, monkeypatch):
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_bench_output_that_is_a_directory_fails_before_measuring(tmp_path, monkeypatch, option):
     from moonxp.benchmark import runner
-    monkeypatch.setattr(runner, "run_case", lambda *a: pytest.fail("measured before checking --json"))
-    code, out, err = cli("bench", "--quick", "--json", str(tmp_path))
-    assert code == 2 and err == f"moonxp: error: --json {str(tmp_path)!r} is a directory: give a file name\n"
+    monkeypatch.setattr(runner, "measure_all", lambda *a, **k: pytest.fail(f"measured before checking {option}"))
+    code, out, err = cli("bench", "--quick", option, str(tmp_path))
+    assert code == 2 and err == f"moonxp: error: cannot write {str(tmp_path)!r}: it is a directory; give {option} " \
+                                f"a file name\n"
 
 
-def test_bench_json_below_a_file_names_json(tmp_path, monkeypatch):
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_bench_output_below_a_file_names_its_option(tmp_path, monkeypatch, option):
     from moonxp.benchmark import runner
-    monkeypatch.setattr(runner, "run_case", lambda *a: pytest.fail("measured before checking --json"))
+    monkeypatch.setattr(runner, "measure_all", lambda *a, **k: pytest.fail(f"measured before checking {option}"))
     (tmp_path / "file").write_text("")
-    code, out, err = cli("bench", "--quick", "--json", str(tmp_path / "file" / "r.json"))
-    assert code == 2 and "choose another --json" in err and "--out" not in err
+    code, out, err = cli("bench", "--quick", option, str(tmp_path / "file" / "r.out"))
+    assert code == 2 and f"choose another {option}" in err and "--out" not in err
 
 
 def test_divergence_with_metrics_unwritable_keeps_both_messages(tmp_path):

@@ -9,18 +9,9 @@ import pytest
 import sklearn.datasets
 
 import moonxp
+from conftest import HOMEWORK_LINES
 from moonxp.app.cli import main
 
-HOMEWORK_LINES = [
-    "It: 0, Error: 0.127",
-    "It: 1, Error: 0.052",
-    "It: 3, Error: 0.010",
-    "It: 7, Error: 0.001",
-    "It: 15, Error: 0.000",
-    "It: 31, Error: 0.000",
-    "It: 63, Error: 0.000",
-    "It: 127, Error: 0.000",
-]
 SNAPSHOTS = [0, 1, 3, 7, 15, 31, 63, 127]
 
 
@@ -123,9 +114,8 @@ def test_train_follows_the_homework_trajectory(reference, homework):
     numpy.testing.assert_allclose(trained, errors, rtol=1e-12, atol=1e-12)
 
 
-def test_homework_lines_on_every_float64_backend(case, homework):
-    if case.dtype_name != "float64":
-        pytest.skip("the homework's digits are a float64 promise")
+def test_homework_lines_on_every_float64_backend(case64, homework):
     X, T, params = homework
-    _, errors = moonxp.train(moonxp.Params(*(case.asarray(p) for p in params)), case.asarray(X), case.asarray(T))
+    _, errors = moonxp.train(moonxp.Params(*(case64.asarray(p) for p in params)), case64.asarray(X),
+                             case64.asarray(T))
     assert lines(moonxp.to_host(errors)) == HOMEWORK_LINES

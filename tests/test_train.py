@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import moonxp
-from conftest import assert_close, assert_on_case, tolerance
+from conftest import assert_close, assert_near, assert_on_case
 from moonxp import Params
 
 ITERS = 6  # short runs: the homework's 128 iterations are pinned in test_reproduction
@@ -85,15 +85,14 @@ def test_train_batch_equals_each_network(case):
         assert_on_case(a, case)
     errors_host = moonxp.to_host(errors)
     params_host = [moonxp.to_host(a) for a in params]
-    tol = tolerance(case)
     for index in np.ndindex(3, 2):
         one = Params(*(a[index] for a in batch))
         single_params, single_errors = moonxp.train(*on(case, one, X, T), lr=0.1, iters=ITERS)
-        np.testing.assert_allclose(errors_host[index], moonxp.to_host(single_errors), rtol=tol, atol=tol)
+        assert_near(errors_host[index], moonxp.to_host(single_errors), case)
         expected_params, expected_errors = ref_train(one, X, T, 0.1, ITERS)
-        np.testing.assert_allclose(errors_host[index], expected_errors, rtol=tol, atol=tol)
+        assert_near(errors_host[index], expected_errors, case)
         for a, e in zip(params_host, expected_params):
-            np.testing.assert_allclose(a[index], e, rtol=tol, atol=tol)
+            assert_near(a[index], e, case)
 
 
 def test_train_batch_with_own_data_per_network(case):

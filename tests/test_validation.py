@@ -7,6 +7,7 @@ One case per message: the exception type and a key phrase of the message.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 
 import numpy as np
@@ -41,7 +42,7 @@ LABEL_ENTRIES = {**{k: POINT_ENTRIES[k] for k in ("backprop", "train", "evaluate
 
 
 def _strict_on(device: str):
-    import array_api_strict as xs
+    xs = pytest.importorskip("array_api_strict")
     return lambda a: xs.asarray(a, device=xs.Device(device))
 
 
@@ -52,9 +53,9 @@ PARAM_CASES = {  # (params, error, phrase)
     "int-dtype": (_params(W=P0.W.astype(np.int64)), BadType, "params.W has dtype int64"),
     "complex-dtype": (Params(*(a.astype(complex) for a in P0)), BadType, "computes in floating point"),
     "mixed-dtypes": (_params(b=P0.b.astype(np.float32)), BadType, "give all parameters one dtype"),
-    "W-not-2xH": (_params(W=np.zeros((3, 4))), Bad, "expected (..., 2, H) with H >= 1"),
-    "W-1d": (_params(W=np.zeros(4)), Bad, "expected (..., 2, H) with H >= 1"),
-    "H-zero": (Params(np.zeros((2, 0)), np.zeros(0), np.zeros(0)), Bad, "with H >= 1"),
+    "W-1d": (_params(W=np.zeros(4)), Bad, "expected (..., D, H) with D, H >= 1"),
+    "D-zero": (Params(np.zeros((0, 4)), np.zeros(4), np.zeros(4)), Bad, "expected (..., D, H) with D, H >= 1"),
+    "H-zero": (Params(np.zeros((2, 0)), np.zeros(0), np.zeros(0)), Bad, "with D, H >= 1"),
     "b-wrong-H": (_params(b=np.zeros(5)), Bad, "params.b has shape (5,)"),
     "v-wrong-batch": (_params(v=np.zeros((2, 4))), Bad, "params.v has shape (2, 4)"),
     "W-nan": (_params(W=np.full((2, 4), NAN)), Bad, "params.W holds NaN or infinity"),
@@ -156,7 +157,7 @@ def test_mixed_devices():
 
 
 def test_dtype_the_device_cannot_hold():
-    import array_api_strict as xs
+    xs = pytest.importorskip("array_api_strict")
     backend = moonxp.Backend("array-api-strict", xs, xs.Device("no_float64"), xs.float64, "no_float64",
                              "float64", xs.__version__)
     with pytest.raises(BadType, match="cannot hold float64.*use --dtype float32"):
@@ -263,11 +264,12 @@ def test_resolve_bad_names(args, phrase):
     assert phrase in str(info.value)
 
 
-@pytest.mark.skipif(cuda_usable(), reason="a CUDA device is usable here")
 @pytest.mark.parametrize("backend", ["cupy", "torch", "jax"])
 def test_resolve_unavailable_cuda(backend):
     if backend != "cupy":
         pytest.importorskip(backend)
+    if cuda_usable(backend):
+        pytest.skip(f"a CUDA device is usable by {backend} here")
     with pytest.raises(moonxp.BackendError, match="or use --device cpu|is not installed"):
         moonxp.resolve("cuda", backend)
 
@@ -282,29 +284,30 @@ def test_resolve_device_that_does_not_exist():
 
 def run_cli(argv, tmp_path):
     out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv) + ["--iters", "2", "--samples", "8", "--grid", "4", "--no-plot"]
-                + ([] if "--out" in argv else ["--out", str(tmp_path / "out")]), stdout=out, stderr=err)
+    small = ["--iters", "2", "--samples", "8", "--grid", "4", "--no-plot"]  # argv's own values come last and win
+    code = main(small + ([] if "--out" in argv else ["--out", str(tmp_path / "out")]) + list(argv),
+                stdout=out, stderr=err)
     return code, out.getvalue(), err.getvalue()
 
 
 CLI_CASES = {
-    "lr-zero": (["--lr", "0"], "--lr: '0' must be > 0"),
-    "lr-negative": (["--lr", "-1"], "must be > 0"),
+    "lr-zero": (["--lr", "0"], "--lr must be a finite number > 0, not 0.0"),
+    "lr-negative": (["--lr", "-1"], "--lr must be a finite number > 0"),
     "lr-nan": (["--lr", "nan"], "--lr: 'nan' is not finite"),
     "lr-inf": (["--lr", "inf"], "is not finite"),
     "lr-junk": (["--lr", "fast"], "'fast' is not a number"),
-    "iters-negative": (["--iters", "-1"], "--iters: '-1' must be >= 0"),
+    "iters-negative": (["--iters", "-1"], "--iters must be an integer >= 0, not -1"),
     "iters-float": (["--iters", "1.5"], "'1.5' is not an integer"),
-    "samples-zero": (["--samples", "0"], "--samples: '0' must be >= 1"),
-    "hidden-zero": (["--hidden", "0"], "--hidden: '0' must be >= 1"),
-    "noise-negative": (["--noise", "-0.5"], "--noise: '-0.5' must be >= 0"),
+    "samples-zero": (["--samples", "0"], "--samples must be an integer >= 1, not 0"),
+    "hidden-zero": (["--hidden", "0"], "--hidden must be an integer >= 1, not 0"),
+    "noise-negative": (["--noise", "-0.5"], "--noise must be a finite number >= 0, not -0.5"),
     "noise-nan": (["--noise", "nan"], "is not finite"),
-    "seed-negative": (["--seed", "-1"], "--seed: '-1' must be >= 0"),
-    "seed-too-big": (["--seed", str(2**32)], "--seed: '4294967296' must be <= 4294967295"),
+    "seed-negative": (["--seed", "-1"], "--seed must be an integer from 0 to 4294967295, not -1"),
+    "seed-too-big": (["--seed", str(2**32)], "--seed must be an integer from 0 to 4294967295, not 4294967296"),
     "seed-plus-ensemble": (["--seed", str(2**32 - 1), "--ensemble", "2"], "2 networks use seeds seed to seed + 1"),
-    "ensemble-zero": (["--ensemble", "0"], "--ensemble: '0' must be >= 1"),
-    "grid-one": (["--grid", "1"], "--grid: '1' must be >= 2"),
-    "grid-huge": (["--grid", "100000"], "must be <= 4096"),
+    "ensemble-zero": (["--ensemble", "0"], "--ensemble must be an integer from 1 to 4294967296, not 0"),
+    "grid-one": (["--grid", "1"], "--grid must be an integer from 2 to 4096, not 1"),
+    "grid-huge": (["--grid", "100000"], "--grid must be an integer from 2 to 4096, not 100000"),
     "dtype": (["--dtype", "float16"], "--dtype: invalid choice: 'float16'"),
     "device": (["--device", "gpu"], "unknown device 'gpu'"),
     "device-cpu-index": (["--device", "cpu:0"], "the CPU is just 'cpu'"),
@@ -330,8 +333,10 @@ def test_cli_bad_input(case, tmp_path):
 
 @pytest.mark.skipif(cuda_usable(), reason="a CUDA device is usable here")
 def test_cli_no_cuda_device(tmp_path):
+    """Without a usable GPU, --device cuda names the fix: the driver, or installing CuPy where it is missing."""
     code, out, err = run_cli(["--device", "cuda"], tmp_path)
-    assert code == 2 and "or use --device cpu" in err and err.count("\n") == 1
+    fix = "or use --device cpu" if importlib.util.find_spec("cupy") else 'pip install "moonxp[cuda12]"'
+    assert code == 2 and fix in err and err.count("\n") == 1
 
 
 def test_cli_file_in_the_way_of_out(tmp_path):

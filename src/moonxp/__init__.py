@@ -21,6 +21,7 @@ _WHERE = {
     ".errors": ("BackendError", "DeviceMemoryError", "DivergedError", "InvalidInputError", "InvalidTypeError",
                 "MoonxpError", "OutputError"),
     ".kernels": ("Params",),
+    ".saved": ("load_metadata", "load_params", "save_params"),
 }
 _MODULE = {name: module for module, names in _WHERE.items() for name in names}
 __all__ = sorted(_MODULE)

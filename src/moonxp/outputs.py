@@ -56,6 +56,25 @@ def output_directory(path: str | os.PathLike, option: str = "--out") -> Path:
     return directory
 
 
+def writable(path: str | os.PathLike, option: str) -> None:
+    """Make sure the file `path` (given as `option`) can be written, before any long work.
+
+    Raises
+    ------
+    OutputError
+        `path` is a directory, or its directory cannot be written or its files replaced.
+    """
+    directory = Path(path).parent
+    if Path(path).is_dir():
+        raise OutputError(f"cannot write {str(path)!r}: it is a directory; give {option} a file name")
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write into {str(directory)!r}: {exc.strerror or exc}; choose another {option}") from None
+    _replaceable(directory, option)
+
+
 def _replaceable(directory: Path, option: str) -> None:
     """Refuse an append-only or immutable directory, where a temporary file could be neither renamed nor removed."""
     if _flags(directory) & _NO_RENAME:
@@ -111,13 +130,15 @@ def remove(path: Path) -> None:
         raise OutputError(f"cannot remove {str(path)!r}: {exc.strerror or exc}; remove it by hand") from None
 
 
-def _atomic(path: Path, write: Callable[[IO[bytes]], None], option: str) -> None:
+def _atomic(path: Path, write: Callable[[IO[bytes]], None], option: str, suffix: str = ".tmp") -> None:
+    """Run `write` on a new temporary file beside `path` (its name ending in `suffix`), then rename it to
+    `path`; `option` (the one that chose the path) is named in errors."""
     _replaceable(path.parent, option)
-    temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
     try:
         # O_EXCL: never another writer's file. The name is known before the file exists,
         # so an interruption at any point below leaves it for the cleanup to remove.
-        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE), "wb") as handle:
+        with open(temporary, "wb", opener=_exclusive) as handle:  # handle.name is the path (Pillow writes by path)
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -128,6 +149,10 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], None], option: str) -> None
         if isinstance(exc, OSError):
             raise _unwritable(path, exc, option) from None
         raise
+
+
+def _exclusive(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_EXCL, FILE_MODE)
 
 
 def _unwritable(path: Path, exc: OSError, option: str) -> OutputError:
@@ -141,6 +166,29 @@ def write_json(path: Path, data: Any, option: str = "--out") -> None:
     _atomic(path, lambda f: f.write(text.encode()), option)
 
 
-def write_figure(path: Path, figure: Figure, dpi: int = 100) -> None:
-    """Save a figure as PNG, atomically."""
-    _atomic(path, lambda f: figure.savefig(f, format="png", dpi=dpi), "--out")
+def write_figure(path: Path, figure: "Figure", dpi: int = 100, option: str = "--out") -> None:
+    """Save a figure as PNG, atomically; `option` is named in errors."""
+    _atomic(path, lambda f: figure.savefig(f, format="png", dpi=dpi), option)
+
+
+def write_npz(path: Path, arrays: dict, option: str = "--save") -> None:
+    """Save host `arrays` (name -> NumPy array) uncompressed as .npz, atomically; `option` is named in errors."""
+    import numpy as np
+    _atomic(Path(path), lambda f: np.savez(f, **arrays), option)
+
+
+def write_animation(path: Path, figure: "Figure", draw: Callable[[int], None], frames: int, fps: float,
+                    dpi: int = 100) -> None:
+    """Save `frames` frames of `figure` as a GIF (Pillow, through matplotlib), atomically; `draw(k)` draws frame k."""
+    from matplotlib.animation import PillowWriter
+
+    def write(handle: IO[bytes]) -> None:
+        # Pillow picks the format from the name and writes the file by path: the temporary ends in .gif
+        # (not `writer.saving`: its cleanup would write a GIF of no frames over the error of a failed frame)
+        writer = PillowWriter(fps=fps)
+        writer.setup(figure, handle.name, dpi)
+        for k in range(frames):
+            draw(k)
+            writer.grab_frame()
+        writer.finish()
+    _atomic(Path(path), write, "--out", suffix=".gif")

@@ -39,8 +39,8 @@ def arrays(params: Params, *others: Any, name: str = "params") -> tuple[Any, Any
             raise InvalidTypeError(f"{name}.{field} is {a.dtype} but {name}.W is {dtype}: give all "
                                    f"parameters one dtype (xp.astype)")
     W, b, v = params
-    if W.ndim < 2 or W.shape[-2] != 2 or W.shape[-1] < 1:
-        raise InvalidInputError(f"{name}.W has shape {tuple(W.shape)}: expected (..., 2, H) with H >= 1")
+    if W.ndim < 2 or W.shape[-2] < 1 or W.shape[-1] < 1:
+        raise InvalidInputError(f"{name}.W has shape {tuple(W.shape)}: expected (..., D, H) with D, H >= 1")
     if 0 in tuple(W.shape[:-2]):
         raise InvalidInputError(f"{name}.W has shape {tuple(W.shape)}: a batch dim of size 0 holds no networks")
     expected = tuple(W.shape[:-2]) + (W.shape[-1],)
@@ -53,7 +53,7 @@ def arrays(params: Params, *others: Any, name: str = "params") -> tuple[Any, Any
 
 
 def points(xp: Any, X: Any, params: Params, *, into_batch: bool) -> None:
-    """X is (N, 2) or (..., N, 2), float like the params, finite, N >= 1.
+    """X is (N, D) or (..., N, D) with the params' D inputs, float like the params, finite, N >= 1.
 
     `into_batch`: X's batch dims must broadcast into the params' (training: one gradient per network).
     """
@@ -61,8 +61,10 @@ def points(xp: Any, X: Any, params: Params, *, into_batch: bool) -> None:
     if X.dtype != params.W.dtype:
         raise InvalidTypeError(f"X is {X.dtype} but the params are {params.W.dtype}: convert one "
                                f"(xp.astype) so both have the same dtype")
-    if X.ndim < 2 or X.shape[-1] != 2:
-        raise InvalidInputError(f"X has shape {tuple(X.shape)}: expected points (N, 2) or (..., N, 2)")
+    inputs = params.W.shape[-2]
+    if X.ndim < 2 or X.shape[-1] != inputs:
+        raise InvalidInputError(f"X has shape {tuple(X.shape)}: expected points (N, {inputs}) or (..., N, {inputs}) "
+                                f"for params.W of shape {tuple(params.W.shape)} (D = {inputs} inputs)")
     if X.shape[-2] < 1:
         raise InvalidInputError("X holds no points (N = 0): give at least one point")
     batch, pbatch = tuple(X.shape[:-2]), tuple(params.W.shape[:-2])
@@ -77,7 +79,7 @@ def points(xp: Any, X: Any, params: Params, *, into_batch: bool) -> None:
 
 
 def labels(xp: Any, T: Any, X: Any, params: Params) -> None:
-    """T (..., N) for the outputs of `params` on points X (..., N, 2), in X's dtype, every value -1 or +1."""
+    """T (..., N) for the outputs of `params` on points X (..., N, D), in X's dtype, every value -1 or +1."""
     batch = np.broadcast_shapes(tuple(X.shape[:-2]), tuple(params.W.shape[:-2]))
     _labels(xp, T, batch + (X.shape[-2],), X.dtype, "X")
 
@@ -106,10 +108,10 @@ def _labels(xp: Any, T: Any, shape: tuple, dtype: Any, other: str) -> None:
         raise InvalidInputError("labels T must be -1 or +1; convert {0, 1} labels with moonxp.signed_labels")
 
 
-def learning_rate(lr: Any) -> float:
+def learning_rate(lr: Any, name: str = "learning rate") -> float:
     """lr is a finite number > 0."""
     if not _finite_number(lr) or lr <= 0:
-        raise InvalidInputError(f"learning rate must be a finite number > 0, not {lr!r}")
+        raise InvalidInputError(f"{name} must be a finite number > 0, not {lr!r}")
     return float(lr)
 
 
@@ -134,18 +136,31 @@ def callback(name: str, fn: Any) -> None:
         raise InvalidTypeError(f"{name} must be a function or None, not {type(fn).__name__}")
 
 
-def problem(seed: Any, n_samples: Any, noise: Any, hidden: Any, networks: Any = 1) -> None:
-    """Arguments of `make_problem` / `make_ensemble`: seeds seed..seed+networks-1 all valid for NumPy."""
-    count("networks", networks, 1, MAX_SEED + 1)
+def problem(seed: Any, n_samples: Any, noise: Any, hidden: Any, networks: Any = 1, *,
+            names: dict[str, str] | None = None) -> None:
+    """Arguments of `make_problem` / `make_ensemble`: seeds seed..seed+networks-1 all valid for NumPy.
+
+    `names` renames arguments in messages (the CLI names its options: {"n_samples": "--samples"}).
+    """
+    name = {key: key for key in ("seed", "n_samples", "noise", "hidden", "networks")} | (names or {})
+    count(name["networks"], networks, 1, MAX_SEED + 1)  # NumPy has 2**32 seeds
     try:
-        count("seed", seed, 0, MAX_SEED - networks + 1)
+        count(name["seed"], seed, 0, MAX_SEED - networks + 1)
     except InvalidInputError as exc:
         raise InvalidInputError(f"{exc} (NumPy seeds stay below 2**32, and {networks} networks use seeds "
                                 f"seed to seed + {networks - 1})" if networks > 1 else str(exc)) from None
-    count("n_samples", n_samples, 1)
-    count("hidden", hidden, 1)
+    count(name["n_samples"], n_samples, 1)
+    count(name["hidden"], hidden, 1)
     if not _finite_number(noise) or noise < 0:
-        raise InvalidInputError(f"noise must be a finite number >= 0, not {noise!r}")
+        raise InvalidInputError(f"{name['noise']} must be a finite number >= 0, not {noise!r}")
+
+
+def planar(params: Params) -> None:
+    """The grid is a plane: the params take D = 2 inputs."""
+    if params.W.shape[-2] != 2:
+        raise InvalidInputError(f"the grid spans the (x1, x2) plane, but params.W has shape {tuple(params.W.shape)} "
+                                f"(D = {params.W.shape[-2]} inputs): grids need D = 2; use moonxp.forward on "
+                                f"your own points for other D")
 
 
 def interval(lo: Any, hi: Any) -> tuple[float, float]:

@@ -2,10 +2,12 @@
 
 A run holds the drawn data and parameters on the host, their copies on the device
 (and the gradients and updated parameters beside them), the errors of every network
-at every iteration, the snapshot grids, and, for the PNGs, matplotlib's contour
+at every iteration, the snapshot grids (evaluated in one batch on the device for the
+figures, then moved to the host), and, for the PNGs, matplotlib's contour
 data (about `PLOT_BYTES_PER_POINT` per grid point and panel, measured at G = 256
 and 768). Work tiles are bounded by the execution policy and not counted, except
-a CPU's own (tile elements x workers). The estimate is rough on purpose: a run is
+a CPU's own (tile elements x workers); ``--animate``'s frames are checked apart
+(`animation.check_memory`). The estimate is rough on purpose: a run is
 refused only when it cannot fit, with the option that is furthest over and the
 largest value of it that fits (options the user set come first).
 """
@@ -20,7 +22,8 @@ from ..data import snapshot_iterations
 from ..engine.backend import Backend
 from ..engine.policy import free_device_memory, policy
 from ..errors import InvalidInputError
-from .job import ENSEMBLE_PANELS, Config
+from .animation import PANELS as ENSEMBLE_PANELS  # networks an ensemble's figure (and GIF) shows
+from .job import Config
 
 HOST_ITEMSIZE = 8                 # data, parameters and errors are drawn and kept in float64 on the host
 DRAW_BYTES_PER_POINT = 96         # make_moons: points, labels, indices, noise and their scaled copies
@@ -43,7 +46,7 @@ def needs(config: Config, backend: Backend, plots: bool) -> tuple[int, int]:
                                                         + panels * G * G))
     if plots:
         host += PLOT_BYTES_PER_POINT * (panels * G * G + iters + 1)
-    device = itemsize * (PARAM_COPIES_DEVICE * B * 4 * H + 3 * N + 2 * errors + 2 * min(ENSEMBLE_PANELS, B) * G * G)
+    device = itemsize * (PARAM_COPIES_DEVICE * B * 4 * H + 3 * N + 2 * errors + 2 * panels * G * G)
     if backend.device_name == "cpu":  # a GPU's tiles are a share of its free memory by design; a CPU's are not
         rules = policy(backend.xp, backend.device, backend.dtype)
         device += itemsize * rules.tile_elements * rules.workers

@@ -12,12 +12,15 @@ import contextlib
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
 from .. import __version__
 from ..arrays import is_out_of_memory
+from ..defaults import DTYPES, GRID, HIDDEN, ITERS, LR, NOISE, SAMPLES, SEED
 from ..errors import DivergedError, MoonxpError
-from ..outputs import output_directory
+from ..outputs import output_directory, writable
+from ..saved import save_params
 from ..validate import MAX_SEED
 from . import job, process, report
 
@@ -25,7 +28,6 @@ PROGRESS_DELAY_S = 1.0  # runs shorter than this never show a progress bar
 
 EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
 COMMANDS = ("train", "bench", "info")
-MAX_PLOT_GRID = 4096  # a bigger grid is for moonxp.evaluate_grid or `moonxp bench`, not a PNG
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,8 +37,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _number(kind: Callable, minimum: float | None = None, positive: bool = False,
-            maximum: float | None = None) -> Callable[[str], float]:
+def _number(kind: Callable) -> Callable[[str], float]:
+    """An argparse type that parses an int or a finite float; ranges are checked by `job.check`."""
     def parse(text: str):
         try:
             value = kind(text)
@@ -44,12 +46,6 @@ def _number(kind: Callable, minimum: float | None = None, positive: bool = False
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not finite")
-        if positive and value <= 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-        if minimum is not None and value < minimum:
-            raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum:g}")
-        if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"{text!r} must be <= {maximum}")
         return value
     return parse
 
@@ -76,29 +72,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train and plot (the default command)")
     _device_options(train)
-    train.add_argument("--dtype", default="float64", choices=("float64", "float32"))
-    train.add_argument("--hidden", type=_number(int, 1), default=50, help="hidden units H (default 50)")
-    train.add_argument("--lr", type=_number(float, positive=True), default=0.1, help="learning rate (default 0.1)")
-    train.add_argument("--iters", type=_number(int, 0), default=128, help="gradient steps (default 128)")
-    train.add_argument("--samples", type=_number(int, 1), default=100, help="moons N (default 100)")
-    train.add_argument("--noise", type=_number(float, 0), default=0.0, help="moons noise (default 0)")
-    train.add_argument("--seed", type=_number(int, 0, maximum=MAX_SEED), default=0, help="seed (default 0)")
-    train.add_argument("--ensemble", type=_number(int, 1, maximum=MAX_SEED + 1), default=1, metavar="B",
+    train.add_argument("--dtype", default=DTYPES[0], choices=DTYPES)
+    train.add_argument("--hidden", type=_number(int), default=HIDDEN, help=f"hidden units H (default {HIDDEN})")
+    train.add_argument("--lr", type=_number(float), default=LR, help=f"learning rate (default {LR:g})")
+    train.add_argument("--iters", type=_number(int), default=ITERS, help=f"gradient steps (default {ITERS})")
+    train.add_argument("--samples", type=_number(int), default=SAMPLES, help=f"moons N (default {SAMPLES})")
+    train.add_argument("--noise", type=_number(float), default=NOISE, help=f"moons noise (default {NOISE:g})")
+    train.add_argument("--seed", type=_number(int), default=SEED, help=f"seed, 0 to {MAX_SEED} (default {SEED})")
+    train.add_argument("--ensemble", type=_number(int), default=1, metavar="B",
                        help="train B networks from seeds seed..seed+B-1 at once (default 1)")
-    train.add_argument("--grid", type=_number(int, 2, maximum=MAX_PLOT_GRID), default=100,
-                       help="grid points per side for the boundary plots (default 100)")
+    train.add_argument("--grid", type=_number(int), default=GRID,
+                       help=f"grid points per side for the boundary plots, 2 to {job.MAX_PLOT_GRID} (default {GRID})")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="compile the training steps and the grid (jax.jit / torch.compile) from the same "
-                            "source; default: on for JAX, off for torch; NumPy and CuPy have no compiler")
+                            "source; default: on for JAX and on CUDA (CuPy through torch or JAX via DLPack), "
+                            "off for torch on the CPU; NumPy has no compiler")
     train.add_argument("--out", type=_name, default="moonxp-out", help="output directory (default moonxp-out)")
     train.add_argument("--no-plot", action="store_true", help="write metrics.json only, no PNGs")
     train.add_argument("--json", action="store_true", help="print the metrics as JSON instead of text")
     train.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    train.add_argument("--animate", nargs="?", const=0, type=_number(int), default=None, metavar="K",
+                       help="also write boundaries.gif: the boundary every K iterations (default or 0: every one, "
+                            "at most 200 frames); an ensemble shows its first 4 networks")
+    train.add_argument("--save", type=_name, metavar="FILE", help="save the trained params to FILE (.npz, moonxp.load_params)")
 
     bench = commands.add_parser("bench", help="time the workloads against this machine's limits")
     _device_options(bench)
     bench.add_argument("--quick", action="store_true", help="one size per workload: about a minute on 2 cores")
     bench.add_argument("--json", type=_name, metavar="FILE", help="also write the results as JSON to FILE")
+    bench.add_argument("--sizes", choices=("smoke", "quick", "full"),
+                       help="smoke (each case once, tiny), quick (= --quick) or full (the default)")
+    bench.add_argument("--plot", type=_name, metavar="FILE.png", help="also draw throughput against size to FILE.png")
+    bench.add_argument("--in-process", action="store_true", help="run every backend in this process "
+                       "(default: a fresh process per backend)")
+    saved = bench.add_subparsers(dest="bench_command", parser_class=_Parser)
+    show = saved.add_parser("show", help="print (and --plot) a saved run: moonxp bench show RUN.json")
+    show.add_argument("results", nargs=1, metavar="RUN.json")
+    compare = saved.add_parser("compare", help="per-case ratios of runs to the first: bench compare A.json B.json")
+    compare.add_argument("results", nargs="+", metavar="RUN.json", help="bench --json or pytest --benchmark-json "
+                         "files; the first is the baseline")
+    for saved_command in (show, compare):
+        saved_command.add_argument("--plot", type=_name, metavar="FILE.png", help="also draw it to FILE.png")
 
     commands.add_parser("info", help="versions, backends and devices found here")
     return parser
@@ -126,7 +140,7 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> int:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):  # argparse prints to sys.*
             parser = build_parser()
             args = parser.parse_args(argv)
-            lists = [name for name, value in vars(args).items() if isinstance(value, list)]
+            lists = [name for name, value in vars(args).items() if isinstance(value, list) and name != "results"]
             if lists:  # argparse turns '--lr=--' into [] without calling `type` (CPython 3.11)
                 parser.error(f"argument --{lists[0].replace('_', '-')}: expected one argument")
     except SystemExit as exit:  # --help, --version, or a usage error already printed
@@ -143,24 +157,28 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> int:
     except MoonxpError as exc:
         stderr.write(f"moonxp: error: {exc}\n")
         return EXIT_USAGE
-    except MemoryError:
+    except Exception as exc:
+        # device first: CuPy's OutOfMemoryError is a MemoryError too
+        if is_out_of_memory(exc):  # e.g. a compiled program (jax.jit) ran out of device memory
+            stderr.write(f"moonxp: error: out of device memory ({str(exc).splitlines()[0]}): free device memory, "
+                         f"use --dtype float32, or a smaller problem\n")
+            return EXIT_USAGE
+        if not isinstance(exc, MemoryError):
+            raise
         fix = "use --quick" if args.command == "bench" else "use a smaller --samples, --hidden, --ensemble or --grid"
         stderr.write(f"moonxp: error: out of host memory: {fix}\n")
-        return EXIT_USAGE
-    except Exception as exc:
-        if not is_out_of_memory(exc):  # a compiled program (jax.jit) ran out of device memory
-            raise
-        stderr.write(f"moonxp: error: out of device memory ({str(exc).splitlines()[0]}): free device memory, "
-                     f"use --dtype float32, or a smaller problem\n")
         return EXIT_USAGE
 
 
 def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     config = job.Config(hidden=args.hidden, lr=args.lr, iters=args.iters, samples=args.samples,
                         noise=args.noise, seed=args.seed, ensemble=args.ensemble, grid=args.grid,
-                        device=args.device, backend=args.backend, dtype=args.dtype, compile=args.compile)
+                        device=args.device, backend=args.backend, dtype=args.dtype, compile=args.compile,
+                        animate=args.animate)
     run = job.start(config, plots=not args.no_plot)  # bad input, sizes, backend or device fail here, before --out
     directory = output_directory(args.out)
+    if args.save:
+        writable(args.save, "--save")
     from tqdm.auto import tqdm  # a bar only where stderr is a terminal (disable=None) and a run is long (delay)
     bar = tqdm(total=config.iters, file=stderr, disable=True if args.quiet else None, delay=PROGRESS_DELAY_S,
                unit="it", leave=False, dynamic_ncols=True)
@@ -182,7 +200,11 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         finally:
             bar.close()
         metrics = report.metrics(run, "diverged", str(diverged)) if diverged else report.metrics(run)
-        written = report.write(run, directory, not args.no_plot and not diverged, metrics)
+        saved = []
+        if args.save and not diverged:  # before the report: a failure here leaves no figures of an "ok" run
+            save_params(args.save, run.params, metadata={"moonxp": __version__, "config": config.as_dict()})
+            saved.append(Path(args.save))
+        written = report.write(run, directory, not args.no_plot and not diverged, metrics) + saved
     except KeyboardInterrupt:
         _abandon(run, directory, "interrupted", None, stderr)
         raise

@@ -1,4 +1,5 @@
-"""`python -m moonxp info`: versions, the backends found, the devices, and their measured limits."""
+"""`python -m moonxp info`: versions, the backends found (and how each runs: eager or compiled), the devices,
+and their measured limits."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import importlib.util
 
 from .. import __version__
 from ..benchmark.limits import measure
+from ..arrays import device_context
 from ..engine.backend import BACKENDS, resolve
+from ..engine.executor import execution
+from ..engine.policy import policy
 from ..environment import machine, versions
 from ..errors import MoonxpError
 
@@ -15,25 +19,31 @@ MODULES = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "jax": "jax", "ar
 
 
 def backends() -> list[dict]:
-    """For each backend: installed version, and on which devices it is usable (or why not)."""
+    """For each backend: installed version, on which devices it is usable (or why not), and how it runs there
+    by default (`execution`: "eager", "jax.jit", "torch.compile via DLPack", ...)."""
     found = []
     for name in BACKENDS:
         if importlib.util.find_spec(MODULES[name]) is None:
-            found.append({"name": name, "version": None, "usable": [], "not_usable": {"all": "not installed"}})
+            found.append({"name": name, "version": None, "usable": [], "not_usable": {"all": "not installed"},
+                          "execution": {}})
             continue
-        usable, problems = [], {}
+        usable, problems, runs = [], {}, {}
         for device in ("cpu", "cuda"):
             try:
-                usable.append(resolve(device, name, "float32").device_name)
+                backend = resolve(device, name, "float32")
             except MoonxpError as exc:
                 if not str(exc).startswith(name):  # "<name> runs on ... only" is no news
                     problems[device] = str(exc)
+                continue
+            usable.append(backend.device_name)
+            with device_context(backend.xp, backend.device):
+                runs[backend.device_name] = execution(policy(backend.xp, backend.device, backend.dtype), None)
         try:
             version = getattr(importlib.import_module(MODULES[name]), "__version__", None)
         except Exception as exc:  # a broken install: resolve has said why, as "not usable: <reason>"
             version = None
             problems = {"all": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
-        found.append({"name": name, "version": version, "usable": usable, "not_usable": problems})
+        found.append({"name": name, "version": version, "usable": usable, "not_usable": problems, "execution": runs})
     return found
 
 
@@ -70,7 +80,7 @@ def text(measure_limits: bool = True) -> str:
              "", "backends:"]
     for b in backends():
         why_not = dict(b["not_usable"])
-        state = ("usable on " + ", ".join(b["usable"]) if b["usable"] else
+        state = ("usable on " + ", ".join(f"{d} ({b['execution'][d]})" for d in b["usable"]) if b["usable"] else
                  "not usable" + (f": {why_not.pop('all')}" if "all" in why_not else ""))
         lines.append(f"  {b['name']:17} {b['version'] or '-':12} {state}")
         lines += [f"  {'':17} {'':12} {device}: {why}" for device, why in why_not.items()]
@@ -83,7 +93,7 @@ def text(measure_limits: bool = True) -> str:
         for device in ["cpu"] + [g["device"] for g in gpus()]:
             for dtype in ("float32", "float64"):
                 try:
-                    lim = measure(resolve(device, None, dtype), quick=True)
+                    lim = measure(resolve(device, None, dtype), "quick")
                 except MoonxpError as exc:
                     lines.append(f"  {device} {dtype}: not measured ({exc})")
                     continue

@@ -1,31 +1,32 @@
 """The main job: the homework run (or an ensemble of it) on a chosen backend, with snapshots.
 
 Data and initial parameters are drawn on the host and moved to the device
-once. Training runs from snapshot to snapshot (iterations 0, 1, 3, 7, ...);
-only there are errors read back and the decision function evaluated on the
-grid, so the device is not synchronized in between.
+once. Training runs from snapshot to snapshot (iterations 0, 1, 3, 7, ...,
+and every animation frame); only there are errors read back and the
+parameters kept (on the device), so the device is not synchronized in
+between. The report evaluates the kept parameters' grids, batched, to draw.
 """
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from .. import defaults
-from ..arrays import to_host
+from .. import defaults, validate
+from ..arrays import device_context, to_host
 from ..data import make_ensemble, make_problem, snapshot_iterations
-from ..defaults import GRID_HI, GRID_LO
 from ..engine.backend import Backend, resolve
-from ..engine.grid import evaluate_grid
+from ..engine.executor import execution
 from ..engine.policy import policy
 from ..engine.training import evaluate, train
 from ..errors import DivergedError, InvalidInputError, InvalidTypeError
 from ..kernels import Params
-ENSEMBLE_PANELS = 4  # networks whose final boundary an ensemble run draws
+from . import animation
+
+MAX_PLOT_GRID = 4096  # a bigger grid is for moonxp.evaluate_grid or `moonxp bench`, not a PNG
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Config:
     backend: str | None = None
     dtype: str = defaults.DTYPES[0]
     compile: bool | None = None
+    animate: int | None = None  # None: no animation; 0: a frame every iteration (at most MAX_FRAMES); k: every k-th
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -51,46 +53,65 @@ class Config:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """State before update `iteration`: errors (B, iteration + 1) so far, network 0's grid (G, G)."""
+    """State before update `iteration`: errors (B, iteration + 1) so far, network 0's params (on the device)."""
 
     iteration: int
     errors: np.ndarray
-    grid: np.ndarray
+    params: Params
 
 
 @dataclass
 class Run:
-    """A run's inputs and what it has produced so far (host arrays); `finished` once complete."""
+    """A run's inputs and what it has produced so far (host arrays; params on the device); `finished` once complete."""
 
     config: Config
     backend: Backend
     X: np.ndarray
     T: np.ndarray
     initial: Params
-    axis: np.ndarray
+    execution: str                           # how the work runs: "eager", "jax.jit", "torch.compile via DLPack"...
     snapshots: list[Snapshot] = field(default_factory=list)
     errors: np.ndarray | None = None         # (B, iterations reached + 1)
     accuracy: np.ndarray | None = None       # (B,)
-    final_grids: np.ndarray | None = None    # (k, G, G): an ensemble's first networks
+    params: Params | None = None             # the trained networks (on the device)
+    frames: list[tuple[int, Params]] = field(default_factory=list)  # (iteration, the first networks' params)
     timings: dict = field(default_factory=dict)
     finished: bool = False
 
 
+def check(config: Config) -> None:
+    """Every value of `config` in range, or an InvalidInputError naming its command-line option."""
+    validate.problem(config.seed, config.samples, config.noise, config.hidden, config.ensemble,
+                     names={"seed": "--seed", "n_samples": "--samples", "noise": "--noise", "hidden": "--hidden",
+                            "networks": "--ensemble"})
+    validate.learning_rate(config.lr, "--lr")
+    validate.count("--iters", config.iters, 0)
+    validate.count("--grid", config.grid, 2, MAX_PLOT_GRID)
+    if config.animate is not None:
+        validate.count("--animate", config.animate, 0)
+
+
 def start(config: Config, plots: bool = True) -> Run:
-    """Resolve the backend, check the memory the run needs (`budget`) and draw the data: quick, so bad
-    input is reported before any training."""
+    """Check the config and the memory the run needs (`budget`, with the figures if `plots`), resolve the
+    backend and draw the data: quick, so bad input is reported before any training."""
     from . import budget
 
+    check(config)
     backend = resolve(config.device, config.backend, config.dtype)
-    if config.compile and policy(backend.xp, backend.device, backend.dtype).compiler is None:
-        raise InvalidTypeError(f"{backend.name} has no compiler: --compile needs --backend jax or torch")
+    with device_context(backend.xp, backend.device):
+        run_policy = policy(backend.xp, backend.device, backend.dtype)
+    if config.compile and run_policy.compiler is None:
+        raise InvalidTypeError(f"{backend.name} has no compiler: --compile needs --backend jax or torch "
+                               f"(or --device cuda with torch or JAX installed)")
     budget.check(config, backend, plots)
     if config.ensemble == 1:
         X, T, initial = make_problem(config.seed, config.samples, config.noise, config.hidden)
     else:
         X, T, initial = make_ensemble(config.seed, config.ensemble, config.samples, config.noise, config.hidden)
     _check_noise(config, X, initial)
-    return Run(config, backend, X, T, initial, np.linspace(GRID_LO, GRID_HI, config.grid))
+    if config.animate is not None:
+        animation.check_memory(config, backend)
+    return Run(config, backend, X, T, initial, execution(run_policy, config.compile))
 
 
 def _check_noise(config: Config, X: np.ndarray, initial: Params) -> None:
@@ -113,11 +134,12 @@ def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot:
     params = Params(*(backend.asarray(p) for p in run.initial))
     X, T = backend.asarray(run.X), backend.asarray(run.T)
     network0 = (lambda p: Params(*(a[0, ...] for a in p))) if config.ensemble > 1 else (lambda p: p)
-    grid = functools.partial(evaluate_grid, size=config.grid, lo=GRID_LO, hi=GRID_HI, compile=config.compile)
+    shown = (lambda p: Params(*(a[:animation.PANELS, ...] for a in p))) if config.ensemble > 1 else (lambda p: p)
     stops = snapshot_iterations(config.iters)
+    frames = set() if config.animate is None else set(animation.frame_iterations(config.iters, config.animate))
     columns, done = [], 0
-    run.timings = timings = {"train_s": 0.0, "grid_s": 0.0, "total_s": 0.0}  # kept current for partial runs
-    for target in sorted(set(stops) | {config.iters}):
+    run.timings = timings = {"train_s": 0.0, "total_s": 0.0}  # kept current for partial runs
+    for target in sorted(set(stops) | frames | {config.iters}):
         tick = time.perf_counter()
         on_progress = None if progress is None else (lambda k, n, done=done: progress(done + k, config.iters))
         try:
@@ -130,17 +152,14 @@ def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot:
         run.errors = np.concatenate(columns + [errors[:, -1:]], axis=1)  # (B, target + 1)
         done, tock = target, time.perf_counter()
         timings["train_s"] += tock - tick
+        if target in frames:
+            run.frames.append((target, shown(params)))
         if target in stops:
-            image = to_host(grid(network0(params)))
-            timings["grid_s"] += time.perf_counter() - tock
-            run.snapshots.append(Snapshot(target, run.errors, image))
+            run.snapshots.append(Snapshot(target, run.errors, network0(params)))
             on_snapshot(run.snapshots[-1])
         timings["total_s"] = time.perf_counter() - started
-    tick = time.perf_counter()
+    run.params = params
     run.accuracy = to_host(evaluate(params, X, T, compile=config.compile)[1]).reshape(-1)
-    if config.ensemble > 1:
-        run.final_grids = to_host(grid(Params(*(a[:min(ENSEMBLE_PANELS, config.ensemble), ...] for a in params))))
-    timings["grid_s"] += time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - started
     run.finished = True
     return run

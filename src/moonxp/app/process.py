@@ -97,15 +97,29 @@ class GuardedStdout:
         pass  # every write is flushed
 
 
+def _settle() -> None:
+    """The outcome is decided: later signals change nothing, not even while Python shuts down (it would
+    restore their default action, killing the process, before it exits)."""
+    _received.append(0)  # `_interrupt` now returns without raising
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def main_exit() -> None:
     """Console-script entry point: install the signal handlers, import and run the command line, exit."""
     install()
+    code = None
     try:
         from .cli import main
         code = main()
-    except KeyboardInterrupt as exc:  # during the imports: nothing was started, nothing to write
-        sys.stderr.write(message(exc))
-        code = exit_code(exc)
+    except KeyboardInterrupt as exc:
+        if code is None:  # during the imports: nothing was started, nothing to write
+            sys.stderr.write(message(exc))
+            code = exit_code(exc)
+    try:
+        _settle()
+    except KeyboardInterrupt:  # a signal just before `_settle` took effect: the run has ended all the same
+        pass
     if code == SIGPIPE_EXIT:
         _silence_stdout()
     sys.exit(code)

@@ -10,13 +10,14 @@ import numpy as np
 from .. import __version__, plot
 from ..environment import versions
 from ..outputs import locked, remove, write_figure, write_json
+from . import animation
 from .job import Run, Snapshot
 
 def header(run: Run) -> str:
-    """One line: backend, version, device, dtype and the problem's sizes."""
+    """One line: backend, version, device, dtype, how it runs (eager or compiled) and the problem's sizes."""
     c, b = run.config, run.backend
     networks = f", {c.ensemble} networks" if c.ensemble > 1 else ""
-    return (f"moonxp {__version__}: {b.name} {b.version} on {b.device_name}, {b.dtype_name} | "
+    return (f"moonxp {__version__}: {b.name} {b.version} on {b.device_name}, {b.dtype_name}, {run.execution} | "
             f"N={c.samples} moons (noise {c.noise:g}), H={c.hidden}{networks}, {c.iters} iterations, "
             f"lr {c.lr:g} | grid {c.grid}x{c.grid}")
 
@@ -65,7 +66,8 @@ def metrics(run: Run, status: str = "ok", message: str | None = None) -> dict:
         "moonxp": __version__,
         "status": status,
         "config": run.config.as_dict(),
-        "backend": {"name": b.name, "version": b.version, "device": b.device_name, "dtype": b.dtype_name},
+        "backend": {"name": b.name, "version": b.version, "device": b.device_name, "dtype": b.dtype_name,
+                    "execution": run.execution},
         "versions": versions(b.name),
         "snapshots": [{"iteration": s.iteration, "error": _floats(s.errors[0, -1:])[0]} for s in run.snapshots],
         "errors": _floats(errors[0]),
@@ -87,30 +89,36 @@ def metrics(run: Run, status: str = "ok", message: str | None = None) -> dict:
     return data
 
 
-FIGURES = ("boundaries.png", "curve.png", "ensemble.png")  # every figure a run may write
+FIGURES = ("boundaries.png", "curve.png", "ensemble.png", "boundaries.gif")  # every figure a run may write
 
 
 def write(run: Run, directory: Path, plots: bool, metrics: dict) -> list[Path]:
-    """Write `metrics` (given the names of the figures, "figures") as metrics.json and, for a finished run
-    with `plots`, the figures; return the paths.
+    """Write `metrics` (given the names of the figures, "figures") as metrics.json and, for a finished run,
+    the figures (`plots`) and the animation (``--animate``); return the paths.
 
-    The directory then holds this run's files only: under a lock on the directory, metrics.json
-    is written first (with status "writing" when figures follow), then the figures of any
-    earlier run are removed, this run's figures are written, and metrics.json is final last. A failure or interruption on the way
-    leaves metrics.json of this run marked "writing" (see `abandon`), never a mix of runs
-    presented as one.
+    The figures are drawn first (their grids are evaluated then: the device may run out of
+    memory, before anything is written). Then the directory comes to hold this run's files
+    only: under a lock on the directory, metrics.json is written first (with status
+    "writing" when figures follow), the figures of any earlier run are removed, this run's
+    figures and animation are written, and metrics.json is final last. A failure or
+    interruption on the way leaves metrics.json of this run marked "writing" (the caller then
+    marks it, see `abandon`), never a mix of runs presented as one.
     """
     figures = _figures(run) if plots and run.finished else {}
-    metrics["figures"] = list(figures)
+    gif = run.finished and bool(run.frames)
+    metrics["figures"] = list(figures) + (["boundaries.gif"] if gif else [])
     written = []
     with locked(directory):
-        write_json(directory / "metrics.json", {**metrics, "status": "writing"} if figures else metrics)
+        write_json(directory / "metrics.json", {**metrics, "status": "writing"} if metrics["figures"] else metrics)
         for name in FIGURES:
             remove(directory / name)
-        if figures:
-            for name, figure in figures.items():
-                write_figure(directory / name, figure)
-                written.append(directory / name)
+        for name, figure in figures.items():
+            write_figure(directory / name, figure)
+            written.append(directory / name)
+        if gif:
+            animation.write(directory / "boundaries.gif", run)
+            written.append(directory / "boundaries.gif")
+        if metrics["figures"]:
             write_json(directory / "metrics.json", metrics)
     return written + [directory / "metrics.json"]
 
@@ -124,12 +132,12 @@ def abandon(run: Run, directory: Path, status: str, message: str | None = None) 
 
 
 def _figures(run: Run) -> dict:
+    """This run's PNG figures by file name, drawn from its kept params (grids evaluated where they live)."""
+    c = run.config
     titles = ["It: %d, Error: %.3f" % (s.iteration, s.errors[0, -1]) for s in run.snapshots]
-    figures = {"boundaries.png": plot.boundaries(run.axis, [s.grid for s in run.snapshots], titles, run.X, run.T)}
-    spread = np.percentile(run.errors, [5, 95], axis=0) if len(run.errors) > 1 else None
-    figures["curve.png"] = plot.curve(run.errors[0], spread)
-    if run.final_grids is not None:
-        labels = [f"network {k}: error {e:.3f}" for k, e in enumerate(run.errors[:len(run.final_grids), -1])]
-        figures["ensemble.png"] = plot.ensemble(run.axis, run.final_grids, labels, run.X, run.T,
-                                                run.errors[:, -1], run.accuracy)
+    figures = {"boundaries.png": plot.boundaries([s.params for s in run.snapshots], run.X, run.T,
+                                                 titles=titles, size=c.grid, compile=c.compile),
+               "curve.png": plot.curve(run.errors)}
+    if c.ensemble > 1:
+        figures["ensemble.png"] = plot.ensemble(run.params, run.X, run.T, size=c.grid, compile=c.compile)
     return figures

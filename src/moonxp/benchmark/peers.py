@@ -14,7 +14,13 @@ from __future__ import annotations
 import functools
 import numpy as np
 
-GRID_CHUNK_POINTS = 4096  # rows of a grid the peers evaluate at a time, to bound memory
+GRID_CHUNK_POINTS = 4096            # grid points a peer evaluates at a time on a CPU (cache-sized blocks)
+GPU_CHUNK_ELEMENTS = 1 << 26        # (points, H) elements of a block on a GPU: a few hundred MB, fills the chip
+
+
+def grid_block_points(gpu: bool, hidden: int) -> int:
+    """Grid points per block of a peer's grid: cache-sized on a CPU, chip-filling on a GPU."""
+    return max(GRID_CHUNK_POINTS, GPU_CHUNK_ELEMENTS // hidden) if gpu else GRID_CHUNK_POINTS
 
 
 def _batched_homework(W, b, v, X, T, lr, iters, relu):
@@ -73,13 +79,17 @@ class TorchEager:
         import torch
         X2, X1 = torch.meshgrid(axis, axis, indexing="ij")
         X = torch.stack([X1.reshape(-1), X2.reshape(-1)], dim=1)
-        step = max(GRID_CHUNK_POINTS, (1 << 26) // W.shape[-1]) if X.is_cuda else GRID_CHUNK_POINTS
+        step = grid_block_points(X.is_cuda, W.shape[-1])
         rows = [(X[i:i + step] @ W + b).relu() @ v for i in range(0, len(X), step)]
         return torch.cat(rows).reshape(len(axis), len(axis))
 
 
 class JaxJit:
-    """JAX with the whole training loop (`lax.fori_loop`) and the grid (`lax.map` over row blocks) jitted."""
+    """JAX with the whole training loop (`lax.fori_loop`) and the grid (`lax.map` over row blocks) jitted.
+
+    Row blocks hold `grid_block_points` points: 4096 on a CPU, millions on a GPU,
+    where 4096-point blocks would be thousands of sequential dispatches.
+    """
 
     name, backend = "jax-jit", "jax"
 
@@ -89,7 +99,8 @@ class JaxJit:
 
     @staticmethod
     def grid(W, b, v, axis):
-        return _jax_grid(W, b, v, axis)
+        gpu = any(device.platform != "cpu" for device in axis.devices())
+        return _jax_grid_compiled()(W, b, v, axis, grid_block_points(gpu, W.shape[-1]))
 
 
 def _jax_train(W, b, v, X, T, lr, iters):
@@ -118,19 +129,15 @@ def _jax_train_compiled():
     return train
 
 
-def _jax_grid(W, b, v, axis):
-    return _jax_grid_compiled()(W, b, v, axis)
-
-
 @functools.lru_cache(maxsize=1)
 def _jax_grid_compiled():
     import jax
     import jax.numpy as jnp
 
-    @jax.jit
-    def grid(W, b, v, axis):
+    @functools.partial(jax.jit, static_argnums=4)
+    def grid(W, b, v, axis, block_points):
         G = axis.shape[0]
-        rows = max(1, GRID_CHUNK_POINTS // G)
+        rows = max(1, block_points // G)
         blocks = -(-G // rows)
         x2 = jnp.pad(axis, (0, blocks * rows - G)).reshape(blocks, rows)
 

@@ -1,137 +1,115 @@
 """`python -m moonxp bench`: time the workloads on a device, against its measured limits and peers.
 
 For each workload, size and dtype, moonxp and every installed peer run the
-same problem; times are medians after a warm-up call, with the device
-synchronized before the clock is read. Each result is reported as a share of
-the device's roofline (`limits`) and as a ratio to the best peer of the same
-run.
+same problem (`cases.for_run`); times are medians after a warm-up call, with the
+device synchronized before the clock is read (`limits.median_time`). Each
+backend's cases run in a fresh process (`worker`), one backend after another.
+Each result is then reported as a share of the device's roofline (`limits`)
+and as a ratio to the best peer of the same run. `bench show` and `bench
+compare` read saved runs back.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-from dataclasses import dataclass
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Callable, Iterator, TextIO
 
 from .. import __version__
-from ..engine.backend import resolve
+from ..errors import InvalidInputError
 from ..environment import machine, versions
-from ..errors import MoonxpError, OutputError
-from ..outputs import output_directory, write_json
-from .limits import measure, median_time, roofline
-from .peers import PEERS
-from .workloads import WORKLOADS, Workload, make_call
+from ..outputs import output_directory, writable, write_figure, write_json
+from . import compare, results as res
+from .cases import Case, for_run
+from .workloads import WORKLOADS
+from .worker import ENVIRONMENT, MATMUL_PRECISION, TIMING, run
 
-DTYPES = ("float32", "float64")
-QUICK_DTYPES = ("float32",)
 EXIT_ALL_FAILED = 1
-MAX_SECONDS = 6.0  # a slow peer stops repeating after this long (at least one timed call)
 
 
-@dataclass(frozen=True)
-class Case:
-    """One measurement: a workload at a size and dtype, by one implementation on one backend."""
-
-    workload: Workload
-    size: int
-    dtype: str
-    implementation: str        # "moonxp" or a peer's name
-    backend: str
-    device: str
-    compile: bool | None = None
-
-    @property
-    def label(self) -> str:
-        if self.implementation != "moonxp":
-            return self.implementation
-        return "moonxp" + {None: "", True: "+compile", False: " eager"}[self.compile] + f" ({self.backend})"
+def _groups(todo: list[Case]) -> dict:
+    """Case indices by (backend, device), in order of first appearance: one worker process each."""
+    groups: dict = {}
+    for k, case in enumerate(todo):
+        groups.setdefault((case.backend, case.device), []).append(k)
+    return groups
 
 
-def cases(device: str, backend: str | None, quick: bool) -> list[Case]:
-    """Every measurement of a run: moonxp on the chosen backend, peers usable on the same device."""
-    gpu = device.startswith("cuda")
-    chosen = resolve(device, backend, "float32").name
-    # eager and compiled side by side where the backend has a compiler
-    implementations = {"torch": [("moonxp", chosen, False), ("moonxp", chosen, True)],
-                       "jax": [("moonxp", chosen, True), ("moonxp", chosen, False)]}.get(chosen, [("moonxp", chosen, None)])
-    if gpu:
-        implementations.append(("moonxp", "numpy", None))  # the CPU baseline, in the same run
-    implementations += [(peer.name, peer.backend, None) for peer in PEERS.values()
-                        if (peer.backend == "numpy" and not gpu) or _usable(device, peer.backend)]
-    mode = ("quick-gpu" if gpu else "quick") if quick else ("gpu" if gpu else "cpu")
-    out = []
-    for workload in WORKLOADS.values():
-        sizes = workload.sizes[mode]
-        for dtype in ("float64",) if workload.name == "homework" else QUICK_DTYPES if quick else DTYPES:
-            for size in sizes:
-                for impl, name, compile in implementations:
-                    on_cpu = name == "numpy"
-                    if on_cpu and gpu and size != sizes[0]:
-                        continue  # the CPU baseline runs the smallest GPU size only
-                    out.append(Case(workload, size, dtype, impl, name, "cpu" if on_cpu else device, compile))
-    return out
+def _in_subprocess(request: dict) -> Iterator[dict]:
+    """`worker.run(request)` in a fresh Python process: its messages, then {"exit": code}."""
+    source = str(Path(__file__).resolve().parents[2])  # this moonxp, not another one on the path
+    env = {**os.environ, **ENVIRONMENT,
+           "PYTHONPATH": os.pathsep.join(filter(None, (source, os.environ.get("PYTHONPATH"))))}
+    with subprocess.Popen([sys.executable, "-m", "moonxp.benchmark.worker"], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True, env=env) as worker:
+        worker.stdin.write(json.dumps(request))
+        worker.stdin.close()
+        for line in worker.stdout:
+            try:
+                yield json.loads(line)
+            except ValueError:  # a library printed to stdout: pass it on
+                yield {"say": line}
+    yield {"exit": worker.returncode}
 
 
-def _usable(device: str, backend: str) -> bool:
-    try:
-        resolve(device, backend, "float32")
-        return True
-    except MoonxpError:
-        return False
+def measure_all(todo: list[Case], mode: str, isolate: bool, stderr: TextIO,
+                after_each: Callable[[list, dict], None] | None = None) -> tuple[list[dict | None], dict]:
+    """Time every case, one backend at a time; (results in `todo`'s order, None where unusable; limits).
 
-
-def run_case(case: Case, limits: dict) -> dict:
-    """Measure one case; the result is a JSON-ready dict (with "error" if it failed).
-
-    `limits` caches each (device, dtype)'s measured limits, taken with the first backend run there.
+    The first backend on each device also measures its limits, in every dtype of the run.
+    `after_each(results, limits)` is called after each backend (to save what is done so far).
     """
-    key = (case.device, case.dtype)
-    result = {"workload": case.workload.name, "size": case.size,
-              "size_label": case.workload.size_label.format(case.size), "dtype": case.dtype,
-              "implementation": case.label, "backend": case.backend, "device": case.device, "unit": case.workload.unit}
-    try:
-        backend = resolve(case.device, case.backend, case.dtype)
-        result["backend_version"] = backend.version
-        if key not in limits:  # the first backend measured on a device measures its limits
-            limits[key] = measure(backend, quick=True)
-        call = make_call(case.workload, case.size, backend, case.implementation, case.compile)
-        seconds, repeats = median_time(call, min_repeats=3, min_seconds=1.0, max_seconds=MAX_SECONDS)
-    except Exception as exc:  # a peer out of memory, say: report it, keep going
-        return {**result, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
-    workload = case.workload
-    throughput = workload.items(case.size) / seconds
-    itemsize = 4 if case.dtype == "float32" else 8
-    bound = roofline(limits[key], workload.flops_per_item, workload.bytes_per_item(itemsize))
-    return {**result, "median_s": seconds, "repeats": repeats, "throughput": throughput,
-            "flops_per_s": throughput * workload.flops_per_item, "percent_of_limit": 100 * throughput / bound}
-
-
-def add_ratios(results: list[dict]) -> None:
-    """Give each moonxp result its ratio to the best peer measured on the same problem and device."""
-    for r in results:
-        if not r["implementation"].startswith("moonxp") or "throughput" not in r:
-            continue
-        peers = [p["throughput"] for p in results if "throughput" in p and not p["implementation"].startswith("moonxp")
-                 and (p["workload"], p["size"], p["dtype"], p["device"]) == (r["workload"], r["size"], r["dtype"],
-                                                                            r["device"])]
-        if peers:
-            r["ratio_to_best_peer"] = r["throughput"] / max(peers)
-
-
-def _si(value: float) -> str:
-    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if value >= scale:
-            return f"{value / scale:.3g} {prefix}"
-    return f"{value:.3g} "
+    results: list[dict | None] = [None] * len(todo)
+    limits: dict = {}
+    done = 0
+    for (backend, device), indices in _groups(todo).items():
+        wanted = [[device, dtype, mode] for dtype in dict.fromkeys(c.dtype for c in todo if c.device == device)
+                  if (device, dtype) not in limits]
+        request = {"cases": [todo[k].spec() for k in indices], "timing": TIMING[mode], "limits": wanted}
+        usable = True
+        for message in (_in_subprocess if isolate else run)(request):
+            if "say" in message:
+                stderr.write(message["say"])
+            elif message.get("usable") is False:
+                usable = False
+                stderr.write(f"skipped: {backend} does not run on {device} here "
+                             f"({', '.join(dict.fromkeys(todo[k].label for k in indices))})\n")
+            elif "limits" in message:
+                lim = message["limits"]
+                limits[lim.pop("device"), lim.pop("dtype")] = lim
+            elif "result" in message:
+                k = indices[message["index"]]
+                results[k] = r = message["result"]
+                done += 1
+                stderr.write(f"[{done}/{len(todo)}] {r['workload']} {r['size_label']} {r['dtype']} "
+                             f"{r['implementation']} on {r['device']}: "
+                             + (f"{r['median_s'] * 1e3:.2f} ms\n" if "median_s" in r else f"failed: {r['error']}\n"))
+                stderr.flush()
+            elif message.get("exit"):  # the worker died (killed for memory, say): its other cases failed
+                for k in indices:
+                    if results[k] is None:
+                        results[k] = {**todo[k].record(), "error": f"worker process exited with code "
+                                                                   f"{message['exit']}"}
+        if not usable:
+            for k in indices:
+                results[k] = None
+        if after_each is not None:
+            after_each(results, limits)
+    return results, limits
 
 
 def table(results: list[dict], limits: dict) -> str:
     """One text table per device."""
     lines = []
     for device in dict.fromkeys(r["device"] for r in results):
-        marks = ", ".join(f"{dtype}: matmul {_si(lim['matmul_flops'])}FLOP/s, copy {_si(lim['copy_bandwidth'])}B/s"
+        marks = ", ".join(f"{dtype}: matmul {res.si(lim['matmul_flops'])}FLOP/s, copy "
+                          f"{res.si(lim['copy_bandwidth'])}B/s" if "matmul_flops" in lim
+                          else f"{dtype}: limits failed ({lim.get('error')})"
                           for (dev, dtype), lim in sorted(limits.items()) if dev == device)
         lines += ["", f"== {device} | {marks}",
                   f"{'workload':14} {'size':>11} {'dtype':8} {'implementation':22} {'median':>10} "
@@ -142,38 +120,106 @@ def table(results: list[dict], limits: dict) -> str:
                 lines.append(f"{head} failed: {r['error']}")
                 continue
             ratio = f"{r['ratio_to_best_peer']:.2f}x" if "ratio_to_best_peer" in r else ""
-            lines.append(f"{head} {r['median_s'] * 1e3:8.2f}ms {_si(r['throughput']) + r['unit']:>28} "
-                         f"{r['percent_of_limit']:7.2f}% {ratio:>8}")
+            share = f"{r['percent_of_limit']:7.2f}%" if "percent_of_limit" in r else f"{'-':>8}"
+            lines.append(f"{head} {r['median_s'] * 1e3:8.2f}ms {res.si(r['throughput']) + r['unit']:>28} "
+                         f"{share} {ratio:>8}")
     return "\n".join(lines) + "\n"
 
 
-def main(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    """Run the benchmark for `args.device`/`args.backend` (`--quick` for small sizes); print, and write JSON."""
-    path = Path(args.json) if args.json else None
-    if path is not None:  # fail now, not after the measurements
-        if path.is_dir():
-            raise OutputError(f"--json {str(path)!r} is a directory: give a file name")
-        output_directory(path.parent, option="--json")
-    todo = cases(args.device, args.backend, args.quick)
-    limits: dict = {}
-    results = []
-    for k, case in enumerate(todo, 1):
-        stderr.write(f"[{k}/{len(todo)}] {case.workload.name} {case.workload.size_label.format(case.size)} "
-                     f"{case.dtype} {case.label} on {case.device} ...")
-        stderr.flush()
-        results.append(run_case(case, limits))
-        r = results[-1]
-        stderr.write(f" {r['median_s'] * 1e3:.2f} ms\n" if "median_s" in r else f" failed: {r['error']}\n")
-    add_ratios(results)
-    stdout.write(table(results, limits))
-    if path is not None:
-        report = {"moonxp": __version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                  "machine": machine(), "versions": {name: versions(name) for name in {c.backend for c in todo}},
-                  "limits": [{"device": d, "dtype": t, **lim} for (d, t), lim in limits.items()],
-                  "results": results}
-        write_json(path, report, option="--json")
-        stdout.write(f"wrote {path}\n")
-    failed = sum("error" in r for r in results)
+def _checked(path: str | None, option: str) -> Path | None:
+    """`path` (given as `option`) as a Path, once it is known to be writable: fail now, not after the measurements."""
+    if path is None:
+        return None
+    output_directory(Path(path).parent, option)
+    writable(path, option)
+    return Path(path)
+
+
+def _limits_by_key(report: dict) -> dict:
+    return {(lim["device"], lim["dtype"]): lim for lim in report["limits"]}
+
+
+def _report(todo: list[Case], timed: list[dict | None], limits: dict, in_process: bool, complete: bool) -> dict:
+    """The run's JSON report: post-processed results (table order), limits, machine and versions."""
+    found = [res.finish(r, limits.get((r["device"], r["dtype"]))) for r in timed if r is not None]
+    order = {name: k for k, name in enumerate(WORKLOADS)}
+    found.sort(key=lambda r: (r["device"] != todo[0].device, order[r["workload"]], r["dtype"], r["size"]))
+    res.add_ratios(found)
+    return {"schema": res.SCHEMA, "moonxp": __version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "machine": machine(),
+            "versions": {name: versions(name) for name in dict.fromkeys(r["backend"] for r in found)},
+            "matmul_precision": f"{MATMUL_PRECISION} (float32 matmuls in FP32, no TF32, in every library)",
+            "isolation": "one process" if in_process else "one process per backend", "complete": complete,
+            "limits": [{"device": d, "dtype": t, **lim} for (d, t), lim in limits.items()], "results": found}
+
+
+def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    mode = args.sizes or ("quick" if args.quick else "full")
+    os.environ.update(ENVIRONMENT)  # before any backend is imported here, too
+    json_path, plot_path = _checked(args.json, "--json"), _checked(args.plot, "--plot")
+    todo = for_run(args.device, args.backend, mode)
+
+    def save_so_far(timed: list, limits: dict) -> None:  # a run cut short still leaves its JSON
+        if json_path is not None:
+            write_json(json_path, _report(todo, timed, limits, args.in_process, complete=False), "--json")
+
+    timed, limits = measure_all(todo, mode, not args.in_process, stderr, save_so_far)
+    report = _report(todo, timed, limits, args.in_process, complete=True)
+    found = report["results"]
+    stdout.write(f"matmul precision: {report['matmul_precision']}\n" + table(found, limits))
+    if json_path is not None:
+        write_json(json_path, report, "--json")
+        stdout.write(f"wrote {json_path}\n")
+    if plot_path is not None:
+        _plot(plot_path, report, stdout)
+    failed = sum("error" in r for r in found)
     if failed:
-        stderr.write(f"moonxp bench: {failed} of {len(results)} measurements failed (see the table)\n")
-    return 0 if failed < len(results) else EXIT_ALL_FAILED
+        stderr.write(f"moonxp bench: {failed} of {len(found)} measurements failed (see the table)\n")
+    return 0 if failed < len(found) else EXIT_ALL_FAILED
+
+
+def _plot(path: Path, report: dict, stdout: TextIO) -> None:
+    from . import charts
+    write_figure(path, charts.throughput(report), dpi=110, option="--plot")
+    stdout.write(f"wrote {path}\n")
+
+
+def _show(args: argparse.Namespace, stdout: TextIO) -> int:
+    plot_path = _checked(args.plot, "--plot")
+    report = res.load(args.results[0])
+    stdout.write(f"{args.results[0]}: {compare.describe(report)}; matmul precision: "
+                 f"{report.get('matmul_precision', 'not recorded')}\n")
+    stdout.write(table(report["results"], _limits_by_key(report)))
+    if plot_path is not None:
+        _plot(plot_path, report, stdout)
+    return 0
+
+
+def _compare(args: argparse.Namespace, stdout: TextIO) -> int:
+    if len(args.results) < 2:
+        raise InvalidInputError("bench compare needs two or more result files: moonxp bench compare A.json B.json")
+    plot_path = _checked(args.plot, "--plot")
+    reports = [res.load(path) for path in args.results]
+    rows = compare.ratios(reports)
+    stdout.write(compare.table(args.results, reports, rows))
+    if plot_path is not None:
+        from . import charts
+        write_figure(plot_path, charts.ratios(args.results, reports, rows), dpi=110, option="--plot")
+        stdout.write(f"wrote {plot_path}\n")
+    return 0
+
+
+def main(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    """`moonxp bench` (run), `bench show FILE` or `bench compare A B ...`; returns the exit code.
+
+    Raises
+    ------
+    MoonxpError
+        On an unusable device/backend, an unwritable output or an unreadable results file.
+    """
+    command = getattr(args, "bench_command", None)
+    if command == "show":
+        return _show(args, stdout)
+    if command == "compare":
+        return _compare(args, stdout)
+    return _run(args, stdout, stderr)

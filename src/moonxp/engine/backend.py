@@ -39,7 +39,13 @@ class Backend:
     version: str
 
     def asarray(self, host: Any) -> Any:
-        """Move a host array to this backend's device in its dtype (one transfer)."""
+        """Move a host array to this backend's device in its dtype (one transfer).
+
+        Raises
+        ------
+        InvalidTypeError
+            The device cannot hold the dtype (e.g. float64 on a device without it).
+        """
         with device_context(self.xp, self.device):
             try:
                 x = self.xp.asarray(np.asarray(host, dtype=self.dtype_name), dtype=self.dtype, device=self.device)
@@ -53,7 +59,31 @@ class Backend:
 
 
 def resolve(device: str = "cpu", backend: str | None = None, dtype: str = DTYPES[0]) -> Backend:
-    """Backend for device 'cpu' | 'cuda' | 'cuda:N', backend name (default: numpy on cpu, cupy on cuda), dtype."""
+    """The namespace, device and dtype that a device, backend and dtype name stand for.
+
+    Parameters
+    ----------
+    device : str
+        ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    backend : str, optional
+        ``"numpy"``, ``"cupy"``, ``"torch"``, ``"jax"`` or ``"array-api-strict"``; by default NumPy on
+        the CPU and CuPy on CUDA. Optional libraries are imported only here, when asked for.
+    dtype : str
+        ``"float64"`` or ``"float32"``.
+
+    Returns
+    -------
+    Backend
+        ``xp`` (the Array API namespace), ``device``, ``dtype``, their names and the library version;
+        ``asarray(host)`` moves host data there.
+
+    Raises
+    ------
+    InvalidInputError
+        An unknown name, or a combination that does not exist (NumPy on CUDA, CuPy on the CPU).
+    BackendError
+        The library is not installed, or the device is missing or unusable.
+    """
     match = _DEVICE.match(device) if isinstance(device, str) else None
     if match is None:
         raise InvalidInputError(f"unknown device {device!r}: use cpu, cuda or cuda:N")

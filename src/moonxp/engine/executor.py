@@ -12,7 +12,6 @@ gets the same work again in tiles half the size.
 from __future__ import annotations
 
 import functools
-import math
 import operator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
@@ -50,20 +49,42 @@ def _part(start: int, step: int, total: int) -> slice:
 def program(fn: Callable, policy: Policy, compile: bool | None, /, **bound: Any) -> Callable:
     """`fn` with keyword arguments bound, compiled by the policy's compiler when asked.
 
-    compile=None takes the namespace's default (JAX: jit; others: eager). Cached, so a
-    compiled function is traced once per shape, not once per call; a compiled program
-    holds its tiles, so the tile size in force is part of the key.
+    compile=None takes the policy's default (JAX, and PyTorch and CuPy on CUDA: compiled;
+    others: eager). `fn` takes ``fused``: compiled, it gets the policy's choice of kernel
+    forms; eager, the matmul forms. Under a `Bridge` the program computes in the bridge's
+    namespace (``xp`` rebound) on the same memory, through DLPack. Cached, so a compiled
+    function is traced once per shape, not once per call; a compiled program holds its
+    tiles, so the tile size in force is part of the key.
     """
     if compile and policy.compiler is None:
-        raise InvalidTypeError("these arrays' namespace has no compiler: compile=True needs JAX or PyTorch arrays")
-    return _program(fn, policy, policy.compile_by_default if compile is None else compile,
-                    fitted_tile_elements(policy), **bound)
+        raise InvalidTypeError("these arrays' namespace has no compiler: compile=True needs JAX or PyTorch arrays "
+                               "(or CuPy arrays with PyTorch or JAX installed for CUDA)")
+    return _program(fn, policy, compiled(policy, compile), fitted_tile_elements(policy), **bound)
+
+
+def compiled(policy: Policy, compile: bool | None) -> bool:
+    """Whether work under `policy` runs compiled, for the `compile` flag of a public entry."""
+    return policy.compile_by_default if compile is None else compile
+
+
+def execution(policy: Policy, compile: bool | None) -> str:
+    """How work under `policy` runs: "eager", or the compiler ("jax.jit", "torch.compile via DLPack", ...)."""
+    return policy.compiled_as if compiled(policy, compile) and policy.compiler else "eager"
 
 
 @functools.lru_cache(maxsize=32)
 def _program(fn: Callable, policy: Policy, compile: bool, tile_elements: int, /, **bound: Any) -> Callable:
-    fn = functools.partial(fn, **bound)
-    return policy.compiler(fn) if compile else fn
+    if not compile:
+        return functools.partial(fn, fused=False, **bound)
+    bridge = policy.bridge
+    if bridge is None:
+        return policy.compiler(functools.partial(fn, fused=policy.fused, **bound))
+    inner = policy.compiler(functools.partial(fn, fused=policy.fused, **{**bound, "xp": bridge.xp}))
+
+    def bridged(*args: Any) -> Any:
+        into = _tree(lambda x: bridge.into(x) if hasattr(x, "__dlpack__") else x, args)
+        return _tree(bridge.back, inner(*into))
+    return bridged
 
 
 @functools.lru_cache(maxsize=4)

@@ -20,7 +20,7 @@ from .. import validate
 from ..arrays import device_context, values_readable
 from ..errors import InvalidInputError
 from ..defaults import GRID, GRID_HI, GRID_LO
-from ..kernels import Params
+from ..kernels import Params, matvec
 from .executor import ALL, concat_tiles, map_tiles, plan, program
 from .policy import policy as policy_for
 
@@ -28,34 +28,39 @@ Array = Any
 ROW_TEMPORARIES = 2  # (..., r, H, G) arrays alive at once in `_rows`: z and |z|
 
 
-def _rows(row: Array, col: Array, v: Array, col_v: Array, xp: Any) -> Array:
+def _rows(row: Array, col: Array, v: Array, col_v: Array, xp: Any, fused: bool) -> Array:
     """Outputs (..., r, G) of the rows with terms `row` (..., r, H) over the columns `col` (..., H, G).
 
-    `col_v` (..., G) is v . col, the columns' share of the linear half.
+    `col_v` (..., G) is v . col, the columns' share of the linear half. `fused`: the sums
+    over h as multiply and ``xp.sum`` (see `kernels`), which a compiler fuses with the add and |.|.
     """
     z = row[..., :, :, None] + col[..., None, :, :]                  # (..., r, H, G)
-    abs_v = (v[..., None, None, :] @ xp.abs(z))[..., 0, :]          # sum_h v_h |z|, (..., r, G)
-    return (abs_v + (row @ v[..., :, None]) + col_v[..., None, :]) * 0.5
+    if fused:
+        abs_v = xp.sum(v[..., None, :, None] * xp.abs(z), axis=-2)   # sum_h v_h |z|, (..., r, G)
+    else:
+        abs_v = (v[..., None, None, :] @ xp.abs(z))[..., 0, :]
+    return (abs_v + matvec(row, v, xp, fused)[..., None] + col_v[..., None, :]) * 0.5
 
 
 def evaluate_grid(params: Params, size: int = GRID, lo: float = GRID_LO, hi: float = GRID_HI, *,
                   compile: bool | None = None) -> Array:
     """Yg (..., size, size) with Yg[..., i, k] = f(x1 = l[k], x2 = l[i]), l = linspace(lo, hi, size).
 
-    For one network or a batch (params with leading dims); the result stays in the
+    For one network or a batch (params with leading dims) of D = 2 inputs; the result stays in the
     params' namespace, device and dtype. Memory is bounded by tiling the rows (and the
     columns of rows wider than a tile).
     """
     xp, device = validate.arrays(params)
     params = Params(*params)
+    validate.planar(params)
     size = validate.count("grid size", size, 2)
     lo, hi = validate.interval(lo, hi)
     validate.compile_flag(compile)
-    policy = policy_for(xp, device, params.W.dtype)
-    rows = program(_rows, policy, compile, xp=xp)
     W, b, v = params
     # Overflow shows as a non-finite grid, reported below, not as NumPy warnings.
     with device_context(xp, device), np.errstate(over="ignore", invalid="ignore"):
+        policy = policy_for(xp, device, W.dtype)
+        rows = program(_rows, policy, compile, xp=xp)
         axis = xp.linspace(lo, hi, size, dtype=W.dtype, device=device)
         col = W[..., 0, :, None] * axis                              # (..., H, G): x1 = l[k]
         row = axis[:, None] * W[..., 1, None, :] + b[..., None, :]   # (..., G, H): x2 = l[i], plus b

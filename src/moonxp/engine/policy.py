@@ -1,4 +1,9 @@
-"""Execution policy: how work on one namespace/device runs (tile size, CPU threads, compiler).
+"""Execution policy: how work on one namespace/device runs (tile size, CPU threads, compiler, kernel forms).
+
+On CUDA, compiling is the default (torch.compile, jax.jit), with the kernels'
+fusion-friendly forms (`kernels`, ``fused=True``); CuPy arrays reach a compiler
+through DLPack (`Bridge`), zero-copy, when PyTorch with CUDA (else JAX with a GPU)
+is installed. On the CPU the eager matmul forms stay: they measured faster there.
 
 The policy is a pure function of (namespace, device, dtype), except for the
 process-wide state below, which lives here and only here:
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass
@@ -28,11 +34,15 @@ from typing import Any, Callable, Iterator
 
 from array_api_compat import is_cupy_namespace, is_jax_namespace, is_numpy_namespace, is_torch_namespace
 
+from ..arrays import device_context
+
 # Elements that all live temporaries of one tile hold together. On a CPU, cache-sized
 # tiles run many times faster than temporaries of hundreds of MB (see docs/design.md);
 # 2**20 measured best for both training and grids on a 2-core EPYC (bench/RESULTS.md).
 CPU_TILE_ELEMENTS = 1 << 20
 GPU_MEMORY_SHARE = 0.5  # of free device memory, for one tile's temporaries
+# Past 2**31 elements CuPy indexes in 64 bits, and a GPU is saturated long before: cap GPU tiles.
+GPU_TILE_CAP = 1 << 28
 # XLA fuses part of the temporaries; larger tiles train faster, but each tile of each
 # step is traced, so compile time grows as tiles shrink. 2**23 balanced both here.
 JAX_TILE_ELEMENTS = 1 << 23
@@ -40,30 +50,64 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
 @dataclass(frozen=True)
+class Bridge:
+    """Run compiled programs of another library on these arrays, zero-copy through DLPack.
+
+    `xp` is the namespace the program computes in; `into` takes an array there,
+    `back` brings a result back to the arrays' own namespace.
+    """
+
+    xp: Any
+    into: Callable[[Any], Any]
+    back: Callable[[Any], Any]
+
+
+@dataclass(frozen=True)
 class Policy:
-    """How work on one namespace/device runs: tile size, CPU threads, and a compiler if any."""
+    """How work on one namespace/device runs: tile size, CPU threads, a compiler if any, and its name.
+
+    `fused`: compiled programs use the kernels' fusion-friendly forms. `bridge`: the
+    compiler belongs to another library, reached through DLPack.
+    """
 
     tile_elements: int
     workers: int
     compiler: Callable[[Callable], Callable] | None = None
     compile_by_default: bool = False
+    fused: bool = False
+    bridge: Bridge | None = None
+    compiled_as: str = ""
 
 
 def policy(xp: Any, device: Any, dtype: Any) -> Policy:
     """Execution policy for arrays of namespace `xp` on `device` in floating `dtype`.
 
     `tile_elements` bounds the elements of all temporaries a tile holds at once.
+    Query it with the device current (`arrays.device_context`): a GPU's free memory is read here.
     """
+    itemsize = xp.finfo(dtype).bits // 8
     if is_jax_namespace(xp):
-        return _jax_policy()
-    compiler = _torch_compile if is_torch_namespace(xp) else None  # torch.compile only when asked
-    if is_cupy_namespace(xp) or (is_torch_namespace(xp) and getattr(device, "type", "cpu") == "cuda"):
-        return Policy(_gpu_tile_elements(xp, device, xp.finfo(dtype).bits // 8), 1, compiler)
+        if getattr(device, "platform", "cpu") == "gpu":
+            return Policy(_gpu_tile_elements(xp, device, itemsize), 1, _jax_jit, True, fused=True,
+                          compiled_as="jax.jit")
+        return Policy(JAX_TILE_ELEMENTS, 1, _jax_jit, True, compiled_as="jax.jit")  # eager JAX: op by op
+    if is_cupy_namespace(xp):
+        tiles = _gpu_tile_elements(xp, device, itemsize)
+        bridged = _cupy_bridge(xp, itemsize)
+        if bridged is None:
+            return Policy(tiles, 1)  # eager CuPy only
+        bridge, compiler, name = bridged
+        return Policy(tiles, 1, compiler, True, fused=True, bridge=bridge, compiled_as=name)
+    if is_torch_namespace(xp) and getattr(device, "type", "cpu") == "cuda":
+        return Policy(_gpu_tile_elements(xp, device, itemsize), 1, _torch_compile, True, fused=True,
+                      compiled_as="torch.compile")
     if is_numpy_namespace(xp):
         # NumPy releases the GIL in its loops, so tiles run on all cores.
         keep_freed_memory()
         return Policy(CPU_TILE_ELEMENTS, cores())
-    return Policy(CPU_TILE_ELEMENTS, 1, compiler)  # torch threads each op itself
+    if is_torch_namespace(xp):  # torch threads each op itself; on the CPU torch.compile only when asked
+        return Policy(CPU_TILE_ELEMENTS, 1, _torch_compile, compiled_as="torch.compile")
+    return Policy(CPU_TILE_ELEMENTS, 1)
 
 
 def tile_elements(policy: Policy) -> int:
@@ -118,10 +162,9 @@ def keep_freed_memory() -> None:
         pass
 
 
-@functools.lru_cache(maxsize=1)
-def _jax_policy() -> Policy:
+def _jax_jit(fn: Callable) -> Callable:
     import jax
-    return Policy(JAX_TILE_ELEMENTS, 1, jax.jit, compile_by_default=True)  # eager JAX dispatches op by op
+    return jax.jit(fn)
 
 
 def _torch_compile(fn: Callable) -> Callable:
@@ -129,27 +172,63 @@ def _torch_compile(fn: Callable) -> Callable:
     return torch.compile(fn, dynamic=False)
 
 
+@functools.lru_cache(maxsize=4)
+def _cupy_bridge(xp: Any, itemsize: int) -> tuple[Bridge, Callable, str] | None:
+    """PyTorch with CUDA, else JAX with a GPU, as the compiler of CuPy arrays (None: neither is usable)."""
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+        if torch.cuda.is_available():
+            import array_api_compat.torch as torch_xp
+            return Bridge(torch_xp, torch.from_dlpack, xp.from_dlpack), _torch_compile, "torch.compile via DLPack"
+    if importlib.util.find_spec("jax") is not None:
+        import jax
+        try:
+            jax.devices("gpu")
+        except RuntimeError:
+            return None
+        if itemsize == 8:
+            jax.config.update("jax_enable_x64", True)  # else JAX computes float64 in float32
+        return Bridge(jax.numpy, jax.numpy.from_dlpack, xp.from_dlpack), _jax_jit, "jax.jit via DLPack"
+    return None
+
+
 def _gpu_tile_elements(xp: Any, device: Any, itemsize: int) -> int:
-    """Tile size from the device's free memory at first use (a fixed policy keeps compiled code cached)."""
+    """Tile size from the device's free memory at first use (a fixed policy keeps compiled code cached),
+    at most `GPU_TILE_CAP`."""
     key = (xp.__name__, str(device), itemsize)  # CuPy's Device objects are not hashable
     if key not in _gpu_tiles:
-        _gpu_tiles[key] = max(1 << 16, int(_free_gpu_memory(xp, device) * GPU_MEMORY_SHARE) // itemsize)
+        free = _free_gpu_memory(xp, device)
+        share = GPU_TILE_CAP if free is None else int(free * GPU_MEMORY_SHARE) // itemsize
+        _gpu_tiles[key] = max(1 << 16, min(GPU_TILE_CAP, share))
     return _gpu_tiles[key]
 
 
 def free_device_memory(xp: Any, device: Any) -> int | None:
-    """Free bytes on a CUDA device of CuPy or PyTorch; None for the CPU (host memory) or where unknown (JAX)."""
-    if is_cupy_namespace(xp) or (is_torch_namespace(xp) and getattr(device, "type", "cpu") == "cuda"):
+    """Free bytes for new arrays on a GPU of CuPy, PyTorch or JAX (its library's pool included).
+
+    Returns
+    -------
+    int or None
+        None for the CPU (host memory is the caller's to measure) or where the library does not tell.
+    """
+    gpu = (is_cupy_namespace(xp) or (is_torch_namespace(xp) and getattr(device, "type", "cpu") == "cuda")
+           or (is_jax_namespace(xp) and getattr(device, "platform", "cpu") == "gpu"))
+    if not gpu:
+        return None
+    with device_context(xp, device):
         return _free_gpu_memory(xp, device)
-    return None
 
 
-def _free_gpu_memory(xp: Any, device: Any) -> int:
+def _free_gpu_memory(xp: Any, device: Any) -> int | None:
+    """Bytes free on `device` for new arrays, its library's pool included (None: not told);
+    CuPy: `device` must be current."""
     if is_cupy_namespace(xp):
         import cupy
-        with device:
-            free, _ = cupy.cuda.runtime.memGetInfo()
+        free, _ = cupy.cuda.runtime.memGetInfo()
         return free + cupy.get_default_memory_pool().free_bytes()
+    if is_jax_namespace(xp):  # XLA's allocator holds its share of the device (75% unless told otherwise)
+        stats = device.memory_stats() or {}
+        return stats["bytes_limit"] - stats.get("bytes_in_use", 0) if "bytes_limit" in stats else None
     import torch
     free, _ = torch.cuda.mem_get_info(device)
     return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)

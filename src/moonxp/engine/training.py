@@ -45,37 +45,40 @@ def _tile(params: Params, X: Array, T: Array, tile: Tile) -> tuple[Params, Array
 def _tiled(work: Callable, params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple:
     """Sum `work(params, X, T)` (per-network sums over points, a tuple) over all tiles."""
     W = params.W
-    shape = (W.shape[0] if W.ndim > 2 else 1, math.prod(W.shape[1:-2]), X.shape[-2], STEP_TEMPORARIES * W.shape[-1])
+    shape = (W.shape[0] if W.ndim > 2 else 1, math.prod(W.shape[1:-2]), X.shape[-2],
+             STEP_TEMPORARIES * W.shape[-1] + W.shape[-2])  # per point: (H,) temporaries and x dy (D,)
     tiles, results = map_tiles(lambda tile: work(*_tile(params, X, T, tile)), functools.partial(plan, *shape),
                                math.prod(shape), policy)
     return sum_over_points(tiles, results, xp)
 
 
-def _step(params: Params, X: Array, T: Array, lr: float, xp: Any, policy: Policy) -> tuple[Params, Array]:
+def _step(params: Params, X: Array, T: Array, lr: float, xp: Any, policy: Policy,
+          fused: bool) -> tuple[Params, Array]:
     """(params after one descent step, error before it). lr / N turns the gradient sums into means."""
     n = X.shape[-2]
-    e, sums = _tiled(functools.partial(error_and_gradient_sums, xp=xp), params, X, T, xp, policy)
+    e, sums = _tiled(functools.partial(error_and_gradient_sums, xp=xp, fused=fused), params, X, T, xp, policy)
     return descent(params, sums, lr / n), e / n
 
 
 def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any,
-           policy: Policy) -> tuple[Params, Array]:
+           policy: Policy, fused: bool) -> tuple[Params, Array]:
     """`count` descent steps: (params after them, errors (..., count) before each).
 
     Compiled, the steps form one program, so a compiler reuses buffers across them
-    and the host dispatches once per `count` steps.
+    and the host dispatches once per `count` steps (on a GPU: a few fused kernels
+    per step, one launch sequence per `count` steps instead of ~30 launches per step).
     """
     errors = []
     for _ in range(count):
-        params, e = _step(params, X, T, lr, xp, policy)
+        params, e = _step(params, X, T, lr, xp, policy, fused)
         errors.append(e)
     return params, xp.stack(errors, axis=-1)
 
 
-def _scores(params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple[Array, Array]:
+def _scores(params: Params, X: Array, T: Array, xp: Any, policy: Policy, fused: bool) -> tuple[Array, Array]:
     """Error E (...) and accuracy (...) on X, T: forward only, tile by tile."""
     def sums(p, x, t):
-        y = forward(p, x, xp=xp)
+        y = forward(p, x, xp=xp, fused=fused)
         return xp.sum(loss_terms(y, t, xp), axis=-1), xp.sum(xp.astype(y * t > 0, y.dtype), axis=-1)
 
     n = X.shape[-2]
@@ -88,8 +91,8 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
           progress: Callable[[int, int], None] | None = None) -> tuple[Params, Array]:
     """Train by gradient descent: (params, errors), errors (..., iters + 1) = E before each update, then after the last.
 
-    params W (..., 2, H), b (..., H), v (..., H) train B networks at once; X (N, 2) or
-    (..., N, 2); T (..., N) of +-1. Results keep the inputs' namespace, device and dtype.
+    params W (..., D, H), b (..., H), v (..., H) train B networks at once; X (N, D) or
+    (..., N, D) (D = 2 in the homework, any D >= 1); T (..., N) of +-1. Results keep the inputs' namespace, device and dtype.
     `compile`: None = the namespace's default (JAX: jit), True = `jax.jit`/`torch.compile`.
     Every `check_every` steps (one compiled program) a single boolean is read back to
     detect divergence and `progress(done, iters)` is called.
@@ -107,16 +110,21 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
     check_every = validate.count("check_every", check_every, 1)
     validate.compile_flag(compile)
     validate.callback("progress", progress)
-    policy = policy_for(xp, device, params.W.dtype)
     chunks, done = [], 0
     # Overflow on the way to divergence is expected: `_check_finite` reports it as DivergedError.
     with device_context(xp, device), np.errstate(over="ignore", invalid="ignore"):
+        policy = policy_for(xp, device, params.W.dtype)
         validate.points(xp, X, params, into_batch=True)
         validate.labels(xp, T, X, params)
         while done < iters:
             count = min(check_every, iters - done)
-            params, errors = program(_steps, policy, compile, count=count, xp=xp, policy=policy)(params, X, T, lr)
-            chunks.append(errors)
+            # a shorter chunk runs one-step programs: two compiled programs at most (torch.compile: seconds each)
+            step = program(_steps, policy, compile, count=count if count == check_every else 1, xp=xp, policy=policy)
+            parts = []
+            for _ in range(1 if count == check_every else count):
+                params, errors = step(params, X, T, lr)
+                parts.append(errors)
+            chunks.append(parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1))
             _check_finite(xp, chunks, params, lr)
             done += count
             if progress is not None:
@@ -156,8 +164,8 @@ def evaluate(params: Params, X: Array, T: Array, *, compile: bool | None = None)
     xp, device = validate.arrays(params, X, T)
     params = Params(*params)
     validate.compile_flag(compile)
-    policy = policy_for(xp, device, params.W.dtype)
     with device_context(xp, device):
+        policy = policy_for(xp, device, params.W.dtype)
         validate.points(xp, X, params, into_batch=True)
         validate.labels(xp, T, X, params)
         return program(_scores, policy, compile, xp=xp, policy=policy)(params, X, T)

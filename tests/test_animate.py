@@ -1,0 +1,89 @@
+"""--animate: boundaries.gif, one batched grid over the stacked frames, atomic, refused when it cannot fit."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import moonxp
+from moonxp import plot
+from moonxp.app import animation
+from moonxp.app.cli import main
+
+
+def run(tmp_path, *args):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--out", str(tmp_path), "--no-plot", "--grid", "24", *args], stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def frames(path):
+    with Image.open(path) as gif:
+        images = []
+        for k in range(gif.n_frames):
+            gif.seek(k)
+            images.append(np.asarray(gif.convert("RGB")))
+        return images
+
+
+@pytest.mark.slow
+def test_one_frame_per_iteration(tmp_path):
+    code, out, _ = run(tmp_path, "--iters", "10", "--animate")
+    assert code == 0 and "boundaries.gif" in out
+    images = frames(tmp_path / "boundaries.gif")
+    assert len(images) == 11  # before updates 0..9, and the trained state
+    assert images[0].shape == (240, 240, 3)
+    assert not np.array_equal(images[0], images[-1])  # the boundary moved
+    assert sorted(os.listdir(tmp_path)) == ["boundaries.gif", "metrics.json"]
+
+
+@pytest.mark.slow
+def test_every_kth_iteration_and_an_ensemble_side_by_side(tmp_path, monkeypatch):
+    calls = []
+    original = plot.evaluate_grid
+    monkeypatch.setattr(plot, "evaluate_grid", lambda p, *a, **k: calls.append(tuple(p.W.shape)) or original(p, *a, **k))
+    code, _, _ = run(tmp_path, "--iters", "10", "--animate", "4", "--ensemble", "6", "--hidden", "5")
+    assert code == 0
+    images = frames(tmp_path / "boundaries.gif")
+    assert len(images) == 4  # iterations 0, 4, 8, 10
+    assert images[0].shape == (240, 4 * 240, 3)  # the first 4 networks side by side
+    assert calls == [(4, 4, 2, 5)]  # ONE batched grid: (frames, networks, 2, H)
+
+
+def test_long_runs_show_every_kth_iteration():
+    shown = animation.frame_iterations(10_000, 0)
+    assert len(shown) <= animation.MAX_FRAMES and shown[0] == 0 and shown[-1] == 10_000
+    assert animation.frame_iterations(5, 0) == [0, 1, 2, 3, 4, 5]
+    assert animation.frame_iterations(5, 2) == [0, 2, 4, 5]
+
+
+def test_refused_up_front_when_it_would_not_fit(tmp_path, monkeypatch):
+    monkeypatch.setattr(animation, "available_bytes", lambda: 10_000_000)
+    code, _, err = run(tmp_path / "out", "--iters", "500", "--animate", "--grid", "400")
+    assert code == 2
+    assert "--animate needs about" in err and "use --animate K with a larger K" in err
+    assert not (tmp_path / "out").exists()  # before training, before --out was created
+
+
+def test_memory_estimate_counts_frames_grids_and_pixels():
+    config = moonxp.app.job.Config(iters=99, grid=100, ensemble=2, animate=0)
+    need = animation.required_bytes(config, 8)
+    assert need == 100 * (2 * 100 * 100 * 2 * 8 + 240 * 240 * 2 * 4)
+
+
+def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    from matplotlib.animation import PillowWriter
+
+    def full(self, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(PillowWriter, "grab_frame", full)
+    code, _, err = run(tmp_path, "--iters", "3", "--animate")
+    assert code == 2 and "boundaries.gif" in err and "it was left as it was" in err
+    assert os.listdir(tmp_path) == ["metrics.json"]  # no figure set without its GIF, no temporary file
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "boundaries.gif" in metrics["message"]
