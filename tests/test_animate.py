@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 
 import numpy as np
@@ -82,6 +83,7 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(PillowWriter, "grab_frame", full)
     code, _, err = run(tmp_path, "--iters", "3", "--animate")
-    assert code == 2 and "boundaries.gif" in err and "nothing was written" in err
-    assert "boundaries.gif" not in os.listdir(tmp_path)
-    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]
+    assert code == 2 and "boundaries.gif" in err and "it was left as it was" in err
+    assert os.listdir(tmp_path) == ["metrics.json"]  # no figure set without its GIF, no temporary file
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "boundaries.gif" in metrics["message"]

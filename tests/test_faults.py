@@ -334,14 +334,23 @@ def test_cli_unwritable_out_directory_fails_before_training(tmp_path, monkeypatc
                   f"choose another --out\n"
 
 
+def refuse_temporaries(code: int, real=os.open):
+    """os.open that fails for the writer's temporary files only."""
+    def open_(path, *args, **kwargs):
+        if str(path).endswith(".tmp"):
+            raise OSError(code, os.strerror(code))
+        return real(path, *args, **kwargs)
+    return open_
+
+
 @pytest.mark.parametrize("call, code, phrase", [
-    ("fsync", errno.ENOSPC, "No space left on device; nothing was written; free disk space or choose another --out"),
-    ("replace", errno.EACCES, "Permission denied; nothing was written; choose another --out"),
-    ("NamedTemporaryFile", errno.EACCES, "Permission denied; nothing was written"),
-    ("NamedTemporaryFile", errno.ENOSPC, "No space left on device"),
+    ("fsync", errno.ENOSPC, "No space left on device; it was left as it was; free disk space or choose another --out"),
+    ("replace", errno.EACCES, "Permission denied; it was left as it was; choose another --out"),
+    ("open", errno.EACCES, "Permission denied; it was left as it was"),
+    ("open", errno.ENOSPC, "No space left on device"),
 ])
 def test_cli_output_write_fails_whole(tmp_path, monkeypatch, call, code, phrase):
-    monkeypatch.setattr(tempfile if call == "NamedTemporaryFile" else os, call, raise_oserror(code))
+    monkeypatch.setattr(os, call, refuse_temporaries(code) if call == "open" else raise_oserror(code))
     exit_code, out, err = cli("--iters", "2", "--no-plot", "--out", str(tmp_path))
     assert exit_code == 2 and phrase in err and err.count("\n") == 1 and "Traceback" not in err
     assert os.listdir(tmp_path) == []                              # no metrics.json, no half file, no .tmp
@@ -380,7 +389,7 @@ def test_failed_replacement_keeps_the_old_file(tmp_path, monkeypatch, code):
     path = tmp_path / "metrics.json"
     path.write_text("old\n")
     monkeypatch.setattr(os, "replace", raise_oserror(code))
-    with pytest.raises(moonxp.OutputError, match="nothing was written"):
+    with pytest.raises(moonxp.OutputError, match="it was left as it was"):
         write_json(path, {"new": True})
     assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["metrics.json"]
 

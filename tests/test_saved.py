@@ -109,7 +109,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(np, "savez", fail)
-    with pytest.raises(moonxp.OutputError, match="nothing was written"):
+    with pytest.raises(moonxp.OutputError, match="it was left as it was; free disk space or choose another --save"):
         moonxp.save_params(tmp_path / "p.npz", _ensemble())
     assert (tmp_path / "p.npz").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]

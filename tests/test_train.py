@@ -179,7 +179,7 @@ def test_an_infinite_error_inside_a_chunk_is_caught():
     import array_api_compat.numpy as np_xp
     chunks = [np.array([[0.3, 0.2], [0.3, 0.1]]), np.array([[0.1, np.inf, 0.05], [0.1, 0.1, 0.1]])]
     with pytest.raises(moonxp.DivergedError, match=r"iteration 3 \(1 of 2 networks\)") as info:
-        _check_finite(np_xp, chunks, 0.1)
+        _check_finite(np_xp, chunks, moonxp.make_ensemble(0, 2, hidden=3)[2], 0.1)
     assert info.value.iteration == 3
 
 

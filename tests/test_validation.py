@@ -233,8 +233,8 @@ def test_make_problem_bad_arguments(kwargs, phrase):
 
 
 @pytest.mark.parametrize("kwargs, phrase", [
-    ({"networks": 0}, "networks must be an integer >= 1"),
-    ({"networks": -2}, "networks must be an integer >= 1"),
+    ({"networks": 0}, "networks must be an integer from 1 to 4294967296"),
+    ({"networks": -2}, "networks must be an integer from 1 to 4294967296"),
     ({"networks": 2, "seed": 2**32 - 1}, "seed must be an integer from 0 to 4294967294"),
 ])
 def test_make_ensemble_bad_arguments(kwargs, phrase):
@@ -305,7 +305,7 @@ CLI_CASES = {
     "seed-negative": (["--seed", "-1"], "--seed must be an integer from 0 to 4294967295, not -1"),
     "seed-too-big": (["--seed", str(2**32)], "--seed must be an integer from 0 to 4294967295, not 4294967296"),
     "seed-plus-ensemble": (["--seed", str(2**32 - 1), "--ensemble", "2"], "2 networks use seeds seed to seed + 1"),
-    "ensemble-zero": (["--ensemble", "0"], "--ensemble must be an integer >= 1, not 0"),
+    "ensemble-zero": (["--ensemble", "0"], "--ensemble must be an integer from 1 to 4294967296, not 0"),
     "grid-one": (["--grid", "1"], "--grid must be an integer from 2 to 4096, not 1"),
     "grid-huge": (["--grid", "100000"], "--grid must be an integer from 2 to 4096, not 100000"),
     "dtype": (["--dtype", "float16"], "--dtype: invalid choice: 'float16'"),

@@ -1,20 +1,40 @@
-"""moonxp: a two-moons ReLU network with hand-written backprop, written once for every Array API backend."""
+"""moonxp: a two-moons ReLU network with hand-written backprop, written once for every Array API backend.
+
+The public names load on first use (PEP 562), so ``python -m moonxp`` installs its
+signal handlers before NumPy is imported (see `moonxp.app.process`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .api import backprop, descent, forward, loss
-from .arrays import synchronize, to_host
-from .data import make_ensemble, make_problem, signed_labels, snapshot_iterations
-from .engine.backend import Backend, resolve
-from .engine.grid import evaluate_grid
-from .engine.sweep import sweep
-from .engine.training import evaluate, train
-from .errors import (BackendError, DeviceMemoryError, DivergedError, InvalidInputError, InvalidTypeError,
-                     MoonxpError, OutputError)
-from .kernels import Params
-from .saved import load_metadata, load_params, save_params
+_WHERE = {
+    ".api": ("backprop", "descent", "forward", "loss"),
+    ".arrays": ("synchronize", "to_host"),
+    ".data": ("make_ensemble", "make_problem", "signed_labels", "snapshot_iterations"),
+    ".engine.backend": ("Backend", "resolve"),
+    ".engine.grid": ("evaluate_grid",),
+    ".engine.sweep": ("sweep",),
+    ".engine.training": ("evaluate", "train"),
+    ".errors": ("BackendError", "DeviceMemoryError", "DivergedError", "InvalidInputError", "InvalidTypeError",
+                "MoonxpError", "OutputError"),
+    ".kernels": ("Params",),
+    ".saved": ("load_metadata", "load_params", "save_params"),
+}
+_MODULE = {name: module for module, names in _WHERE.items() for name in names}
+__all__ = sorted(_MODULE)
 
-__all__ = ["Backend", "BackendError", "DeviceMemoryError", "DivergedError", "InvalidInputError", "InvalidTypeError",
-           "MoonxpError", "OutputError", "Params", "backprop", "descent", "evaluate", "evaluate_grid",
-           "forward", "load_metadata", "load_params", "loss", "make_ensemble", "make_problem", "resolve",
-           "save_params", "signed_labels", "snapshot_iterations", "sweep", "synchronize", "to_host", "train"]
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE:
+        raise AttributeError(f"module 'moonxp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE[name], __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,5 +1,5 @@
-"""``python -m moonxp``: see `moonxp.app.cli`."""
+"""``python -m moonxp``: see `moonxp.app.cli`; `process` installs the signal handlers before the heavy imports."""
 
-from .app.cli import main_exit
+from .app.process import main_exit
 
 main_exit()

@@ -11,8 +11,8 @@ import contextlib
 from typing import Any
 
 import numpy as np
-from array_api_compat import (array_namespace, device as device_of, is_cupy_array, is_cupy_namespace,
-                              is_jax_array, is_lazy_array, is_numpy_array, is_torch_array)
+from array_api_compat import (array_namespace, device as device_of, is_array_api_obj, is_cupy_array,
+                              is_cupy_namespace, is_jax_array, is_lazy_array, is_numpy_array, is_torch_array)
 
 from .errors import InvalidTypeError
 
@@ -45,7 +45,8 @@ def common_device(*arrays: Array) -> Device:
     InvalidTypeError
         When the arrays sit on different devices.
     """
-    devices = [device_of(a) for a in arrays]
+    # A traced array (jax.jit, vmap, grad) has no device of its own yet: the tracer places it.
+    devices = [device_of(a) for a in arrays if values_readable(a)] or [device_of(arrays[0])]
     if any(d != devices[0] for d in devices[1:]):
         raise InvalidTypeError(f"arrays on different devices ({', '.join(sorted({str(d) for d in devices}))}): "
                                f"move them to one device first")
@@ -58,7 +59,19 @@ def device_context(xp: Namespace, device: Device) -> contextlib.AbstractContextM
 
 
 def to_host(x: Array) -> np.ndarray:
-    """A NumPy copy (or view) of an array from any backend."""
+    """A NumPy copy (or view) of an array from any backend.
+
+    Raises
+    ------
+    InvalidTypeError
+        `x` is not an array, or its values cannot be read (traced, or a torch meta tensor).
+    """
+    if not is_array_api_obj(x):
+        raise InvalidTypeError(f"to_host takes an array, not a {type(x).__name__}: for other values use "
+                               f"numpy.asarray")
+    if not values_readable(x):
+        raise InvalidTypeError("to_host cannot read a traced array (jax.jit, vmap, grad, torch.func) or a torch "
+                               "meta tensor: call it outside the transformation")
     if is_cupy_array(x):
         return x.get()
     if is_torch_array(x):
@@ -83,13 +96,18 @@ def synchronize(*results: Any) -> None:
 
 
 def values_readable(x: Array) -> bool:
-    """False while `x` is traced or lazy, when reading its values (for validation) is impossible."""
+    """False while `x` is traced or lazy, when reading its values (for validation) is impossible.
+
+    Under ``jax.jit`` even work on a concrete array is staged, so for JAX a fresh
+    constant tells whether a trace is running.
+    """
     if is_jax_array(x):
         import jax
-        return not isinstance(x, jax.core.Tracer)
+        return not (isinstance(x, jax.core.Tracer) or isinstance(jax.numpy.zeros(()), jax.core.Tracer))
     if is_torch_array(x):
         import torch
-        return not torch.compiler.is_compiling()
+        from torch._C._functorch import is_functorch_wrapped_tensor  # torch.func's vmap/grad wrappers
+        return not (torch.compiler.is_compiling() or x.is_meta or is_functorch_wrapped_tensor(x))
     return not is_lazy_array(x)
 
 

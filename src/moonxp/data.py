@@ -34,7 +34,8 @@ def moons(rng: np.random.RandomState, n_samples: int, noise: float) -> tuple[np.
 
     # noise=0 must not reach make_moons: it would draw 2N zero-scale normals and shift W, b, v.
     X, labels = make_moons(n_samples=n_samples, noise=noise or None, random_state=rng)
-    return X * 2 - 1, labels * 2.0 - 1
+    with np.errstate(over="ignore"):  # huge noise overflows to inf here; the caller reports it (job.start)
+        return X * 2 - 1, labels * 2.0 - 1
 
 
 def initial_params(rng: np.random.RandomState, hidden: int) -> Params:
@@ -49,12 +50,27 @@ def make_ensemble(seed: int = SEED, networks: int = 1, n_samples: int = SAMPLES,
                   hidden: int = HIDDEN) -> tuple[np.ndarray, np.ndarray, Params]:
     """The data of `seed` and B = `networks` initial params stacked (B, ...): network k is seed + k's.
 
-    Network 0 is exactly `make_problem(seed)`'s network.
+    Network k is bit for bit `make_problem(seed + k)`'s network, without running make_moons B
+    times: one generator is reseeded per network and consumes what make_moons consumes (a
+    shuffle of N indices, then 2N normals when there is noise), then the 4H normals of W, b, v
+    in one call. The legacy normal is loc + scale * gauss, computed here in the same order.
     """
     validate.problem(seed, n_samples, noise, hidden, networks)
     X, T, first = make_problem(seed, n_samples, noise, hidden)
-    nets = [first] + [make_problem(seed + k, n_samples, noise, hidden)[2] for k in range(1, networks)]
-    return X, T, Params(*(np.stack(field) for field in zip(*nets)))
+    rng = np.random.RandomState()
+    indices = np.empty(n_samples, dtype=np.intp)  # a shuffle consumes the stream by length only
+    gauss = np.empty((networks, 4 * hidden))
+    for k in range(1, networks):
+        rng.seed(seed + k)
+        rng.shuffle(indices)
+        if noise:
+            rng.standard_normal(2 * n_samples)
+        gauss[k] = rng.standard_normal(4 * hidden)
+    W = 0.0 + 1 / 2.0**0.5 * gauss[:, :2 * hidden].reshape(networks, 2, hidden)
+    b = 0.0 + 1.0 * gauss[:, 2 * hidden:3 * hidden]
+    v = 0.0 + 1 / hidden**0.5 * gauss[:, 3 * hidden:]
+    W[0], b[0], v[0] = first
+    return X, T, Params(W, b, v)
 
 
 def signed_labels(labels: np.ndarray) -> np.ndarray:
@@ -67,5 +83,5 @@ def signed_labels(labels: np.ndarray) -> np.ndarray:
 
 def snapshot_iterations(iters: int) -> list[int]:
     """The homework's snapshot iterations 0, 1, 3, 7, ... (2**k - 1) that come before update `iters`."""
-    end = max(iters, 1)  # with no update at all, the initial state is still shown
+    end = max(validate.count("iters", iters, 0), 1)  # with no update at all, the initial state is still shown
     return [2**k - 1 for k in range(end.bit_length() + 1) if 2**k - 1 < end]

@@ -2,7 +2,8 @@
 
 Shape and dtype checks are free. Value checks (finite, labels +-1) read one
 boolean back from the device per argument (params, X, T), once per call, never
-inside the training loop, and are skipped while arrays are being traced (``jax.jit``).
+inside the training loop, and are skipped while arrays are being traced (``jax.jit``,
+``vmap``, ``grad``, ``torch.func``) or have no values (torch ``meta``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def arrays(params: Params, *others: Any, name: str = "params") -> tuple[Any, Any
     W, b, v = params
     if W.ndim < 2 or W.shape[-2] < 1 or W.shape[-1] < 1:
         raise InvalidInputError(f"{name}.W has shape {tuple(W.shape)}: expected (..., D, H) with D, H >= 1")
+    if 0 in tuple(W.shape[:-2]):
+        raise InvalidInputError(f"{name}.W has shape {tuple(W.shape)}: a batch dim of size 0 holds no networks")
     expected = tuple(W.shape[:-2]) + (W.shape[-1],)
     for field, a in (("b", b), ("v", v)):
         if tuple(a.shape) != expected:
@@ -98,7 +101,7 @@ def _labels(xp: Any, T: Any, shape: tuple, dtype: Any, other: str) -> None:
     _floating(xp, "T", T)
     if T.dtype != dtype:
         raise InvalidTypeError(f"T is {T.dtype} but {other} is {dtype}: convert T (xp.astype) to {other}'s dtype")
-    if T.ndim < 1 or not _broadcasts_into(tuple(T.shape), shape):
+    if T.ndim < 1 or T.shape[-1] != shape[-1] or not _broadcasts_into(tuple(T.shape), shape):
         raise InvalidInputError(f"T has shape {tuple(T.shape)} but {other} needs {shape}: one label per point, "
                                 f"(..., N)")
     if values_readable(T) and not _all(xp, T, lambda t: (t == 1.0) | (t == -1.0)):
@@ -107,7 +110,7 @@ def _labels(xp: Any, T: Any, shape: tuple, dtype: Any, other: str) -> None:
 
 def learning_rate(lr: Any, name: str = "learning rate") -> float:
     """lr is a finite number > 0."""
-    if isinstance(lr, bool) or not isinstance(lr, Real) or not math.isfinite(lr) or lr <= 0:
+    if not _finite_number(lr) or lr <= 0:
         raise InvalidInputError(f"{name} must be a finite number > 0, not {lr!r}")
     return float(lr)
 
@@ -140,7 +143,7 @@ def problem(seed: Any, n_samples: Any, noise: Any, hidden: Any, networks: Any = 
     `names` renames arguments in messages (the CLI names its options: {"n_samples": "--samples"}).
     """
     name = {key: key for key in ("seed", "n_samples", "noise", "hidden", "networks")} | (names or {})
-    count(name["networks"], networks, 1)
+    count(name["networks"], networks, 1, MAX_SEED + 1)  # NumPy has 2**32 seeds
     try:
         count(name["seed"], seed, 0, MAX_SEED - networks + 1)
     except InvalidInputError as exc:
@@ -148,7 +151,7 @@ def problem(seed: Any, n_samples: Any, noise: Any, hidden: Any, networks: Any = 
                                 f"seed to seed + {networks - 1})" if networks > 1 else str(exc)) from None
     count(name["n_samples"], n_samples, 1)
     count(name["hidden"], hidden, 1)
-    if isinstance(noise, bool) or not isinstance(noise, Real) or not math.isfinite(noise) or noise < 0:
+    if not _finite_number(noise) or noise < 0:
         raise InvalidInputError(f"{name['noise']} must be a finite number >= 0, not {noise!r}")
 
 
@@ -162,12 +165,22 @@ def planar(params: Params) -> None:
 
 def interval(lo: Any, hi: Any) -> tuple[float, float]:
     """lo < hi, both finite."""
-    if not all(isinstance(x, Real) and math.isfinite(x) for x in (lo, hi)) or not lo < hi:
+    if not (_finite_number(lo) and _finite_number(hi)) or not lo < hi:
         raise InvalidInputError(f"grid bounds must be finite with lo < hi, not lo={lo!r}, hi={hi!r}")
     return float(lo), float(hi)
 
 
+def _finite_number(x: Any) -> bool:
+    """A real number (not bool) that is finite as a float (10**400 is not)."""
+    try:
+        return not isinstance(x, bool) and isinstance(x, Real) and math.isfinite(float(x))
+    except OverflowError:
+        return False
+
+
 def _array(name: str, a: Any) -> None:
+    if isinstance(a, np.ma.MaskedArray):
+        raise InvalidTypeError(f"{name} is a NumPy masked array: pass a.filled(value) or a plain array")
     if not is_array_api_obj(a):
         raise InvalidTypeError(f"{name} is a {type(a).__name__}, not an array: convert it with xp.asarray "
                                f"of NumPy, CuPy, PyTorch, JAX or array-api-strict")
@@ -188,7 +201,7 @@ def _all(xp: Any, a: Any, test: Callable[[Any], Any]) -> bool:
 
 def _finite(xp: Any, names: list[str], arrays: list) -> None:
     """One read-back for all `arrays`; the names of the bad ones only on failure."""
-    if not values_readable(arrays[0]) or _all(xp, arrays[0], lambda _: xp.stack([xp.all(xp.isfinite(a)) for a in arrays])):
+    if not all(values_readable(a) for a in arrays) or _all(xp, arrays[0], lambda _: xp.stack([xp.all(xp.isfinite(a)) for a in arrays])):
         return
     bad = [name for name, a in zip(names, arrays) if not _all(xp, a, xp.isfinite)]
     raise InvalidInputError(f"{' and '.join(bad)} hold{'s' if len(bad) == 1 else ''} NaN or infinity: "

@@ -1,7 +1,8 @@
 """Command line: ``python -m moonxp [train|sweep|bench|info] ...``; `main` returns the exit code.
 
 Exit codes: 0 done, 2 bad input or an unusable backend/device/output (one line,
-no traceback), 3 training diverged, 130 interrupted (Ctrl-C).
+no traceback), 3 training diverged, 128 + the signal when interrupted (130 Ctrl-C,
+143 SIGTERM, 129 SIGHUP), 141 when the reader of stdout closed it (see `process`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..errors import BackendError, DivergedError, MoonxpError
 from ..outputs import output_directory, writable
 from ..saved import save_params
 from ..validate import MAX_SEED
-from . import job, report, sweep
+from . import job, process, report, sweep
 
 PROGRESS_DELAY_S = 1.0  # runs shorter than this never show a progress bar
 
@@ -50,9 +51,15 @@ def _number(kind: Callable) -> Callable[[str], float]:
     return parse
 
 
+def _name(text: str) -> str:
+    if not text.strip() or not text.isprintable():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a name")
+    return text
+
+
 def _device_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--backend", default=None,
+    parser.add_argument("--device", type=_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--backend", type=_name, default=None,
                         help="numpy, cupy, torch, jax or array-api-strict (default: numpy on cpu, cupy on cuda)")
 
 
@@ -83,22 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
                             "off for torch on the CPU; NumPy has no compiler")
     train.add_argument("--scheduler", metavar="ADDRESS", help=sweep.SCHEDULER_HELP + "; the points train "
                        "data-parallel in shards, one per worker")
-    train.add_argument("--out", default="moonxp-out", help="output directory (default moonxp-out)")
+    train.add_argument("--out", type=_name, default="moonxp-out", help="output directory (default moonxp-out)")
     train.add_argument("--no-plot", action="store_true", help="write metrics.json only, no PNGs")
     train.add_argument("--json", action="store_true", help="print the metrics as JSON instead of text")
     train.add_argument("--quiet", action="store_true", help="print nothing but errors")
     train.add_argument("--animate", nargs="?", const=0, type=_number(int), default=None, metavar="K",
                        help="also write boundaries.gif: the boundary every K iterations (default or 0: every one, "
                             "at most 200 frames); an ensemble shows its first 4 networks")
-    train.add_argument("--save", metavar="FILE", help="save the trained params to FILE (.npz, moonxp.load_params)")
+    train.add_argument("--save", type=_name, metavar="FILE", help="save the trained params to FILE (.npz, moonxp.load_params)")
 
     bench = commands.add_parser("bench", help="time the workloads against this machine's limits")
     _device_options(bench)
     bench.add_argument("--quick", action="store_true", help="one size per workload: about a minute on 2 cores")
-    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    bench.add_argument("--json", type=_name, metavar="FILE", help="also write the results as JSON to FILE")
     bench.add_argument("--sizes", choices=("smoke", "quick", "full"),
                        help="smoke (each case once, tiny), quick (= --quick) or full (the default)")
-    bench.add_argument("--plot", metavar="FILE.png", help="also draw throughput against size to FILE.png")
+    bench.add_argument("--plot", type=_name, metavar="FILE.png", help="also draw throughput against size to FILE.png")
     bench.add_argument("--in-process", action="store_true", help="run every backend in this process "
                        "(default: a fresh process per backend)")
     saved = bench.add_subparsers(dest="bench_command", parser_class=_Parser)
@@ -108,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("results", nargs="+", metavar="RUN.json", help="bench --json or pytest --benchmark-json "
                          "files; the first is the baseline")
     for saved_command in (show, compare):
-        saved_command.add_argument("--plot", metavar="FILE.png", help="also draw it to FILE.png")
+        saved_command.add_argument("--plot", type=_name, metavar="FILE.png", help="also draw it to FILE.png")
 
     bench.add_argument("--scheduler", metavar="ADDRESS", help="not supported: bench times this machine; run "
                        "`moonxp bench` on each worker machine instead")
@@ -123,7 +130,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run the command line `argv` (default sys.argv[1:]); return the exit code."""
-    stdout, stderr = stdout or sys.stdout, stderr or sys.stderr
+    stdout = process.GuardedStdout(sys.stdout if stdout is None else stdout)  # a closed or full stdout: one line
+    stderr = stderr or sys.stderr
+    try:
+        return _main(argv, stdout, stderr)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP, or stdout closed by its reader
+        stderr.write(process.message(exc))
+        return process.exit_code(exc)
+    except MoonxpError as exc:  # stdout unwritable while printing --help
+        stderr.write(f"moonxp: error: {exc}\n")
+        return EXIT_USAGE
+
+
+def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not (argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version"))):
         argv.insert(0, "train")
@@ -153,9 +172,6 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
     except MoonxpError as exc:
         stderr.write(f"moonxp: error: {exc}\n")
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        stderr.write("moonxp: interrupted\n")
-        return EXIT_INTERRUPTED
     except Exception as exc:
         # device first: CuPy's OutOfMemoryError is a MemoryError too
         if is_out_of_memory(exc):  # e.g. a compiled program (jax.jit) ran out of device memory
@@ -174,7 +190,7 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                         noise=args.noise, seed=args.seed, ensemble=args.ensemble, grid=args.grid,
                         device=args.device, backend=args.backend, dtype=args.dtype, compile=args.compile,
                         animate=args.animate)
-    run = job.start(config)  # bad input, backend or device fails here, before --out is created
+    run = job.start(config, plots=not args.no_plot)  # bad input, sizes, backend or device fail here, before --out
     check_scheduler(args.scheduler)
     directory = output_directory(args.out)
     if args.save:
@@ -190,32 +206,51 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
-    say(report.header(run))
-    try:
-        with connect(args.scheduler) as client:
-            trainer = None if client is None else data_parallel(client, sum(client.nthreads().values()),
-                                                                 (config.device, config.backend, config.dtype))
-            job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), progress, trainer)
-    except DivergedError as exc:
-        report.write(run, directory, False, report.metrics(run, "diverged", str(exc)))
-        stderr.write(f"moonxp: {exc}\n")
-        return EXIT_DIVERGED
+    diverged = None
+    try:  # from here on, whatever stops the run leaves metrics.json of this run saying why
+        say(report.header(run))
+        try:
+            with connect(args.scheduler) as client:
+                trainer = None if client is None else data_parallel(client, sum(client.nthreads().values()),
+                                                                     (config.device, config.backend, config.dtype))
+                job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), progress, trainer)
+        except DivergedError as exc:
+            diverged = exc
+        finally:
+            bar.close()
+        metrics = report.metrics(run, "diverged", str(diverged)) if diverged else report.metrics(run)
+        saved = []
+        if args.save and not diverged:  # before the report: a failure here leaves no figures of an "ok" run
+            save_params(args.save, run.params, metadata={"moonxp": __version__, "config": config.as_dict()})
+            saved.append(Path(args.save))
+        written = report.write(run, directory, not args.no_plot and not diverged, metrics) + saved
     except KeyboardInterrupt:
-        report.write(run, directory, False, report.metrics(run, "interrupted"))
+        _abandon(run, directory, "interrupted", None, stderr)
         raise
-    finally:
-        bar.close()
-    metrics = report.metrics(run)
-    written = report.write(run, directory, not args.no_plot, metrics)
-    if args.save:
-        save_params(args.save, run.params, metadata={"moonxp": __version__, "config": config.as_dict()})
-        written.append(Path(args.save))
+    except Exception as exc:
+        if diverged is not None and isinstance(exc, MoonxpError):  # its metrics could not be written
+            stderr.write(f"moonxp: {diverged}\nmoonxp: error: {exc}\n")
+            return EXIT_DIVERGED
+        _abandon(run, directory, "diverged" if diverged else "failed", str(diverged or exc) or repr(exc), None)
+        raise
+    if diverged:
+        stderr.write(f"moonxp: {diverged}\n")
+        return EXIT_DIVERGED
     if args.json and not args.quiet:
         stdout.write(json.dumps(metrics, indent=2) + "\n")
     say(report.summary(run, written))
     return EXIT_OK
 
 
+def _abandon(run: job.Run, directory, status: str, message: str | None, stderr: TextIO | None) -> None:
+    """Mark this run's metrics.json with `status`, best effort: the error that stopped the run is the news."""
+    try:
+        report.abandon(run, directory, status, message)
+    except MoonxpError as exc:
+        if stderr is not None:
+            stderr.write(f"moonxp: error: {exc}\n")
+
+
 def main_exit() -> None:
-    """Console-script entry point: exit with `main`'s code."""
-    sys.exit(main())
+    """Console-script entry point (see `process.main_exit`, which installs the signal handlers first)."""
+    process.main_exit()

@@ -38,7 +38,11 @@ def backends() -> list[dict]:
             usable.append(backend.device_name)
             with device_context(backend.xp, backend.device):
                 runs[backend.device_name] = execution(policy(backend.xp, backend.device, backend.dtype), None)
-        version = getattr(importlib.import_module(MODULES[name]), "__version__", None)
+        try:
+            version = getattr(importlib.import_module(MODULES[name]), "__version__", None)
+        except Exception as exc:  # a broken install: resolve has said why, as "not usable: <reason>"
+            version = None
+            problems = {"all": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
         found.append({"name": name, "version": version, "usable": usable, "not_usable": problems, "execution": runs})
     return found
 
@@ -75,10 +79,11 @@ def text(measure_limits: bool = True) -> str:
              "packages: " + ", ".join(f"{k} {v}" for k, v in versions().items() if k not in ("python", "moonxp")),
              "", "backends:"]
     for b in backends():
-        state = ("usable on " + ", ".join(f"{d} ({b['execution'][d]})" for d in b["usable"])
-                 if b["usable"] else "not usable")
+        why_not = dict(b["not_usable"])
+        state = ("usable on " + ", ".join(f"{d} ({b['execution'][d]})" for d in b["usable"]) if b["usable"] else
+                 "not usable" + (f": {why_not.pop('all')}" if "all" in why_not else ""))
         lines.append(f"  {b['name']:17} {b['version'] or '-':12} {state}")
-        lines += [f"  {'':17} {'':12} {device}: {why}" for device, why in b["not_usable"].items()]
+        lines += [f"  {'':17} {'':12} {device}: {why}" for device, why in why_not.items()]
     lines += ["", "devices:", f"  cpu: {m['cpu']}, {m['cores']} cores"]
     for g in gpus():
         lines.append(f"  {g['device']}: {g['name']}, {g['memory_gib']:.1f} GiB, compute capability "

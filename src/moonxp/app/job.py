@@ -22,7 +22,7 @@ from ..engine.backend import Backend, resolve
 from ..engine.executor import execution
 from ..engine.policy import policy
 from ..engine.training import evaluate, train
-from ..errors import DivergedError, InvalidTypeError
+from ..errors import DivergedError, InvalidInputError, InvalidTypeError
 from ..kernels import Params
 from . import animation
 
@@ -91,8 +91,11 @@ def check(config: Config) -> None:
         validate.count("--animate", config.animate, 0)
 
 
-def start(config: Config) -> Run:
-    """Check the config, resolve the backend and draw the data: quick, so bad input is reported before any training."""
+def start(config: Config, plots: bool = True) -> Run:
+    """Check the config and the memory the run needs (`budget`, with the figures if `plots`), resolve the
+    backend and draw the data: quick, so bad input is reported before any training."""
+    from . import budget
+
     check(config)
     backend = resolve(config.device, config.backend, config.dtype)
     with device_context(backend.xp, backend.device):
@@ -100,13 +103,27 @@ def start(config: Config) -> Run:
     if config.compile and run_policy.compiler is None:
         raise InvalidTypeError(f"{backend.name} has no compiler: --compile needs --backend jax or torch "
                                f"(or --device cuda with torch or JAX installed)")
+    budget.check(config, backend, plots)
     if config.ensemble == 1:
         X, T, initial = make_problem(config.seed, config.samples, config.noise, config.hidden)
     else:
         X, T, initial = make_ensemble(config.seed, config.ensemble, config.samples, config.noise, config.hidden)
+    _check_noise(config, X, initial)
     if config.animate is not None:
         animation.check_memory(config, backend)
     return Run(config, backend, X, T, initial, execution(run_policy, config.compile))
+
+
+def _check_noise(config: Config, X: np.ndarray, initial: Params) -> None:
+    """Refuse a --noise that puts points where the first error overflows the dtype (then no learning
+    rate helps): |y| <= max|x| sum_h |v_h| (|W_0h| + |W_1h|) + sum_h |v_h b_h|, and E sums N of them."""
+    W, b, v = (np.abs(a) for a in initial)
+    with np.errstate(over="ignore", invalid="ignore"):
+        reach = np.max(np.abs(X)) * np.max(np.sum(v * W.sum(axis=-2), axis=-1)) + np.max(np.sum(v * b, axis=-1))
+        finite = np.isfinite(reach) and reach * X.shape[-2] < np.finfo(config.dtype).max
+    if not finite:
+        raise InvalidInputError(f"--noise {config.noise:g} puts points too far out for {config.dtype}: the "
+                                f"network's outputs would overflow before training; use a smaller --noise")
 
 
 def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot: None,

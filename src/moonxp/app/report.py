@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import __version__, plot
 from ..environment import versions
-from ..outputs import write_figure, write_json
+from ..outputs import locked, remove, write_figure, write_json
 from . import animation
 from .job import Run, Snapshot
 
@@ -89,26 +89,55 @@ def metrics(run: Run, status: str = "ok", message: str | None = None) -> dict:
     return data
 
 
+FIGURES = ("boundaries.png", "curve.png", "ensemble.png", "boundaries.gif")  # every figure a run may write
+
+
 def write(run: Run, directory: Path, plots: bool, metrics: dict) -> list[Path]:
-    """Write `metrics` as metrics.json and, for a finished run, the figures (`plots`) and the animation
-    (``--animate``); return the paths."""
+    """Write `metrics` (given the names of the figures, "figures") as metrics.json and, for a finished run,
+    the figures (`plots`) and the animation (``--animate``); return the paths.
+
+    The figures are drawn first (their grids are evaluated then: the device may run out of
+    memory, before anything is written). Then the directory comes to hold this run's files
+    only: under a lock on the directory, metrics.json is written first (with status
+    "writing" when figures follow), the figures of any earlier run are removed, this run's
+    figures and animation are written, and metrics.json is final last. A failure or
+    interruption on the way leaves metrics.json of this run marked "writing" (the caller then
+    marks it, see `abandon`), never a mix of runs presented as one.
+    """
+    figures = _figures(run) if plots and run.finished else {}
+    gif = run.finished and bool(run.frames)
+    metrics["figures"] = list(figures) + (["boundaries.gif"] if gif else [])
     written = []
-    c = run.config
-    try:  # figures evaluate grids (the device may run out of memory): metrics.json is written either way
-        if plots and run.finished:
-            titles = ["It: %d, Error: %.3f" % (s.iteration, s.errors[0, -1]) for s in run.snapshots]
-            figures = {"boundaries.png": plot.boundaries([s.params for s in run.snapshots], run.X, run.T,
-                                                         titles=titles, size=c.grid, compile=c.compile),
-                       "curve.png": plot.curve(run.errors)}
-            if c.ensemble > 1:
-                figures["ensemble.png"] = plot.ensemble(run.params, run.X, run.T, size=c.grid, compile=c.compile)
-            for name, figure in figures.items():
-                write_figure(directory / name, figure)
-                written.append(directory / name)
-        if run.finished and run.frames:
+    with locked(directory):
+        write_json(directory / "metrics.json", {**metrics, "status": "writing"} if metrics["figures"] else metrics)
+        for name in FIGURES:
+            remove(directory / name)
+        for name, figure in figures.items():
+            write_figure(directory / name, figure)
+            written.append(directory / name)
+        if gif:
             animation.write(directory / "boundaries.gif", run)
             written.append(directory / "boundaries.gif")
-    finally:
-        write_json(directory / "metrics.json", metrics)
-    written.append(directory / "metrics.json")
-    return written
+        if metrics["figures"]:
+            write_json(directory / "metrics.json", metrics)
+    return written + [directory / "metrics.json"]
+
+
+def abandon(run: Run, directory: Path, status: str, message: str | None = None) -> None:
+    """Leave this run's metrics.json with `status` (what it reached) and no figures beside it."""
+    with locked(directory):
+        write_json(directory / "metrics.json", {**metrics(run, status, message), "figures": []})
+        for name in FIGURES:
+            remove(directory / name)
+
+
+def _figures(run: Run) -> dict:
+    """This run's PNG figures by file name, drawn from its kept params (grids evaluated where they live)."""
+    c = run.config
+    titles = ["It: %d, Error: %.3f" % (s.iteration, s.errors[0, -1]) for s in run.snapshots]
+    figures = {"boundaries.png": plot.boundaries([s.params for s in run.snapshots], run.X, run.T,
+                                                 titles=titles, size=c.grid, compile=c.compile),
+               "curve.png": plot.curve(run.errors)}
+    if c.ensemble > 1:
+        figures["ensemble.png"] = plot.ensemble(run.params, run.X, run.T, size=c.grid, compile=c.compile)
+    return figures

@@ -23,7 +23,7 @@ from typing import Callable, Iterator, TextIO
 from .. import __version__
 from ..errors import InvalidInputError
 from ..environment import machine, versions
-from ..outputs import output_directory, write_figure, write_json
+from ..outputs import output_directory, writable, write_figure, write_json
 from . import compare, results as res
 from .cases import Case, for_run
 from .workloads import WORKLOADS
@@ -126,10 +126,12 @@ def table(results: list[dict], limits: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _checked(path: str | None) -> Path | None:
+def _checked(path: str | None, option: str) -> Path | None:
+    """`path` (given as `option`) as a Path, once it is known to be writable: fail now, not after the measurements."""
     if path is None:
         return None
-    output_directory(Path(path).parent)  # fail now, not after the measurements
+    output_directory(Path(path).parent, option)
+    writable(path, option)
     return Path(path)
 
 
@@ -154,19 +156,19 @@ def _report(todo: list[Case], timed: list[dict | None], limits: dict, in_process
 def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     mode = args.sizes or ("quick" if args.quick else "full")
     os.environ.update(ENVIRONMENT)  # before any backend is imported here, too
+    json_path, plot_path = _checked(args.json, "--json"), _checked(args.plot, "--plot")
     todo = for_run(args.device, args.backend, mode)
-    json_path, plot_path = _checked(args.json), _checked(args.plot)
 
     def save_so_far(timed: list, limits: dict) -> None:  # a run cut short still leaves its JSON
         if json_path is not None:
-            write_json(json_path, _report(todo, timed, limits, args.in_process, complete=False))
+            write_json(json_path, _report(todo, timed, limits, args.in_process, complete=False), "--json")
 
     timed, limits = measure_all(todo, mode, not args.in_process, stderr, save_so_far)
     report = _report(todo, timed, limits, args.in_process, complete=True)
     found = report["results"]
     stdout.write(f"matmul precision: {report['matmul_precision']}\n" + table(found, limits))
     if json_path is not None:
-        write_json(json_path, report)
+        write_json(json_path, report, "--json")
         stdout.write(f"wrote {json_path}\n")
     if plot_path is not None:
         _plot(plot_path, report, stdout)
@@ -178,12 +180,12 @@ def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 
 def _plot(path: Path, report: dict, stdout: TextIO) -> None:
     from . import charts
-    write_figure(path, charts.throughput(report), dpi=110)
+    write_figure(path, charts.throughput(report), dpi=110, option="--plot")
     stdout.write(f"wrote {path}\n")
 
 
 def _show(args: argparse.Namespace, stdout: TextIO) -> int:
-    plot_path = _checked(args.plot)
+    plot_path = _checked(args.plot, "--plot")
     report = res.load(args.results[0])
     stdout.write(f"{args.results[0]}: {compare.describe(report)}; matmul precision: "
                  f"{report.get('matmul_precision', 'not recorded')}\n")
@@ -196,13 +198,13 @@ def _show(args: argparse.Namespace, stdout: TextIO) -> int:
 def _compare(args: argparse.Namespace, stdout: TextIO) -> int:
     if len(args.results) < 2:
         raise InvalidInputError("bench compare needs two or more result files: moonxp bench compare A.json B.json")
-    plot_path = _checked(args.plot)
+    plot_path = _checked(args.plot, "--plot")
     reports = [res.load(path) for path in args.results]
     rows = compare.ratios(reports)
     stdout.write(compare.table(args.results, reports, rows))
     if plot_path is not None:
         from . import charts
-        write_figure(plot_path, charts.ratios(args.results, reports, rows), dpi=110)
+        write_figure(plot_path, charts.ratios(args.results, reports, rows), dpi=110, option="--plot")
         stdout.write(f"wrote {plot_path}\n")
     return 0
 

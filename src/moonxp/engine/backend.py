@@ -105,10 +105,16 @@ def resolve(device: str = "cpu", backend: str | None = None, dtype: str = DTYPES
 
 
 def _import(module: str, hint: str) -> Any:
+    """Import an optional backend; any failure (a missing package, or a broken install whose import
+    raises, e.g. a CUDA library mismatch) is a one-line BackendError."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         raise BackendError(f"{module} is not installed ({exc}): {hint}") from None
+    except Exception as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else ""
+        raise BackendError(f"{module} is installed but cannot be imported ({type(exc).__name__}: {reason}): "
+                           f"reinstall it, or {hint}") from None
 
 
 def _check_index(index: int, count: int, what: str) -> None:

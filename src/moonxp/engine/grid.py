@@ -14,8 +14,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from .. import validate
-from ..arrays import device_context
+from ..arrays import device_context, values_readable
+from ..errors import InvalidInputError
 from ..defaults import GRID, GRID_HI, GRID_LO
 from ..kernels import Params, matvec
 from .executor import ALL, concat_tiles, map_tiles, plan, program
@@ -51,14 +54,15 @@ def evaluate_grid(params: Params, size: int = GRID, lo: float = GRID_LO, hi: flo
     xp, device = validate.arrays(params)
     params = Params(*params)
     validate.planar(params)
-    validate.count("grid size", size, 2)
+    size = validate.count("grid size", size, 2)
     lo, hi = validate.interval(lo, hi)
     validate.compile_flag(compile)
     start, stop = (0, size) if rows is None else rows
     validate.count("first grid row", start, 0, size - 1)
     validate.count("grid row stop", stop, start + 1, size)
     W, b, v = params
-    with device_context(xp, device):
+    # Overflow shows as a non-finite grid, reported below, not as NumPy warnings.
+    with device_context(xp, device), np.errstate(over="ignore", invalid="ignore"):
         policy = policy_for(xp, device, W.dtype)
         band = program(_rows, policy, compile, xp=xp)
         axis = xp.linspace(lo, hi, size, dtype=W.dtype, device=device)
@@ -86,4 +90,8 @@ def evaluate_grid(params: Params, size: int = GRID, lo: float = GRID_LO, hi: flo
                     for c in columns]
 
         tiles, results = map_tiles(work, planner, networks * per_network * (stop - start) * per_row, policy)
-        return concat_tiles(tiles, results, xp, axes=(0, -2, -1))
+        grid = concat_tiles(tiles, results, xp, axes=(0, -2, -1))
+        if values_readable(grid) and not bool(xp.all(xp.isfinite(grid))):
+            raise InvalidInputError(f"the network's outputs overflow {W.dtype} on the grid from {lo:g} to {hi:g}: "
+                                    f"use bounds closer to 0, or float64 parameters")
+        return grid

@@ -34,6 +34,8 @@ from typing import Any, Callable, Iterator
 
 from array_api_compat import is_cupy_namespace, is_jax_namespace, is_numpy_namespace, is_torch_namespace
 
+from ..arrays import device_context
+
 # Elements that all live temporaries of one tile hold together. On a CPU, cache-sized
 # tiles run many times faster than temporaries of hundreds of MB (see docs/design.md);
 # 2**20 measured best for both training and grids on a 2-core EPYC (bench/RESULTS.md).
@@ -199,6 +201,22 @@ def _gpu_tile_elements(xp: Any, device: Any, itemsize: int) -> int:
         share = GPU_TILE_CAP if free is None else int(free * GPU_MEMORY_SHARE) // itemsize
         _gpu_tiles[key] = max(1 << 16, min(GPU_TILE_CAP, share))
     return _gpu_tiles[key]
+
+
+def free_device_memory(xp: Any, device: Any) -> int | None:
+    """Free bytes for new arrays on a GPU of CuPy, PyTorch or JAX (its library's pool included).
+
+    Returns
+    -------
+    int or None
+        None for the CPU (host memory is the caller's to measure) or where the library does not tell.
+    """
+    gpu = (is_cupy_namespace(xp) or (is_torch_namespace(xp) and getattr(device, "type", "cpu") == "cuda")
+           or (is_jax_namespace(xp) and getattr(device, "platform", "cpu") == "gpu"))
+    if not gpu:
+        return None
+    with device_context(xp, device):
+        return _free_gpu_memory(xp, device)
 
 
 def _free_gpu_memory(xp: Any, device: Any) -> int | None:

@@ -17,9 +17,9 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import validate
-from ..arrays import device_context, to_host
+from ..arrays import device_context, to_host, values_readable
 from ..defaults import CHECK_EVERY, ITERS, LR
-from ..errors import DivergedError
+from ..errors import DivergedError, InvalidTypeError
 from ..kernels import STEP_TEMPORARIES, Params, descent, error_and_gradient_sums, forward, loss_terms
 from .executor import ALL, Tile, map_tiles, plan, program, sum_over_points
 from .policy import Policy, policy as policy_for
@@ -99,9 +99,15 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
     """
     xp, device = validate.arrays(params, X, T)
     params = Params(*params)
+    if not all(values_readable(a) for a in (*params, X, T)):
+        raise InvalidTypeError("train reads an error back every check_every steps to stop divergence, which a "
+                               "traced array (jax.jit, vmap, grad, torch.func) or a meta tensor cannot give: "
+                               "train outside the transformation, or transform moonxp.kernels."
+                               "error_and_gradient_sums and moonxp.kernels.descent (or moonxp.backprop and "
+                               "moonxp.descent), which trace")
     lr = validate.learning_rate(lr)
-    validate.count("iters", iters, 0)
-    validate.count("check_every", check_every, 1)
+    iters = validate.count("iters", iters, 0)
+    check_every = validate.count("check_every", check_every, 1)
     validate.compile_flag(compile)
     validate.callback("progress", progress)
     chunks, done = [], 0
@@ -119,25 +125,32 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
                 params, errors = step(params, X, T, lr)
                 parts.append(errors)
             chunks.append(parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1))
-            _check_finite(xp, chunks, lr)
+            _check_finite(xp, chunks, params, lr)
             done += count
             if progress is not None:
                 progress(done, iters)
         final, _ = program(_scores, policy, compile, xp=xp, policy=policy)(params, X, T)
         chunks.append(final[..., None])
-        _check_finite(xp, chunks, lr)
+        _check_finite(xp, chunks, params, lr)
         return params, chunks[0] if len(chunks) == 1 else xp.concat(chunks, axis=-1)
 
 
-def _check_finite(xp: Any, chunks: list, lr: float) -> None:
-    """Raise DivergedError unless the latest chunk of errors is finite (one read-back).
+def _check_finite(xp: Any, chunks: list, params: Params, lr: float) -> None:
+    """Raise DivergedError unless the latest chunk of errors and the parameters are finite (one read-back).
 
-    Non-finite parameters make the next error non-finite (the loss sum y . dE/dy turns
-    inf * 0 into NaN), so the errors alone show divergence, the final state included.
+    Non-finite parameters usually make the next error non-finite (the loss sum y . dE/dy
+    turns inf * 0 into NaN), but not always: an output of +inf on the correct side has
+    error 0. So the parameters are checked too; when only they are bad, divergence is
+    dated at the iteration after the last error, the first state holding them.
     """
-    if bool(xp.all(xp.isfinite(chunks[-1]))):
+    finite = [xp.all(xp.isfinite(chunks[-1]))] + [xp.all(xp.isfinite(p)) for p in params]
+    if bool(xp.all(xp.stack(finite))):
         return
     bad = ~np.isfinite(to_host(xp.concat(chunks, axis=-1)))  # (..., iterations so far)
+    if not bad.any():  # the parameters after the last update, the state of the next iteration
+        params_bad = ~np.all([np.isfinite(to_host(p)).reshape(bad.shape[:-1] + (-1,)).all(axis=-1)
+                              for p in params], axis=0)
+        bad = np.concatenate([bad, params_bad[..., None]], axis=-1)
     first = int(np.argmax(bad.reshape(-1, bad.shape[-1]).any(axis=0)))
     networks = f" ({int(bad[..., first].sum())} of {bad[..., 0].size} networks)" if bad.ndim > 1 else ""
     raise DivergedError(first, lr, networks)

@@ -1,0 +1,130 @@
+"""The memory a run needs, estimated before any work, against what the machine and the device have.
+
+A run holds the drawn data and parameters on the host, their copies on the device
+(and the gradients and updated parameters beside them), the errors of every network
+at every iteration, the snapshot grids (evaluated in one batch on the device for the
+figures, then moved to the host), and, for the PNGs, matplotlib's contour
+data (about `PLOT_BYTES_PER_POINT` per grid point and panel, measured at G = 256
+and 768). Work tiles are bounded by the execution policy and not counted, except
+a CPU's own (tile elements x workers); ``--animate``'s frames are checked apart
+(`animation.check_memory`). The estimate is rough on purpose: a run is
+refused only when it cannot fit, with the option that is furthest over and the
+largest value of it that fits (options the user set come first).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from ..data import snapshot_iterations
+from ..engine.backend import Backend
+from ..engine.policy import free_device_memory, policy
+from ..errors import InvalidInputError
+from .animation import PANELS as ENSEMBLE_PANELS  # networks an ensemble's figure (and GIF) shows
+from .job import Config
+
+HOST_ITEMSIZE = 8                 # data, parameters and errors are drawn and kept in float64 on the host
+DRAW_BYTES_PER_POINT = 96         # make_moons: points, labels, indices, noise and their scaled copies
+PARAM_COPIES_HOST = 2             # the drawn normals and the parameters made from them
+PARAM_COPIES_DEVICE = 3           # parameters, gradients, updated parameters
+ERROR_COPIES_HOST = 3             # the columns, their concatenation, the plot's percentiles
+PLOT_BYTES_PER_POINT = 64         # matplotlib contourf + PNG rendering, per grid point and panel
+OPTIONS = ("ensemble", "hidden", "samples", "grid", "iters")
+MINIMUM = {"ensemble": 1, "hidden": 1, "samples": 1, "grid": 2, "iters": 0}
+
+
+def needs(config: Config, backend: Backend, plots: bool) -> tuple[int, int]:
+    """(host bytes, device bytes) that a run of `config` holds at its peak, roughly."""
+    B, H, N, G, iters = config.ensemble, config.hidden, config.samples, config.grid, config.iters
+    itemsize = 4 if backend.dtype_name == "float32" else 8
+    snapshots = len(snapshot_iterations(iters))
+    panels = snapshots + (min(ENSEMBLE_PANELS, B) if B > 1 else 0)
+    errors = B * (iters + 1)
+    host = (DRAW_BYTES_PER_POINT * N + HOST_ITEMSIZE * (PARAM_COPIES_HOST * B * 4 * H + ERROR_COPIES_HOST * errors
+                                                        + panels * G * G))
+    if plots:
+        host += PLOT_BYTES_PER_POINT * (panels * G * G + iters + 1)
+    device = itemsize * (PARAM_COPIES_DEVICE * B * 4 * H + 3 * N + 2 * errors + 2 * panels * G * G)
+    if backend.device_name == "cpu":  # a GPU's tiles are a share of its free memory by design; a CPU's are not
+        rules = policy(backend.xp, backend.device, backend.dtype)
+        device += itemsize * rules.tile_elements * rules.workers
+    return host, device
+
+
+def host_memory() -> int:
+    """Bytes of host memory this process may still take: MemAvailable, or less under a cgroup limit."""
+    available = []
+    try:
+        with open("/proc/meminfo") as f:
+            available += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+    except OSError:
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            available.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    if not available and hasattr(os, "sysconf"):
+        try:
+            available.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError):
+            pass
+    return min(available) if available else 1 << 62  # unknown: refuse nothing
+
+
+def check(config: Config, backend: Backend, plots: bool) -> None:
+    """Refuse a run that cannot fit in memory, before any work.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the option furthest over budget and the largest value of it that fits.
+    """
+    on_cpu = backend.device_name == "cpu"  # one memory for the host's and the device's share
+    gpu = None if on_cpu else free_device_memory(backend.xp, backend.device)  # None: not known (JAX)
+    host_free = host_memory()
+
+    def fits(c: Config) -> tuple[bool, str, int, int]:
+        host, device = needs(c, backend, plots)
+        if on_cpu:
+            return host + device <= host_free, "host", host + device, host_free
+        if gpu is not None and device > gpu:
+            return False, f"{backend.device_name} device", device, gpu
+        return host <= host_free, "host", host, host_free
+
+    ok, where, need, have = fits(config)
+    if ok:
+        return
+    best = None
+    given = [option for option in OPTIONS if getattr(config, option) != getattr(Config, option)]
+    for option in given + [option for option in OPTIONS if option not in given]:
+        if best is not None and option not in given and best[0] in given:
+            break  # an option the user chose is named before one left at its default
+        value = getattr(config, option)
+        largest = _largest(lambda v: fits(config.__class__(**{**config.as_dict(), option: v}))[0],
+                           MINIMUM[option], value)
+        if largest is not None and (best is None or value / max(largest, 1) > best[1] / max(best[2], 1)):
+            best = (option, value, largest)
+    if best is None:
+        raise InvalidInputError(f"this run needs about {_gib(need)} of {where} memory but {_gib(have)} is free: "
+                                f"free memory, or use smaller --samples, --hidden, --ensemble, --grid or --iters")
+    option, value, largest = best
+    raise InvalidInputError(f"--{option} {value} is too large: this run needs about {_gib(need)} of {where} "
+                            f"memory but {_gib(have)} is free; use --{option} {largest} or less")
+
+
+def _largest(fits: Callable[[int], bool], low: int, high: int) -> int | None:
+    """The largest v in [low, high) with fits(v), for fits monotone (True then False); None if none."""
+    if not fits(low):
+        return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB"
