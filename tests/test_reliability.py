@@ -179,6 +179,15 @@ def test_signals_inside_every_write_leave_no_temporary(previous_run):
     assert metrics_of(previous_run)["status"] == "interrupted"
 
 
+@posix
+@pytest.mark.slow
+def test_signal_after_the_outcome_changes_nothing(tmp_path):
+    """SIGTERM while the interpreter exits, after a finished run: exit 0, nothing on stderr."""
+    hook = "import atexit, os, signal\natexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))\n"
+    code, out, err = run_child(hook, "--iters", "2", "--no-plot", "--out", str(tmp_path))
+    assert (code, err) == (0, "") and "Done:" in out and metrics_of(tmp_path)["status"] == "ok"
+
+
 # ---------------------------------------------------------------- 3: Ctrl-C during start-up
 
 def test_import_moonxp_loads_no_numpy():

@@ -58,7 +58,8 @@ def test_concurrent_runs_with_random_interruptions(tmp_path):
             if interrupt and header:
                 time.sleep(delay)
                 process.send_signal(getattr(signal, interrupt))
-            out, err = process.communicate(timeout=600)
+            out, err = process.stdout.read(), process.stderr.read()  # not communicate(): it skips what
+            process.wait(timeout=600)                              # readline has buffered
         finally:
             process.kill()
         results[k] = (process.returncode, header + out, err)

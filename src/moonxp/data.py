@@ -59,7 +59,7 @@ def make_ensemble(seed: int = SEED, networks: int = 1, n_samples: int = SAMPLES,
     X, T, first = make_problem(seed, n_samples, noise, hidden)
     rng = np.random.RandomState()
     indices = np.empty(n_samples, dtype=np.intp)  # a shuffle consumes the stream by length only
-    gauss = np.empty((networks, 4 * hidden))
+    gauss = np.zeros((networks, 4 * hidden))  # row 0 is replaced by make_problem(seed)'s network below
     for k in range(1, networks):
         rng.seed(seed + k)
         rng.shuffle(indices)

@@ -4,7 +4,8 @@ SIGINT, SIGTERM and SIGHUP all raise `Interrupted` (a KeyboardInterrupt) in the
 main thread, so every one of them takes the path of Ctrl-C: the run's
 metrics.json is marked "interrupted", no temporary file is left, and the exit
 status is 128 + the signal's number (130, 143, 129). Only the first signal
-interrupts: later ones are ignored while that interruption is written out. A
+interrupts: later ones are ignored while that interruption is written out, and
+any signal is ignored once the exit status is decided. A
 standard output closed by its reader (``| head``) stops the run the same way,
 quietly, with 141 (128 + SIGPIPE), the status a shell reports for a writer
 killed by SIGPIPE.
@@ -106,7 +107,12 @@ def _settle() -> None:
 
 
 def main_exit() -> None:
-    """Console-script entry point: install the signal handlers, import and run the command line, exit."""
+    """Console-script entry point: install the signal handlers, import and run the command line, exit.
+
+    Once the outcome is known, signals are ignored: one that arrives while the interpreter
+    shuts down would otherwise kill it (Python restores the default action then) and
+    replace the run's exit status.
+    """
     install()
     code = None
     try:
