@@ -19,7 +19,27 @@ Array = Any
 
 
 def forward(params: Params, X: Array) -> Array:
-    """Network outputs Y (..., N) for points X (N, D) or (..., N, D); params W (..., D, H), b, v (..., H)."""
+    """Network outputs: y = max(0, X W + b) v.
+
+    Parameters
+    ----------
+    params : Params
+        W (..., D, H), b (..., H), v (..., H), any Array API namespace.
+    X : array
+        Points (N, D) or (..., N, D), in the params' namespace, device and dtype.
+
+    Returns
+    -------
+    Y : array
+        (..., N), in the inputs' namespace, device and dtype.
+
+    Raises
+    ------
+    InvalidTypeError
+        Not arrays, non-floating dtypes, or arrays of different libraries, devices or dtypes.
+    InvalidInputError
+        Shapes that do not fit, non-finite values.
+    """
     xp, device = validate.arrays(params, X)
     params = Params(*params)
     with device_context(xp, device):
@@ -28,14 +48,56 @@ def forward(params: Params, X: Array) -> Array:
 
 
 def loss(Y: Array, T: Array) -> Array:
-    """E (...) = mean over N of max(0, -Y T) for outputs Y (..., N) and labels T (..., N) of +-1."""
+    """The perceptron loss E = mean over N of max(0, -Y T).
+
+    Parameters
+    ----------
+    Y : array
+        Network outputs (..., N).
+    T : array
+        Labels (..., N) of -1 or +1, broadcasting into Y's shape.
+
+    Returns
+    -------
+    E : array
+        (...), in Y's namespace, device and dtype.
+
+    Raises
+    ------
+    InvalidTypeError
+        Not arrays, non-floating dtypes, or arrays of different libraries, devices or dtypes.
+    InvalidInputError
+        Shapes that do not fit, non-finite values, labels other than +-1.
+    """
     xp, device = validate.outputs_and_labels(Y, T)
     with device_context(xp, device):
         return kernels.loss(Y, T, xp=xp)
 
 
 def backprop(params: Params, X: Array, T: Array) -> Params:
-    """Gradients of E w.r.t. W (..., D, H), b (..., H), v (..., H), averaged over the N points."""
+    """Gradients of E with respect to W, b and v, by the hand-written backprop of `moonxp.kernels`.
+
+    Parameters
+    ----------
+    params : Params
+        W (..., D, H), b (..., H), v (..., H).
+    X : array
+        Points (N, D) or (..., N, D) whose batch dims broadcast into the params'.
+    T : array
+        Labels (..., N) of -1 or +1.
+
+    Returns
+    -------
+    grads : Params
+        dE/dW, dE/db, dE/dv, averaged over the N points, with the params' shapes.
+
+    Raises
+    ------
+    InvalidTypeError
+        Not arrays, non-floating dtypes, or arrays of different libraries, devices or dtypes.
+    InvalidInputError
+        Shapes that do not fit, non-finite values, labels other than +-1.
+    """
     xp, device = validate.arrays(params, X, T)
     params = Params(*params)
     with device_context(xp, device):
@@ -45,7 +107,27 @@ def backprop(params: Params, X: Array, T: Array) -> Params:
 
 
 def descent(params: Params, grads: Params, lr: float) -> Params:
-    """params - lr * grads, field by field; grads have the params' shapes."""
+    """One gradient-descent step, theta - lr * dE/dtheta, field by field.
+
+    Parameters
+    ----------
+    params, grads : Params
+        The same shapes, namespace, device and dtype.
+    lr : float
+        Learning rate, finite and > 0.
+
+    Returns
+    -------
+    Params
+        The updated parameters.
+
+    Raises
+    ------
+    InvalidTypeError
+        Not arrays, non-floating dtypes, or arrays of different libraries, devices or dtypes.
+    InvalidInputError
+        Shapes that do not fit, non-finite values, a learning rate that is not a finite number > 0.
+    """
     validate.arrays(grads, name="grads")
     xp, device = validate.arrays(params, *grads)
     for name, p, g in zip("Wbv", params, grads):

@@ -21,6 +21,31 @@ def make_problem(seed: int = SEED, n_samples: int = SAMPLES, noise: float = NOIS
     """Moons X (N, 2) scaled to X*2-1, labels T (N,) in {-1, +1}, and initial params (H = hidden).
 
     Host NumPy float64, drawn in the homework's order from the legacy generator seeded with `seed`.
+
+    Parameters
+    ----------
+    seed : int
+        0 to 2**32 - 1 (NumPy's legacy seeds); 0 is the homework's.
+    n_samples : int
+        Points N >= 1.
+    noise : float
+        make_moons' noise, finite and >= 0.
+    hidden : int
+        Hidden units H >= 1.
+
+    Returns
+    -------
+    X : ndarray
+        (N, 2).
+    T : ndarray
+        (N,), -1.0 or +1.0.
+    params : Params
+        W (2, H), b (H,), v (H,).
+
+    Raises
+    ------
+    InvalidInputError
+        An argument out of range.
     """
     validate.problem(seed, n_samples, noise, hidden)
     rng = np.random.RandomState(seed)

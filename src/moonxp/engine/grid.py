@@ -48,8 +48,34 @@ def evaluate_grid(params: Params, size: int = GRID, lo: float = GRID_LO, hi: flo
 
     For one network or a batch (params with leading dims) of D = 2 inputs; the result stays in the
     params' namespace, device and dtype. Memory is bounded by tiling the rows (and the
-    columns of rows wider than a tile). `rows` = (start, stop) computes only that band
-    of rows, Yg[..., start:stop, :].
+    columns of rows wider than a tile).
+
+    Parameters
+    ----------
+    params : Params
+        W (..., 2, H), b (..., H), v (..., H).
+    size : int
+        Grid points per side, >= 2.
+    lo, hi : float
+        Bounds of both axes, finite, lo < hi.
+    compile : bool, optional
+        As for `moonxp.train`.
+    rows : (int, int), optional
+        (start, stop): only that band of rows, Yg[..., start:stop, :].
+
+    Returns
+    -------
+    Yg : array
+        (..., size, size), or (..., stop - start, size) for a band.
+
+    Raises
+    ------
+    InvalidInputError
+        D != 2, a bad size, bounds or band, or outputs that overflow the dtype on the grid.
+    InvalidTypeError
+        As for `moonxp.forward`.
+    DeviceMemoryError
+        Out of device memory even in the smallest useful tiles.
     """
     xp, device = validate.arrays(params)
     params = Params(*params)

@@ -89,13 +89,43 @@ def _scores(params: Params, X: Array, T: Array, xp: Any, policy: Policy, fused: 
 def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = ITERS,
           compile: bool | None = None, check_every: int = CHECK_EVERY,
           progress: Callable[[int, int], None] | None = None) -> tuple[Params, Array]:
-    """Train by gradient descent: (params, errors), errors (..., iters + 1) = E before each update, then after the last.
+    """Train by plain gradient descent, all on the arrays' device.
 
-    params W (..., D, H), b (..., H), v (..., H) train B networks at once; X (N, D) or
-    (..., N, D) (D = 2 in the homework, any D >= 1); T (..., N) of +-1. Results keep the inputs' namespace, device and dtype.
-    `compile`: None = the namespace's default (JAX: jit), True = `jax.jit`/`torch.compile`.
-    Every `check_every` steps (one compiled program) a single boolean is read back to
-    detect divergence and `progress(done, iters)` is called.
+    Parameters
+    ----------
+    params : Params
+        W (..., D, H), b (..., H), v (..., H): leading batch dims train B networks at once.
+    X : array
+        Points (N, D) or (..., N, D) (the homework: D = 2).
+    T : array
+        Labels (..., N) of -1 or +1.
+    lr : float
+        Learning rate (the homework's 0.1).
+    iters : int
+        Descent steps (the homework's 128).
+    compile : bool, optional
+        None: the policy's default (JAX, and any library on CUDA, compile); True: `jax.jit` or
+        `torch.compile` (CuPy through DLPack); False: eager.
+    check_every : int
+        Steps run as one program between the single boolean read back to detect divergence.
+    progress : callable, optional
+        Called as ``progress(done, iters)`` after each such chunk.
+
+    Returns
+    -------
+    params : Params
+        The trained parameters, in the inputs' namespace, device and dtype.
+    errors : array
+        (..., iters + 1): E before each update, then after the last.
+
+    Raises
+    ------
+    DivergedError
+        An error or a parameter became non-finite; the message names the first such iteration.
+    InvalidInputError, InvalidTypeError
+        Bad shapes, dtypes, values or arguments (see `moonxp.forward`), or traced arrays.
+    DeviceMemoryError
+        Out of device memory even in the smallest useful tiles.
     """
     xp, device = validate.arrays(params, X, T)
     params = Params(*params)
@@ -157,9 +187,24 @@ def _check_finite(xp: Any, chunks: list, params: Params, lr: float) -> None:
 
 
 def evaluate(params: Params, X: Array, T: Array, *, compile: bool | None = None) -> tuple[Array, Array]:
-    """Error E (...) and accuracy (...) (share of points with sign(Y) = T) of the network(s) on X, T.
+    """Error and accuracy of the network(s) on X, T (a forward pass only).
 
-    Shapes as for `train`; `compile` as for `train`.
+    Parameters
+    ----------
+    params, X, T, compile
+        As for `train`.
+
+    Returns
+    -------
+    E : array
+        (...): the mean loss.
+    accuracy : array
+        (...): the share of points with sign(Y) = T.
+
+    Raises
+    ------
+    InvalidInputError, InvalidTypeError
+        As for `train`.
     """
     xp, device = validate.arrays(params, X, T)
     params = Params(*params)
