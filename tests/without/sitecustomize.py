@@ -3,7 +3,10 @@
     PYTHONPATH=tests/without:src python -m pytest -q tests/
 
 hides array-api-strict and CuPy, as on the project's GPU machines; MOONXP_HIDE=a,b
-names other top-level modules to hide. Hidden modules have no spec
+names other top-level modules to hide, e.g. every optional one (hypothesis stays: its pytest plugin loads
+at start-up):
+
+    MOONXP_HIDE=array_api_strict,cupy,cupy_backends,torch,jax,jaxlib,dask,distributed,zarr,pyarrow,nbclient Hidden modules have no spec
 (``importlib.util.find_spec`` is None) and importing them raises ModuleNotFoundError.
 """
 
