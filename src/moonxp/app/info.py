@@ -9,6 +9,7 @@ import importlib.util
 from .. import __version__
 from ..benchmark.limits import measure
 from ..arrays import device_context
+from ..defaults import DTYPES
 from ..engine.backend import BACKENDS, resolve
 from ..engine.executor import execution
 from ..engine.policy import policy
@@ -91,7 +92,7 @@ def text(measure_limits: bool = True) -> str:
     if measure_limits:
         lines += ["", "measured limits (peak matmul, copy bandwidth):"]
         for device in ["cpu"] + [g["device"] for g in gpus()]:
-            for dtype in ("float32", "float64"):
+            for dtype in reversed(DTYPES):  # float32 first
                 try:
                     lim = measure(resolve(device, None, dtype), "quick")
                 except MoonxpError as exc:
