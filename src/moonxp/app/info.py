@@ -7,8 +7,8 @@ import importlib
 import importlib.util
 
 from .. import __version__
-from ..benchmark.limits import measure
 from ..arrays import device_context
+from ..benchmark.limits import measure
 from ..defaults import DTYPES
 from ..engine.backend import BACKENDS, resolve
 from ..engine.executor import execution
