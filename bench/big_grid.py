@@ -24,8 +24,8 @@ def monitor(stop, peak):
 
 if __name__ == "__main__":
     size, scheduler, path = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-    _, _, params = moonxp.make_problem(0)
-    trained, _ = moonxp.train(params, *moonxp.make_problem(0)[:2])
+    X, T, params = moonxp.make_problem(0)
+    trained, _ = moonxp.train(params, X, T)
     stop, peak = threading.Event(), {}
     threading.Thread(target=monitor, args=(stop, peak), daemon=True).start()
     with distributed.connect(None if scheduler == "none" else scheduler) as client:

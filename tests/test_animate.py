@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import moonxp
+import moonxp.app.budget
 from moonxp import plot
 from moonxp.app import animation
 from moonxp.app.cli import main
@@ -63,7 +64,7 @@ def test_long_runs_show_every_kth_iteration():
 
 
 def test_refused_up_front_when_it_would_not_fit(tmp_path, monkeypatch):
-    monkeypatch.setattr(animation, "available_bytes", lambda: 10_000_000)
+    monkeypatch.setattr(moonxp.app.budget, "host_memory", lambda: 500_000_000)  # enough for the run, not its GIF
     code, _, err = run(tmp_path / "out", "--iters", "500", "--animate", "--grid", "400")
     assert code == 2
     assert "--animate needs about" in err and "use --animate K with a larger K" in err

@@ -48,14 +48,6 @@ def required_bytes(config: Config, itemsize: int) -> int:
     return frames * (panels * config.grid**2 * 2 * itemsize + pixels * 4)
 
 
-def available_bytes() -> int | None:
-    """Host memory available now (Linux), or None where the system does not say."""
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def check_memory(config: Config, backend: Backend) -> None:
     """Refuse an animation that would not fit in memory, before any training.
 
@@ -64,9 +56,11 @@ def check_memory(config: Config, backend: Backend) -> None:
     InvalidInputError
         Naming the need, what is available and the options that shrink it.
     """
-    need, free = required_bytes(config, np.dtype(backend.dtype_name).itemsize), available_bytes()
+    from .budget import host_memory  # budget imports this module
+
+    frames = len(frame_iterations(config.iters, config.animate))
+    need, free = required_bytes(config, np.dtype(backend.dtype_name).itemsize), host_memory()
     if free is not None and need > MEMORY_SHARE * free:
-        frames = len(frame_iterations(config.iters, config.animate))
         raise InvalidInputError(f"--animate needs about {need / 2**30:.1f} GiB for {frames} frames of a "
                                 f"{config.grid}x{config.grid} grid, but {free / 2**30:.1f} GiB is available: "
                                 f"use --animate K with a larger K (a frame every K iterations) or a smaller --grid")

@@ -86,12 +86,13 @@ def text(measure_limits: bool = True) -> str:
         lines.append(f"  {b['name']:17} {b['version'] or '-':12} {state}")
         lines += [f"  {'':17} {'':12} {device}: {why}" for device, why in why_not.items()]
     lines += ["", "devices:", f"  cpu: {m['cpu']}, {m['cores']} cores"]
-    for g in gpus():
+    found = gpus()  # each call initialises the CUDA libraries: once
+    for g in found:
         lines.append(f"  {g['device']}: {g['name']}, {g['memory_gib']:.1f} GiB, compute capability "
                      f"{g['compute_capability']}, driver {g.get('driver', '?')}, CUDA runtime {g['cuda_runtime']}")
     if measure_limits:
         lines += ["", "measured limits (peak matmul, copy bandwidth):"]
-        for device in ["cpu"] + [g["device"] for g in gpus()]:
+        for device in ["cpu"] + [g["device"] for g in found]:
             for dtype in reversed(DTYPES):  # float32 first
                 try:
                     lim = measure(resolve(device, None, dtype), "quick")

@@ -53,15 +53,15 @@ def _seeds(text: str) -> range:
 
 def add_arguments(parser: argparse.ArgumentParser, number: Callable) -> None:
     """The sweep options; `number(kind)` is the CLI's number parser (ranges are checked by `moonxp.sweep`)."""
-    positive, whole, natural = number(float), number(int), number(int)
-    parser.add_argument("--lr", type=_values(positive), default=(defaults.LR,), help="learning rates, e.g. 0.01,0.1,1")
-    parser.add_argument("--hidden", type=_values(whole), default=(defaults.HIDDEN,), help="hidden units, e.g. 10,50")
-    parser.add_argument("--samples", type=_values(whole), default=(defaults.SAMPLES,), help="moons N values")
-    parser.add_argument("--noise", type=_values(number(float)), default=(defaults.NOISE,), help="noise values")
-    parser.add_argument("--iters", type=_values(natural), default=(defaults.ITERS,), help="iteration counts")
+    real, integer = number(float), number(int)
+    parser.add_argument("--lr", type=_values(real), default=(defaults.LR,), help="learning rates, e.g. 0.01,0.1,1")
+    parser.add_argument("--hidden", type=_values(integer), default=(defaults.HIDDEN,), help="hidden units, e.g. 10,50")
+    parser.add_argument("--samples", type=_values(integer), default=(defaults.SAMPLES,), help="moons N values")
+    parser.add_argument("--noise", type=_values(real), default=(defaults.NOISE,), help="noise values")
+    parser.add_argument("--iters", type=_values(integer), default=(defaults.ITERS,), help="iteration counts")
     parser.add_argument("--dtype", type=_values(str), default=(defaults.DTYPES[0],), help="float64 and/or float32")
     parser.add_argument("--seeds", type=_seeds, default=range(0, 10), help="seed range START:STOP (default 0:10)")
-    parser.add_argument("--block", type=whole, default=BLOCK, help=f"networks per task (default {BLOCK})")
+    parser.add_argument("--block", type=integer, default=BLOCK, help=f"networks per task (default {BLOCK})")
     parser.add_argument("--scheduler", metavar="ADDRESS", help=SCHEDULER_HELP)
     parser.add_argument("--out", default="moonxp-sweep", help="output directory (default moonxp-sweep)")
     parser.add_argument("--no-plot", action="store_true", help="write the table and sweep.json only")

@@ -95,16 +95,12 @@ class JaxJit:
 
     @staticmethod
     def train(W, b, v, X, T, lr, iters):
-        return _jax_train(W, b, v, X, T, lr, iters)
+        return _jax_train_compiled()(W, b, v, X, T, lr, iters)
 
     @staticmethod
     def grid(W, b, v, axis):
         gpu = any(device.platform != "cpu" for device in axis.devices())
         return _jax_grid_compiled()(W, b, v, axis, grid_block_points(gpu, W.shape[-1]))
-
-
-def _jax_train(W, b, v, X, T, lr, iters):
-    return _jax_train_compiled()(W, b, v, X, T, lr, iters)
 
 
 @functools.lru_cache(maxsize=1)

@@ -29,8 +29,6 @@ from .peers import PEERS
 
 FORWARD_FLOPS = 6    # per point and hidden unit: x1 w1 + x2 w2 + b (4), readout a v (2)
 GRADIENT_FLOPS = 15  # per point and hidden unit: forward 6, backward 9 (dz 2, dW 4, db 1, dv 2)
-SIZE_MEANS = ("points", "networks", "grid")
-ITEMS = ("run", "network-iteration", "sample-gradient", "grid-point")
 
 
 @dataclass(frozen=True)
@@ -47,8 +45,8 @@ class Workload:
     unit: str                  # what throughput counts, per second
     size_label: str            # how a size prints
     sizes: dict                # {"cpu" | "cuda": {"smoke" | "quick" | "full": (sizes...)}}
-    size_means: str            # one of SIZE_MEANS
-    item: str                  # one of ITEMS
+    size_means: str            # "points", "networks" or "grid"
+    item: str                  # "run", "network-iteration", "sample-gradient" or "grid-point"
     iters: int = 0             # training iterations per call (0: a grid evaluation)
     noise: float = 0.0         # moons noise of the problem
     streamed_values: int = 0   # values per item read or written from memory at least

@@ -203,11 +203,8 @@ def draw_shard(index: int, *, seed: int, samples: int, shards: int, noise: float
     Shard k holds samples * (k + 1) // shards - samples * k // shards points, drawn
     with its own generator from (seed, k): the shard is the same wherever it is drawn.
     """
-    prepare_worker()
-    backend = _backend(spec)
     n = samples * (index + 1) // shards - samples * index // shards
-    X, T = moons(np.random.RandomState([seed, index]), n, noise)
-    return backend.asarray(X), backend.asarray(T)
+    return _on_backend(moons(np.random.RandomState([seed, index]), n, noise), spec)
 
 
 def _shard_sums(shard: tuple[Any, Any], state: tuple[Params, Any], spec: tuple[str, str | None, str]) -> tuple:
@@ -351,8 +348,9 @@ def trainer(client: Any, shards: int, spec: tuple[str, str | None, str]) -> Call
     def train(params: Params, X: Any, T: Any, *, lr: float = LR, iters: int = ITERS, compile: bool | None = None,
               check_every: int = CHECK_EVERY, progress: Callable[[int, int], None] | None = None):
         backend = _backend(spec)
-        if sent.get("arrays") != (id(X), id(T)):
-            sent.update(arrays=(id(X), id(T)), shards=scatter_shards(
+        known = sent.get("arrays", (None, None))
+        if not (known[0] is X and known[1] is T):  # the arrays themselves are kept: an id can be reused
+            sent.update(arrays=(X, T), shards=scatter_shards(
                 to_host(X), to_host(T), min(shards, X.shape[-2]), spec, client))
         params, errors = train_shards(sent["shards"], Params(*(to_host(p) for p in params)), X.shape[-2], lr=lr,
                                       iters=iters, check_every=check_every, spec=spec, client=client,
