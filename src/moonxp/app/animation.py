@@ -3,7 +3,7 @@
 Frames are the states before updates 0, k, 2k, ... and after the last one
 (k = 1 up to `MAX_FRAMES` frames). Their parameters, kept on the device during
 training, are stacked (F, P, 2, H) and evaluated as ONE batched grid; an
-ensemble shows its first `PANELS` networks side by side. The GIF is written
+ensemble shows its first `defaults.ENSEMBLE_PANELS` networks side by side. The GIF is written
 by Pillow through matplotlib, atomically. What it needs (the grids on the
 device and the host, the RGBA frames Pillow keeps) is estimated before any
 training, and a run that would not fit in memory is refused.
@@ -12,13 +12,12 @@ training, and a run that would not fit in memory is refused.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..defaults import GRID_HI, GRID_LO
+from ..defaults import ENSEMBLE_PANELS, GRID_HI, GRID_LO
 from ..errors import InvalidInputError
 from ..outputs import write_animation
 
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
     from .job import Config, Run
 
 MAX_FRAMES = 200        # frames of an automatic animation: a long run shows every k-th iteration
-PANELS = 4              # networks of an ensemble shown side by side
 FPS = 12
 DPI = 80                # 3-inch panels of 240 pixels
 MEMORY_SHARE = 0.5      # of the available host memory an animation may take
@@ -43,7 +41,7 @@ def required_bytes(config: Config, itemsize: int) -> int:
     """Memory an animation of `config` holds at once: grids on the device and the host, and the RGBA frames."""
     from ..plot import PANEL_INCHES
     frames = len(frame_iterations(config.iters, config.animate))
-    panels = min(PANELS, config.ensemble)
+    panels = min(ENSEMBLE_PANELS, config.ensemble)
     pixels = round(PANEL_INCHES * DPI) ** 2 * panels
     return frames * (panels * config.grid**2 * 2 * itemsize + pixels * 4)
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..data import snapshot_iterations
+from ..defaults import ENSEMBLE_PANELS
 from ..engine.backend import Backend
 from ..engine.policy import free_device_memory, policy
 from ..errors import InvalidInputError
-from .animation import PANELS as ENSEMBLE_PANELS  # networks an ensemble's figure (and GIF) shows
 from .job import Config
 
 HOST_ITEMSIZE = 8                 # data, parameters and errors are drawn and kept in float64 on the host
