@@ -20,14 +20,13 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .arrays import common_device, device_context, namespace_of, to_host
-from .defaults import ENSEMBLE_PANELS, GRID, GRID_HI, GRID_LO
+from .defaults import ENSEMBLE_PANELS, GRID, GRID_HI, GRID_LO, PANEL_INCHES
 from .engine.grid import evaluate_grid
 from .engine.training import evaluate
 from .errors import InvalidInputError
 from .kernels import Params
 
 NEGATIVE, POSITIVE = "#0088FF", "#FF8800"
-PANEL_INCHES = 3.0
 
 
 class MoonxpFigure(Figure):
