@@ -188,3 +188,12 @@ def test_cli_save_into_a_missing_directory_fails_before_training(tmp_path):
                 stderr=err)
     assert code == 2 and "choose another --save" in err.getvalue()
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "curve.png", "boundaries.png", "ensemble.png", "boundaries.gif"])
+def test_cli_save_onto_a_report_file_is_refused_before_anything(tmp_path, name):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--out", str(tmp_path / "sv"), "--save", str(tmp_path / "sv" / name), "--no-plot", "--iters", "3"],
+                stdout=out, stderr=err)
+    assert code == 2 and err.getvalue().count("\n") == 1 and "--save" in err.getvalue() and name in err.getvalue()
+    assert out.getvalue() == "" and not (tmp_path / "sv").exists()
