@@ -17,7 +17,7 @@ from typing import Any, Sequence, TextIO
 
 from .. import __version__
 from ..defaults import DTYPES, GRID, HIDDEN, ITERS, LR, MAX_SEED, NOISE, SAMPLES, SEED, SWEEP_BLOCK
-from ..errors import BackendError, DivergedError, MoonxpError
+from ..errors import BackendError, DivergedError, MoonxpError, OutputError
 from ..outputs import output_directory, writable
 from . import process
 from .model import MAX_PLOT_GRID, BenchConfig, Config, SweepConfig, name, number, seeds, values
@@ -214,6 +214,9 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                     backend=args.backend, dtype=args.dtype, compile=args.compile, animate=args.animate)
     run = job.start(config, plots=not args.no_plot)  # bad input, sizes, backend or device fail here, before --out
     check_scheduler(args.scheduler)
+    if args.save and report.owns(Path(args.out), args.save):
+        raise OutputError(f"--save {args.save!r} is a file the report writes in --out {args.out!r}; "
+                          f"save the params under another name (e.g. params.npz)")
     directory = output_directory(args.out)
     if args.save:
         writable(args.save, "--save")
