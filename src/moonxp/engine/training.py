@@ -43,7 +43,7 @@ def _tile(params: Params, X: Array, T: Array, tile: Tile) -> tuple[Params, Array
     return params, X, T
 
 
-def _tiled(work: Callable, params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple:
+def tiled_sums(work: Callable, params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple:
     """Sum `work(params, X, T)` (per-network sums over points, a tuple) over all tiles."""
     W = params.W
     shape = (W.shape[0] if W.ndim > 2 else 1, math.prod(W.shape[1:-2]), X.shape[-2],
@@ -59,8 +59,8 @@ def _step(params: Params, X: Array, T: Array, lr: float, xp: Any, policy: Policy
 
     lr / N turns the gradient sums into means.
     """
-    e, sums = _tiled(functools.partial(error_and_gradient_sums, xp=xp, fused=fused, ones_column=True),
-                     params, X, T, xp, policy)
+    e, sums = tiled_sums(functools.partial(error_and_gradient_sums, xp=xp, fused=fused, ones_column=True),
+                         params, X, T, xp, policy)
     return descent(params, sums, lr / X.shape[-2]), e
 
 
@@ -108,7 +108,7 @@ def _scores(params: Params, X: Array, T: Array, xp: Any, policy: Policy, fused: 
         return xp.sum(loss_terms(y, t, xp), axis=-1), xp.sum(xp.astype(y * t > 0, y.dtype), axis=-1)
 
     n = X.shape[-2]
-    e, correct = _tiled(sums, params, X, T, xp, policy)
+    e, correct = tiled_sums(sums, params, X, T, xp, policy)
     return e / n, correct / n
 
 
