@@ -195,6 +195,60 @@ def test_grid_to_disk_writes_every_band_and_a_restart_skips_the_written_ones(tmp
     np.testing.assert_array_equal(again, stored)
 
 
+def _damage_npy_shape(path):
+    np.save(path, np.zeros((10, 10), dtype=np.int16))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _delete_a_chunk(path):
+    chunk = next(p for p in sorted((path / "c").rglob("*")) if p.is_file())
+    chunk.unlink()
+
+
+@pytest.mark.parametrize("suffix, damage", [(".npy", _damage_npy_shape), (".npy", _truncate),
+                                            (".zarr", _delete_a_chunk)])
+def test_grid_to_disk_resumes_only_onto_the_store_it_created(tmp_path, monkeypatch, suffix, damage):
+    if suffix == ".zarr":
+        pytest.importorskip("zarr")
+    monkeypatch.setattr(diskgrid, "BAND_BYTES", 4 * 40 * 7)  # 7 rows of a 40-wide float32 grid
+    _, _, params = make_problem(2, hidden=5)
+    path = tmp_path / f"grid{suffix}"
+    diskgrid.grid_to_disk(params, path, 40)
+    damage(path)
+    calls = []
+    diskgrid.grid_to_disk(params, path, 40, progress=lambda done, total: calls.append(done))
+    assert calls == ([6] if suffix == ".zarr" else [1, 2, 3, 4, 5, 6])  # the lost chunk's band, or every band
+    stored = np.load(path) if suffix == ".npy" else __import__("zarr").open_array(str(path))[...]
+    np.testing.assert_allclose(stored, moonxp.evaluate_grid(Params(*(p.astype("float32") for p in params)), 40),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_grid_to_disk_refuses_bad_params_before_creating_the_store(tmp_path):
+    _, _, params = make_problem(2, hidden=5)
+    with pytest.raises(moonxp.InvalidInputError, match="NaN"):
+        diskgrid.grid_to_disk(Params(params.W * np.nan, params.b, params.v), tmp_path / "g.npy", 4096)
+    with pytest.raises(moonxp.InvalidInputError, match="D = 3"):
+        diskgrid.grid_to_disk(Params(np.zeros((3, 5)), params.b, params.v), tmp_path / "g.npy", 4096)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_grid_to_disk_marker_that_cannot_be_written_is_an_output_error(tmp_path, monkeypatch):
+    from pathlib import Path
+    _, _, params = make_problem(2, hidden=5)
+    real = Path.touch
+
+    def refused(self, *args, **kwargs):
+        if self.parent.name.endswith(".bands"):
+            raise PermissionError(13, "Permission denied")
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "touch", refused)
+    with pytest.raises(moonxp.OutputError, match="cannot mark band 0 done .*Permission denied"):
+        diskgrid.grid_to_disk(params, tmp_path / "g.npy", 20)
+
+
 def test_grid_to_disk_with_other_parameters_starts_afresh(tmp_path):
     _, _, params = make_problem(2, hidden=4)
     path = tmp_path / "g.npy"

@@ -19,7 +19,7 @@ from .. import __version__
 from ..arrays import is_out_of_memory
 from ..defaults import DTYPES, GRID, HIDDEN, ITERS, LR, NOISE, SAMPLES, SEED
 from ..engine.distributed import check_scheduler, connect, trainer as data_parallel
-from ..errors import BackendError, DivergedError, MoonxpError
+from ..errors import BackendError, DivergedError, MoonxpError, OutputError
 from ..outputs import output_directory, writable
 from ..saved import save_params
 from ..validate import MAX_SEED
@@ -192,6 +192,9 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                         animate=args.animate)
     run = job.start(config, plots=not args.no_plot)  # bad input, sizes, backend or device fail here, before --out
     check_scheduler(args.scheduler)
+    if args.save and report.owns(Path(args.out), args.save):
+        raise OutputError(f"--save {args.save!r} is a file the report writes in --out {args.out!r}; "
+                          f"save the params under another name (e.g. params.npz)")
     directory = output_directory(args.out)
     if args.save:
         writable(args.save, "--save")

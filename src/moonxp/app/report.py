@@ -92,6 +92,11 @@ def metrics(run: Run, status: str = "ok", message: str | None = None) -> dict:
 FIGURES = ("boundaries.png", "curve.png", "ensemble.png", "boundaries.gif")  # every figure a run may write
 
 
+def owns(directory: Path, path: str | Path) -> bool:
+    """Whether a run's report in `directory` writes or removes the file `path` (metrics.json or a figure)."""
+    return Path(path).resolve() in {(Path(directory) / name).resolve() for name in ("metrics.json",) + FIGURES}
+
+
 def write(run: Run, directory: Path, plots: bool, metrics: dict) -> list[Path]:
     """Write `metrics` (given the names of the figures, "figures") as metrics.json and, for a finished run,
     the figures (`plots`) and the animation (``--animate``); return the paths.
