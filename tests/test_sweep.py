@@ -15,7 +15,7 @@ from moonxp import Params
 from moonxp.app import sweep as sweep_app
 from moonxp.app.cli import main
 from moonxp.data import make_problem
-from moonxp.engine import diskgrid, distributed
+from moonxp.engine import diskgrid, sharded
 from moonxp.engine.sweep import COLUMNS, train_block, Setting
 
 
@@ -139,9 +139,9 @@ def test_a_scheduler_that_does_not_answer_is_one_line_and_exit_2(tmp_path):
 
 def test_data_parallel_training_equals_training_on_all_points():
     X, T, params = make_problem(3, 500, 0.1, 12)
-    sharded = distributed.trainer(None, 7, ("cpu", "numpy", "float64"))
+    data_parallel = sharded.trainer(None, 7, ("cpu", "numpy", "float64"))
     backend = moonxp.resolve()
-    ours, errors = sharded(params, backend.asarray(X), backend.asarray(T), lr=0.4, iters=21, check_every=5)
+    ours, errors = data_parallel(params, backend.asarray(X), backend.asarray(T), lr=0.4, iters=21, check_every=5)
     plain, expected = moonxp.train(params, X, T, lr=0.4, iters=21)
     np.testing.assert_allclose(errors, expected, rtol=1e-12, atol=1e-15)
     for a, b in zip(ours, plain):
@@ -150,8 +150,8 @@ def test_data_parallel_training_equals_training_on_all_points():
 
 def test_sharded_data_is_the_concatenation_of_its_shards_and_trains_alike():
     spec = ("cpu", "numpy", "float64")
-    params, errors = distributed.train_sharded(5, 1000, 4, hidden=6, iters=9, check_every=4)
-    shards = [distributed.draw_shard(k, seed=5, samples=1000, shards=4, noise=0.0, spec=spec) for k in range(4)]
+    params, errors = sharded.train_sharded(5, 1000, 4, hidden=6, iters=9, check_every=4)
+    shards = [sharded.draw_shard(k, seed=5, samples=1000, shards=4, noise=0.0, spec=spec) for k in range(4)]
     assert sum(len(t) for _, t in shards) == 1000
     X, T = np.concatenate([x for x, _ in shards]), np.concatenate([t for _, t in shards])
     start = moonxp.data.initial_params(np.random.RandomState(5), 6)
@@ -163,7 +163,7 @@ def test_sharded_data_is_the_concatenation_of_its_shards_and_trains_alike():
 
 def test_sharded_training_reports_divergence():
     with pytest.raises(moonxp.DivergedError):
-        distributed.train_sharded(0, 200, 3, hidden=10, lr=1e6, iters=40, dtype="float32")
+        sharded.train_sharded(0, 200, 3, hidden=10, lr=1e6, iters=40, dtype="float32")
 
 
 def test_a_band_of_the_grid_is_those_rows_of_the_grid():

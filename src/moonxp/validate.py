@@ -15,12 +15,12 @@ from typing import Any, Callable
 import numpy as np
 from array_api_compat import is_array_api_obj
 
+from .defaults import MAX_SEED
 from .arrays import common_device, device_context, namespace_of, values_readable
 from .errors import InvalidInputError, InvalidTypeError
 from .kernels import Params
 
 
-MAX_SEED = 2**32 - 1  # NumPy's legacy generator takes seeds below 2**32
 
 
 def arrays(params: Params, *others: Any, name: str = "params") -> tuple[Any, Any]:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, plot
+from .. import __version__
 from ..environment import versions
 from ..outputs import locked, remove, write_figure, write_json
-from . import animation
-from .job import Run, Snapshot
+from .model import Run, Snapshot
+
 
 def header(run: Run) -> str:
     """One line: backend, version, device, dtype, how it runs (eager or compiled) and the problem's sizes."""
@@ -121,6 +121,7 @@ def write(run: Run, directory: Path, plots: bool, metrics: dict) -> list[Path]:
             write_figure(directory / name, figure)
             written.append(directory / name)
         if gif:
+            from . import animation  # matplotlib: only when a GIF is drawn
             animation.write(directory / "boundaries.gif", run)
             written.append(directory / "boundaries.gif")
         if metrics["figures"]:
@@ -138,6 +139,8 @@ def abandon(run: Run, directory: Path, status: str, message: str | None = None) 
 
 def _figures(run: Run) -> dict:
     """This run's PNG figures by file name, drawn from its kept params (grids evaluated where they live)."""
+    from .. import plot  # matplotlib: only when figures are drawn
+
     c = run.config
     titles = ["It: %d, Error: %.3f" % (s.iteration, s.errors[0, -1]) for s in run.snapshots]
     figures = {"boundaries.png": plot.boundaries([s.params for s in run.snapshots], run.X, run.T,

@@ -25,7 +25,7 @@ from ..arrays import to_host
 from ..defaults import GRID_HI, GRID_LO
 from ..errors import BackendError, OutputError
 from ..kernels import Params
-from .distributed import _backend, map_tasks, prepare_worker
+from .tasks import Spec, map_tasks, task_backend
 from .grid import evaluate_grid
 
 BAND_BYTES = 64 << 20  # output bytes of one band (a task, and a chunk of the store)
@@ -79,10 +79,9 @@ def _written(path: str, band: tuple[int, int], rows: int, batch: int) -> bool:
 
 
 def _write_band(band: tuple[int, int], *, path: str, params: Params, size: int, lo: float, hi: float,
-                spec: tuple[str, str | None, str]) -> int:
+                spec: Spec) -> int:
     """Compute rows band[0]:band[1] of the grid, write them into the store at `path`, mark the band done."""
-    prepare_worker()
-    backend = _backend(spec)
+    backend = task_backend(spec)
     start, stop = band
     values = to_host(evaluate_grid(Params(*(backend.asarray(p) for p in params)), size, lo, hi, rows=band))
     store = _open(path, "r+")
@@ -136,7 +135,7 @@ def grid_to_disk(params: Params, path: str | os.PathLike, size: int, lo: float =
             raise BackendError(f'{path!r} needs zarr, which is not installed: pip install "moonxp[cluster]", '
                                f'or write a .npy file') from None
     spec = (device, backend, dtype)
-    _backend(spec)  # a bad device or backend fails here, before anything is written
+    task_backend(spec)  # a bad device or backend fails here, before anything is written
     shape = params.W.shape[:-2] + (size, size)
     rows = band_rows(shape, np.dtype(dtype).itemsize)
     bands = [(start, min(start + rows, size)) for start in range(0, size, rows)]

@@ -42,7 +42,7 @@ def _tile(params: Params, X: Array, T: Array, tile: Tile) -> tuple[Params, Array
     return params, X, T
 
 
-def _tiled(work: Callable, params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple:
+def tiled_sums(work: Callable, params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple:
     """Sum `work(params, X, T)` (per-network sums over points, a tuple) over all tiles."""
     W = params.W
     shape = (W.shape[0] if W.ndim > 2 else 1, math.prod(W.shape[1:-2]), X.shape[-2],
@@ -56,7 +56,7 @@ def _step(params: Params, X: Array, T: Array, lr: float, xp: Any, policy: Policy
           fused: bool) -> tuple[Params, Array]:
     """(params after one descent step, error before it). lr / N turns the gradient sums into means."""
     n = X.shape[-2]
-    e, sums = _tiled(functools.partial(error_and_gradient_sums, xp=xp, fused=fused), params, X, T, xp, policy)
+    e, sums = tiled_sums(functools.partial(error_and_gradient_sums, xp=xp, fused=fused), params, X, T, xp, policy)
     return descent(params, sums, lr / n), e / n
 
 
@@ -82,7 +82,7 @@ def _scores(params: Params, X: Array, T: Array, xp: Any, policy: Policy, fused: 
         return xp.sum(loss_terms(y, t, xp), axis=-1), xp.sum(xp.astype(y * t > 0, y.dtype), axis=-1)
 
     n = X.shape[-2]
-    e, correct = _tiled(sums, params, X, T, xp, policy)
+    e, correct = tiled_sums(sums, params, X, T, xp, policy)
     return e / n, correct / n
 
 
