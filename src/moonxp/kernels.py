@@ -141,3 +141,40 @@ def backprop(params: Params, X: Array, T: Array, *, xp: Namespace | None = None)
 def descent(params: Params, grads: Params, lr: float) -> Params:
     """One gradient-descent step: theta - lr * dE/dtheta."""
     return Params(*(p - lr * g for p, g in zip(params, grads)))
+
+
+# ---------------------------------------------------------------- the estimator's loss: logistic, weighted
+#
+#     m = y t                                  margin, t = +-1
+#     l = log(1 + exp(-m))                     logistic loss of one point
+#       = max(-m, 0) + log1p(exp(-|m|))        the same, with no overflow for any m
+#     E = sum_N w l / sum_N w                  weights w >= 0 (scikit-learn's sample_weight; ones: the mean)
+#
+# Backprop, each line the derivative of the line above it:
+#     dl/dm = -1 / (1 + exp(m)) = -sigma(-m) = -exp(-max(m, 0) - log1p(exp(-|m|)))
+#     dE/dy = w t dl/dm / sum_N w              the rest of the chain is the perceptron's (above)
+
+def logistic_terms(Y: Array, T: Array, xp: Namespace) -> Array:
+    """log(1 + exp(-Y T)) per point: outputs Y (..., N), labels T = +-1 -> (..., N)."""
+    m = Y * T
+    return xp.maximum(-m, 0.0) + xp.log1p(xp.exp(-xp.abs(m)))
+
+
+def logistic_error_and_gradient_sums(params: Params, X: Array, T: Array, weights: Array,
+                                     xp: Namespace) -> tuple[Array, Params]:
+    """Weighted sums over the N points of the logistic loss terms (...) and of their parameter gradients.
+
+    Divided by sum_N w they are E and dE/dW, dE/db, dE/dv. As in `error_and_gradient_sums`,
+    dE/dz is never formed: the per-point factor goes onto X and v onto the (D, H), (H,) sums.
+    """
+    z = preactivation(params, X, xp)                                 # (..., N, H)
+    active = xp.astype(z > 0, z.dtype)                               # ReLU'(z)
+    a = z * active                                                   # max(0, z)
+    m = matvec(a, params.v, xp) * T                                  # margins y t, (..., N)
+    soft = xp.log1p(xp.exp(-xp.abs(m)))                              # log(1 + exp(-|m|))
+    terms = xp.maximum(-m, 0.0) + soft                               # l = log(1 + exp(-m))
+    dy = -weights * T * xp.exp(-xp.maximum(m, 0.0) - soft)           # w dl/dy = -w t sigma(-m)
+    dW = (xp.matrix_transpose(X * dy[..., :, None]) @ active) * params.v[..., None, :]  # sum_N x dy ReLU'(z) v
+    db = vecmat(dy, active, xp) * params.v                           # sum_N dy ReLU'(z) v, (..., H)
+    dv = vecmat(dy, a, xp)                                           # sum_N dy a, (..., H)
+    return xp.sum(weights * terms, axis=-1), Params(dW, db, dv)
