@@ -114,3 +114,8 @@ def values_readable(x: Array) -> bool:
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether `exc` is a device running out of memory (CuPy, PyTorch, JAX/XLA)."""
     return "OutOfMemory" in type(exc).__name__ or "RESOURCE_EXHAUSTED" in str(exc)
+
+
+def detached(x: Any) -> Any:
+    """`x` without autograd state: a torch tensor is detached from its graph; anything else is returned as it is."""
+    return x.detach() if is_torch_array(x) else x

@@ -77,9 +77,13 @@ def moons(rng: np.random.RandomState, n_samples: int, noise: float) -> tuple[np.
         return X * 2 - 1, labels * 2.0 - 1
 
 
-def initial_params(rng: np.random.RandomState, hidden: int) -> Params:
-    """Initial W (2, H), b (H,), v (H,) drawn from `rng` in the homework's order and scales."""
-    W = rng.normal(0, 1 / 2.0**0.5, [2, hidden])
+def initial_params(rng: np.random.RandomState, hidden: int, inputs: int = 2) -> Params:
+    """Initial W (D, H), b (H,), v (H,) drawn from `rng` in the homework's order and scales.
+
+    W ~ N(0, 1/D): at the homework's D = 2 inputs its N(0, 1/2); for any D, standardised inputs
+    give preactivations of the same scale.
+    """
+    W = rng.normal(0, 1 / float(inputs)**0.5, [inputs, hidden])
     b = rng.normal(0, 1, [hidden])
     v = rng.normal(0, 1 / hidden**0.5, [hidden])
     return Params(W, b, v)
