@@ -10,6 +10,7 @@ Where the namespace has a compiler (``jax.jit``, ``torch.compile``), those
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any, Callable
@@ -20,8 +21,8 @@ from .. import validate
 from ..arrays import device_context, to_host, values_readable
 from ..defaults import CHECK_EVERY, ITERS, LR
 from ..errors import DivergedError, InvalidTypeError
-from ..kernels import STEP_TEMPORARIES, Params, descent, error_and_gradient_sums, forward, loss_terms
-from .executor import ALL, Tile, map_tiles, plan, program, sum_over_points
+from ..kernels import STEP_TEMPORARIES, Params, descent, error_and_gradient_sums, forward, loss_terms, with_ones
+from .executor import ALL, ALL_TILE, Tile, compiled, map_tiles, plan, program, run, sum_over_points
 from .policy import Policy, policy as policy_for
 
 Array = Any
@@ -54,31 +55,56 @@ def tiled_sums(work: Callable, params: Params, X: Array, T: Array, xp: Any, poli
 
 def _step(params: Params, X: Array, T: Array, lr: float, xp: Any, policy: Policy,
           fused: bool) -> tuple[Params, Array]:
-    """(params after one descent step, error before it). lr / N turns the gradient sums into means."""
-    n = X.shape[-2]
-    e, sums = tiled_sums(functools.partial(error_and_gradient_sums, xp=xp, fused=fused), params, X, T, xp, policy)
-    return descent(params, sums, lr / n), e / n
+    """(params after one descent step, the loss sum before it), for X = [X, 1] (`kernels.with_ones`).
+
+    lr / N turns the gradient sums into means.
+    """
+    e, sums = tiled_sums(functools.partial(error_and_gradient_sums, xp=xp, fused=fused, ones_column=True),
+                         params, X, T, xp, policy)
+    return descent(params, sums, lr / X.shape[-2]), e
 
 
 def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any,
            policy: Policy, fused: bool) -> tuple[Params, Array]:
-    """`count` descent steps: (params after them, errors (..., count) before each).
+    """`count` descent steps on X = [X, 1]: (params after them, errors (..., count) before each).
 
     Compiled, the steps form one program, so a compiler reuses buffers across them
     and the host dispatches once per `count` steps (on a GPU: a few fused kernels
     per step, one launch sequence per `count` steps instead of ~30 launches per step).
     """
-    errors = []
+    sums = []
     for _ in range(count):
         params, e = _step(params, X, T, lr, xp, policy, fused)
-        errors.append(e)
-    return params, xp.stack(errors, axis=-1)
+        sums.append(e)
+    return params, xp.stack(sums, axis=-1) / X.shape[-2]  # the mean, in one division per chunk
+
+
+def _network_blocks(params: Params, policy: Policy, compiled: bool) -> list[Tile]:
+    """Blocks of whole networks (the first batch axis), one per worker thread, or [ALL_TILE].
+
+    Networks never interact, so each block trains on its own thread for a whole chunk of
+    steps: threads meet once per chunk, not once per step, and each keeps its networks in
+    its cache. One block for compiled programs, one network or one worker.
+    """
+    networks = params.W.shape[0] if params.W.ndim > 2 else 1
+    workers = min(policy.workers, networks)
+    if compiled or workers <= 1:
+        return [ALL_TILE]
+    return [(slice(networks * k // workers, networks * (k + 1) // workers), ALL) for k in range(workers)]
+
+
+def _in_blocks(chunk: Callable, blocks: list[Tile], params: Params, X: Array, T: Array, lr: float, xp: Any,
+               workers: int) -> tuple[Params, Array]:
+    """`chunk(params, X, T, lr)` on each block of networks side by side, the blocks' results put back together."""
+    if len(blocks) == 1:
+        return chunk(params, X, T, lr)
+    return sum_over_points(blocks, run(lambda block: chunk(*_tile(params, X, T, block), lr), blocks, workers), xp)
 
 
 def _scores(params: Params, X: Array, T: Array, xp: Any, policy: Policy, fused: bool) -> tuple[Array, Array]:
-    """Error E (...) and accuracy (...) on X, T: forward only, tile by tile."""
+    """Error E (...) and accuracy (...) on X = [X, 1] (`kernels.with_ones`), T: forward only, tile by tile."""
     def sums(p, x, t):
-        y = forward(p, x, xp=xp, fused=fused)
+        y = forward(p, x, xp=xp, fused=fused, ones_column=True)
         return xp.sum(loss_terms(y, t, xp), axis=-1), xp.sum(xp.astype(y * t > 0, y.dtype), axis=-1)
 
     n = X.shape[-2]
@@ -146,13 +172,16 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
         policy = policy_for(xp, device, params.W.dtype)
         validate.points(xp, X, params, into_batch=True)
         validate.labels(xp, T, X, params)
+        X = with_ones(X, xp)
+        blocks = _network_blocks(params, policy, compiled(policy, compile))
+        inner = policy if len(blocks) == 1 else dataclasses.replace(policy, workers=1)  # a block's own tiles: in turn
         while done < iters:
             count = min(check_every, iters - done)
             # a shorter chunk runs one-step programs: two compiled programs at most (torch.compile: seconds each)
-            step = program(_steps, policy, compile, count=count if count == check_every else 1, xp=xp, policy=policy)
+            step = program(_steps, inner, compile, count=count if count == check_every else 1, xp=xp, policy=inner)
             parts = []
             for _ in range(1 if count == check_every else count):
-                params, errors = step(params, X, T, lr)
+                params, errors = _in_blocks(step, blocks, params, X, T, lr, xp, policy.workers)
                 parts.append(errors)
             chunks.append(parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1))
             _check_finite(xp, chunks, params, lr)
@@ -213,4 +242,4 @@ def evaluate(params: Params, X: Array, T: Array, *, compile: bool | None = None)
         policy = policy_for(xp, device, params.W.dtype)
         validate.points(xp, X, params, into_batch=True)
         validate.labels(xp, T, X, params)
-        return program(_scores, policy, compile, xp=xp, policy=policy)(params, X, T)
+        return program(_scores, policy, compile, xp=xp, policy=policy)(params, with_ones(X, xp), T)
