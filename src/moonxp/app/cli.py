@@ -198,14 +198,13 @@ def _bench_config(args: argparse.Namespace) -> BenchConfig:
 
 def _progress_bar(stderr: TextIO, quiet: bool, total: int, unit: str) -> Any:
     """A progress bar on stderr, only where it is a terminal (disable=None) and the work is long (delay)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # a terminal's bar (tqdm.auto would load asyncio for nothing here)
     return tqdm(total=total, file=stderr, disable=True if quiet else None, delay=PROGRESS_DELAY_S, unit=unit,
                 leave=False, dynamic_ncols=True)
 
 
 def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     from ..engine.cluster import check_scheduler, connect
-    from ..engine.sharded import trainer as data_parallel
     from ..saved import save_params
     from . import job, report
 
@@ -242,8 +241,11 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         say(report.header(run))
         try:
             with connect(args.scheduler) as client:
-                trainer = None if client is None else data_parallel(client, sum(client.nthreads().values()),
-                                                                     (config.device, config.backend, config.dtype))
+                trainer = None
+                if client is not None:
+                    from ..engine.sharded import trainer as data_parallel
+                    trainer = data_parallel(client, sum(client.nthreads().values()),
+                                            (config.device, config.backend, config.dtype))
                 job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), progress, trainer)
         except DivergedError as exc:
             diverged = exc
