@@ -224,7 +224,7 @@ class MoonxpClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("classes must be passed on the first call to partial_fit: the two labels y can take")
         X, y, xp, device = self._inputs(X, y, reset=first)
         if classes is not None:
-            given = self._binary_classes(unique_labels(classes))
+            given = self._binary_classes(unique_labels(classes if is_array_api_obj(classes) else np.asarray(classes)))
             if not first and not self._same_labels(given, self.classes_):
                 raise ValueError(f"classes={list(to_host(given))} differs from the classes of the first call to "
                                  f"partial_fit, {list(to_host(self.classes_))}")
