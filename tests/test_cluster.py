@@ -100,6 +100,30 @@ def test_data_parallel_training_on_the_cluster_is_bit_identical_to_in_process(cl
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("scattered", [True, False], ids=["scattered shards", "drawn shards"])
+def test_data_parallel_training_survives_a_worker_that_dies_bit_identically(client, scattered):
+    X, T, params = moonxp.make_problem(0, 3000, hidden=8)
+    spec = ("cpu", None, "float64")
+
+    def train(progress=None):
+        if scattered:  # the CLI's path: the points sent from here
+            return sharded.trainer(client, 4, spec)(params, X, T, lr=0.3, iters=24, check_every=4, progress=progress)
+        return sharded.train_sharded(seed=1, samples=3000, shards=4, hidden=8, lr=0.3, iters=24, check_every=4,
+                                     client=client, progress=progress)
+    expected = train()
+    killed = []
+
+    def progress(done: int, total: int) -> None:
+        if not killed and done >= 8:
+            killed.append(done)
+            _kill_one_worker(client)
+    got = train(progress)
+    assert killed
+    for a, b in zip(got[0], expected[0]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
 def test_cli_train_on_a_cluster_matches_in_process(client, tmp_path):
     import json
     argv = ["train", "--iters", "20", "--samples", "300", "--no-plot", "--quiet"]

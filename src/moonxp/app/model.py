@@ -110,6 +110,7 @@ class Run:
     params: Params | None = None             # the trained networks (on the device)
     frames: list[tuple[int, Params]] = field(default_factory=list)  # (iteration, the first networks' params)
     timings: dict = field(default_factory=dict)
+    cluster: dict = field(default_factory=dict)  # on a cluster: the versions of its scheduler and workers
     finished: bool = False
 
 
