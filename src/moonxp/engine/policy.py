@@ -67,7 +67,8 @@ class Policy:
     """How work on one namespace/device runs: tile size, CPU threads, a compiler if any, and its name.
 
     `fused`: compiled programs use the kernels' fusion-friendly forms. `bridge`: the
-    compiler belongs to another library, reached through DLPack.
+    compiler belongs to another library, reached through DLPack. `writes_tiles`: tiles
+    write their results into one preallocated array (NumPy) instead of being concatenated.
     """
 
     tile_elements: int
@@ -77,6 +78,7 @@ class Policy:
     fused: bool = False
     bridge: Bridge | None = None
     compiled_as: str = ""
+    writes_tiles: bool = False
 
 
 def policy(xp: Any, device: Any, dtype: Any) -> Policy:
@@ -104,7 +106,7 @@ def policy(xp: Any, device: Any, dtype: Any) -> Policy:
     if is_numpy_namespace(xp):
         # NumPy releases the GIL in its loops, so tiles run on all cores.
         keep_freed_memory()
-        return Policy(CPU_TILE_ELEMENTS, cores())
+        return Policy(CPU_TILE_ELEMENTS, cores(), writes_tiles=True)
     if is_torch_namespace(xp):  # torch threads each op itself; on the CPU torch.compile only when asked
         return Policy(CPU_TILE_ELEMENTS, 1, _torch_compile, compiled_as="torch.compile")
     return Policy(CPU_TILE_ELEMENTS, 1)
