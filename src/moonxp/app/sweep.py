@@ -1,8 +1,8 @@
 """``moonxp sweep``: the run, the results table file, the summary figures and sweep.json.
 
-The table is ``results.parquet`` (pyarrow installed) or ``results.csv``, one row
-per network. ``heatmaps.png`` shows the median final error and accuracy over
-the seeds against lr x hidden, one pair per combination of the other settings;
+The table is ``results.csv`` (``--format csv``, the default) or
+``results.parquet`` (``--format parquet``, which needs pyarrow), one row per
+network. ``heatmaps.png`` shows the median final error and accuracy over the seeds against lr x hidden, one pair per combination of the other settings;
 ``distributions.png`` shows each configuration's spread over the seeds. Files
 depend only on the results, so a sweep writes the same bytes in-process and on
 a cluster. An interrupted sweep writes the finished tasks' rows, whole, and
@@ -21,8 +21,9 @@ import numpy as np
 
 from ..engine.cluster import check_scheduler, connect, describe
 from ..engine.sweep import COLUMNS, plan, run, table
+from ..errors import BackendError, install_hint
 from ..outputs import output_directory, write_bytes, write_figure, write_json
-from .model import SweepConfig
+from .model import TABLE_FORMATS, SweepConfig
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -32,18 +33,28 @@ MAX_BOXES = 48          # configurations drawn in distributions.png
 OTHER = ("samples", "noise", "iters", "dtype")
 
 
-def table_bytes(columns: dict[str, np.ndarray], status: str) -> tuple[str, bytes]:
-    """(file name, contents) of the results table: Parquet when pyarrow is installed, else CSV."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
+def check_format(format: str) -> None:
+    """Fail early (BackendError) when the table's `format` needs a package that is missing: Parquet, pyarrow."""
+    if format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as exc:
+            raise BackendError(f"--format parquet needs pyarrow, which is not installed: {install_hint('parquet')}, "
+                               f"or use --format csv") from exc
+
+
+def table_bytes(columns: dict[str, np.ndarray], status: str, format: str) -> tuple[str, bytes]:
+    """(file name, contents) of the results table in `format`: CSV (floats exact) or Parquet (`status` in its
+    metadata)."""
+    if format == "csv":
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(COLUMNS)
         for row in zip(*(columns[name].tolist() for name in COLUMNS)):
             writer.writerow([repr(v) if isinstance(v, float) else v for v in row])  # repr: exact round trip
         return "results.csv", text.getvalue().encode()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     arrays = {name: pa.array(columns[name].astype(str) if name == "dtype" else columns[name]) for name in COLUMNS}
     data = pa.table(arrays).replace_schema_metadata({"moonxp.status": status})
     buffer = pa.BufferOutputStream()
@@ -117,9 +128,10 @@ def distributions(columns: dict[str, np.ndarray]) -> Figure:
     return fig
 
 
-def write(directory: Path, columns: dict[str, np.ndarray], summary: dict, plots: bool) -> list[Path]:
-    """Write the table, the figures (when `plots` and there are rows) and sweep.json; return the paths."""
-    name, data = table_bytes(columns, summary["status"])
+def write(directory: Path, columns: dict[str, np.ndarray], summary: dict, plots: bool,
+          format: str = TABLE_FORMATS[0]) -> list[Path]:
+    """Write the table in `format`, the figures (when `plots` and there are rows) and sweep.json; return the paths."""
+    name, data = table_bytes(columns, summary["status"], format)
     written = [directory / name]
     write_bytes(written[0], data)
     if plots and len(columns["seed"]):
@@ -138,6 +150,7 @@ def main(config: SweepConfig, stdout: TextIO, progress_bar: Callable[[int, str],
     """
     options = config.settings()
     tasks = plan(**options, seeds=config.seeds, device=config.device, backend=config.backend, block=config.block)
+    check_format(config.format)
     check_scheduler(config.scheduler)  # bad values fail before --out is created or a cluster starts
     directory = output_directory(config.out)
     bar = progress_bar(len(tasks), "task")
@@ -155,13 +168,13 @@ def main(config: SweepConfig, stdout: TextIO, progress_bar: Callable[[int, str],
                           progress=lambda done, total: bar.update(done - bar.n), done=finished)
     except KeyboardInterrupt:
         write(directory, table(finished), {**summary, "status": "interrupted", "tasks_done": len(finished),
-                                           "elapsed_s": time.perf_counter() - started}, config.plots)
+                                           "elapsed_s": time.perf_counter() - started}, config.plots, config.format)
         raise
     finally:
         bar.close()
     elapsed = time.perf_counter() - started
     written = write(directory, columns, {**summary, "status": "ok", "tasks_done": len(tasks), "elapsed_s": elapsed},
-                    config.plots)
+                    config.plots, config.format)
     if not config.quiet:
         diverged = int(columns["diverged"].sum())
         stdout.write(f"Done: {len(columns['seed'])} networks in {len({task[0] for task in tasks})} configurations, {diverged} diverged, "
