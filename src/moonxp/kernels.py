@@ -148,6 +148,8 @@ def descent(params: Params, grads: Params, lr: float) -> Params:
 #     m = y t                                  margin, t = +-1
 #     l = log(1 + exp(-m))                     logistic loss of one point
 #       = max(-m, 0) + log1p(exp(-|m|))        the same, with no overflow for any m
+#       max(-m, 0) = (|m| - m) / 2,  max(m, 0) = (|m| + m) / 2   (exact; no scalar argument to xp.maximum,
+#                                                                  which array API versions before 2024.12 refuse)
 #     E = sum_N w l / sum_N w                  weights w >= 0 (scikit-learn's sample_weight; ones: the mean)
 #
 # Backprop, each line the derivative of the line above it:
@@ -157,7 +159,7 @@ def descent(params: Params, grads: Params, lr: float) -> Params:
 def logistic_terms(Y: Array, T: Array, xp: Namespace) -> Array:
     """log(1 + exp(-Y T)) per point: outputs Y (..., N), labels T = +-1 -> (..., N)."""
     m = Y * T
-    return xp.maximum(-m, 0.0) + xp.log1p(xp.exp(-xp.abs(m)))
+    return (xp.abs(m) - m) * 0.5 + xp.log1p(xp.exp(-xp.abs(m)))
 
 
 def logistic_error_and_gradient_sums(params: Params, X: Array, T: Array, weights: Array,
@@ -171,9 +173,10 @@ def logistic_error_and_gradient_sums(params: Params, X: Array, T: Array, weights
     active = xp.astype(z > 0, z.dtype)                               # ReLU'(z)
     a = z * active                                                   # max(0, z)
     m = matvec(a, params.v, xp) * T                                  # margins y t, (..., N)
-    soft = xp.log1p(xp.exp(-xp.abs(m)))                              # log(1 + exp(-|m|))
-    terms = xp.maximum(-m, 0.0) + soft                               # l = log(1 + exp(-m))
-    dy = -weights * T * xp.exp(-xp.maximum(m, 0.0) - soft)           # w dl/dy = -w t sigma(-m)
+    size = xp.abs(m)
+    soft = xp.log1p(xp.exp(-size))                                   # log(1 + exp(-|m|))
+    terms = (size - m) * 0.5 + soft                                  # l = log(1 + exp(-m))
+    dy = -weights * T * xp.exp(-((size + m) * 0.5) - soft)           # w dl/dy = -w t sigma(-m)
     dW = (xp.matrix_transpose(X * dy[..., :, None]) @ active) * params.v[..., None, :]  # sum_N x dy ReLU'(z) v
     db = vecmat(dy, active, xp) * params.v                           # sum_N dy ReLU'(z) v, (..., H)
     dv = vecmat(dy, a, xp)                                           # sum_N dy a, (..., H)
