@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator
 from array_api_compat import is_cupy_namespace, is_jax_namespace, is_numpy_namespace, is_torch_namespace
 
 from ..arrays import device_context
+from ..environment import cores
 
 # Elements that all live temporaries of one tile hold together. On a CPU, cache-sized
 # tiles run many times faster than temporaries of hundreds of MB (see docs/design.md);
@@ -136,11 +137,6 @@ def reset() -> None:
     """Forget the GPU tile sizes and the tile sizes learned from out-of-memory errors."""
     _gpu_tiles.clear()
     _fitted.clear()
-
-
-def cores() -> int:
-    """Cores this process may run on (affinity and container limits included, where the OS tells)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @functools.lru_cache(maxsize=1)
