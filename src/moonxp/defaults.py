@@ -11,5 +11,5 @@ SEED = 0                # NumPy legacy seed of the homework
 GRID = 100              # grid points per side of the boundary plots
 GRID_LO, GRID_HI = -4.0, 4.0  # grid bounds on both axes
 DTYPES = ("float64", "float32")  # floating dtypes moonxp computes in; the first is the default
-CHECK_EVERY = 16        # training steps between divergence read-backs (one compiled program)
+CHECK_EVERY = 16        # training steps between divergence read-backs
 ENSEMBLE_PANELS = 4     # networks of an ensemble whose boundaries the figures and the animation show

@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence, TextIO
 
@@ -19,7 +20,7 @@ from .. import __version__
 from ..arrays import is_out_of_memory
 from ..defaults import DTYPES, GRID, HIDDEN, ITERS, LR, NOISE, SAMPLES, SEED
 from ..engine.distributed import check_scheduler, connect, trainer as data_parallel
-from ..errors import BackendError, DivergedError, MoonxpError
+from ..errors import BackendError, CompileWarning, DivergedError, MoonxpError
 from ..outputs import output_directory, writable
 from ..saved import save_params
 from ..validate import MAX_SEED
@@ -86,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"grid points per side for the boundary plots, 2 to {job.MAX_PLOT_GRID} (default {GRID})")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="compile the training steps and the grid (jax.jit / torch.compile) from the same "
-                            "source; default: on for JAX and on CUDA (CuPy through torch or JAX via DLPack), "
-                            "off for torch on the CPU; NumPy has no compiler")
+                            "source; default: where it pays (always for JAX; torch and CuPy on CUDA for large "
+                            "work, see docs/gpu.md); NumPy has no compiler")
     train.add_argument("--scheduler", metavar="ADDRESS", help=sweep.SCHEDULER_HELP + "; the points train "
                        "data-parallel in shards, one per worker")
     train.add_argument("--out", type=_name, default="moonxp-out", help="output directory (default moonxp-out)")
@@ -133,7 +134,12 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
     stdout = process.GuardedStdout(sys.stdout if stdout is None else stdout)  # a closed or full stdout: one line
     stderr = stderr or sys.stderr
     try:
-        return _main(argv, stdout, stderr)
+        with warnings.catch_warnings():
+            shown = warnings.showwarning
+            warnings.showwarning = lambda message, category, *where: (  # moonxp's warnings: one line each
+                stderr.write(f"moonxp: warning: {message}\n") if issubclass(category, CompileWarning)
+                else shown(message, category, *where))
+            return _main(argv, stdout, stderr)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP, or stdout closed by its reader
         stderr.write(process.message(exc))
         return process.exit_code(exc)

@@ -18,6 +18,7 @@ import numpy as np
 from ..arrays import device_context
 from ..defaults import DTYPES
 from ..errors import BackendError, InvalidInputError, InvalidTypeError
+from .policy import jax_cache, quiet_xla
 
 BACKENDS = ("numpy", "cupy", "torch", "jax", "array-api-strict")
 GPU_BACKENDS = ("cupy", "torch", "jax")
@@ -160,7 +161,9 @@ def _torch(kind: str, index: int, dtype: str) -> Backend:
 
 
 def _jax(kind: str, index: int, dtype: str) -> Backend:
+    quiet_xla()  # before JAX starts its backends, a GPU's included (even when asked for the CPU)
     jax = _import("jax", 'pip install jax (CPU) or "jax[cuda12]" (GPU)')
+    jax_cache()
     if dtype == "float64":
         # Without x64, JAX silently computes float64 requests in float32.
         jax.config.update("jax_enable_x64", True)
