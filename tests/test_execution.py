@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import subprocess
 import sys
 
@@ -432,6 +433,112 @@ def test_torch_compile_makes_whole_graphs(homework, monkeypatch):
         torch._dynamo.reset()
 
 
+# ---------------------------------------------------------------- compiler failures, run-time out of memory
+
+def _stand_in(monkeypatch, compiler, name="torch.compile"):
+    """NumPy arrays under a policy that compiles by default with `compiler` (fn, static names) -> program."""
+    stand_in = Policy(tile_elements=1 << 40, workers=1, compiler=compiler, compiled_as=name, cost=policy.ALWAYS)
+    for module in (training, grid):
+        monkeypatch.setattr(module, "policy_for", lambda xp, device, dtype: stand_in)
+    monkeypatch.setattr(executor, "_failed", {})
+    executor._program.cache_clear()
+    return stand_in
+
+
+def _failing(fn, static):
+    def compiled(*args, **kwargs):
+        raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable\nmore lines")
+    return compiled
+
+
+def test_a_failing_compiler_falls_back_to_eager_with_one_warning(homework, monkeypatch):
+    X, T, p = homework
+    expected = moonxp.train(p, X, T, iters=20)
+    stand_in = _stand_in(monkeypatch, _failing)
+    try:
+        with pytest.warns(moonxp.CompileWarning, match=r"^torch.compile failed \(RuntimeError: Failed to find C "
+                                                      r"compiler. Please specify via CC environment variable\); "
+                                                      r"running eager$") as caught:
+            params, errors = moonxp.train(p, X, T, iters=20)
+            moonxp.evaluate_grid(params, size=16)
+        assert len(caught) == 1
+        np.testing.assert_array_equal(errors, expected[1])
+        assert executor.execution(stand_in, None, 1, 1) == "torch.compile failed: eager"
+        with pytest.raises(moonxp.CompileError, match="torch.compile failed .*without compile=True"):
+            moonxp.train(p, X, T, iters=2, compile=True)  # asked for: an error
+    finally:
+        executor._program.cache_clear()
+
+
+def test_out_of_memory_inside_a_compiled_program_retries_in_tiles(homework, monkeypatch):
+    """At run time, a compiled program that runs out of device memory gets the work again in smaller tiles;
+    an out-of-memory error wrapped by the compiler (torch's BackendCompilerFailed) counts too."""
+    class FakeOutOfMemoryError(RuntimeError):
+        pass
+
+    def compiler(fn, static):
+        def compiled(*args, **kwargs):
+            if args[1].shape[-2] > 50:  # X: more than 50 points do not "fit"
+                try:
+                    raise FakeOutOfMemoryError("CUDA out of memory")
+                except FakeOutOfMemoryError as exc:
+                    raise RuntimeError("BackendCompilerFailed: backend='inductor' raised") from exc
+            return fn(*args, **kwargs)
+        return compiled
+    X, T, p = homework
+    expected = moonxp.train(p, X, T, iters=20)
+    _stand_in(monkeypatch, compiler)
+    monkeypatch.setattr(policy, "_fitted", {})
+    try:
+        params, errors = moonxp.train(p, X, T, iters=20)
+        np.testing.assert_allclose(errors, expected[1], rtol=1e-13, atol=1e-15)
+        assert not executor._failed and list(policy._fitted.values()) == [(100 * (4 * 50 + 2)) // 2]
+    finally:
+        executor._program.cache_clear()
+
+
+def test_jax_computes_float32_matmuls_at_full_precision(monkeypatch):
+    """On NVIDIA GPUs JAX's default is TF32: moonxp asks for "highest" wherever it computes, jitted or not."""
+    jax = pytest.importorskip("jax")
+    seen = []
+    real = kernels.preactivation  # X @ W, traced or run
+    monkeypatch.setattr(kernels, "preactivation", lambda *a, **k: (seen.append(jax.config.jax_default_matmul_precision),
+                                                                   real(*a, **k))[1])
+    case = moonxp.resolve("cpu", "jax", "float32")
+    X, T, p = moonxp.make_problem(0, 20, 0.0, 4)
+    P, Xd, Td = on(case, p, X, T)
+    moonxp.forward(P, Xd)
+    moonxp.train(P, Xd, Td, iters=2, compile=False)
+    executor._program.cache_clear()
+    moonxp.train(P, Xd, Td, iters=2, compile=True)
+    assert seen and set(seen) == {"highest"}
+    assert jax.config.jax_default_matmul_precision is None  # and only there
+    executor._program.cache_clear()
+
+
+def test_jax_leaves_gpu_memory_to_others_unless_told(monkeypatch):
+    pytest.importorskip("jax")
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    moonxp.resolve("cpu", "jax", "float32")
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "true")
+    moonxp.resolve("cpu", "jax", "float32")
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
+
+
+def test_compilation_caches_live_in_one_moonxp_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("MOONXP_CACHE_DIR", str(tmp_path / "mine"))
+    assert policy.cache_folder() == tmp_path / "mine"
+    monkeypatch.delenv("MOONXP_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert policy.cache_folder() == tmp_path / "xdg" / "moonxp"
+    torch = pytest.importorskip("torch")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    policy._torch_compile(len, ())
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "xdg" / "moonxp" / "torchinductor")
+
+
 # ---------------------------------------------------------------- on a real GPU
 
 GPU_CASES = [  # few, small programs: each torch.compile takes seconds
@@ -443,7 +550,6 @@ GPU_CASES = [  # few, small programs: each torch.compile takes seconds
 ]
 
 
-@pytest.mark.compiled
 @pytest.mark.parametrize("spec", GPU_CASES)
 def test_gpu_default_and_eager_paths_equal_numpy(spec, homework):
     """The compiled path (fused forms; CuPy through DLPack where torch or JAX is there) and the eager path

@@ -103,7 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="time the workloads against this machine's limits")
     _device_options(bench)
     bench.add_argument("--quick", action="store_true", help="one size per workload: about a minute on 2 cores")
-    bench.add_argument("--json", type=_name, metavar="FILE", help="also write the results as JSON to FILE")
+    bench.add_argument("--json", type=_name, metavar="FILE", help="also write the results as JSON to FILE "
+                       "(rewritten after every case: a run cut short keeps what it measured)")
+    bench.add_argument("--table", type=_name, metavar="FILE", help="also write the text table to FILE "
+                       "(rewritten after every case)")
     bench.add_argument("--sizes", choices=("smoke", "quick", "full"),
                        help="smoke (each case once, tiny), quick (= --quick) or full (the default)")
     bench.add_argument("--plot", type=_name, metavar="FILE.png", help="also draw throughput against size to FILE.png")
