@@ -248,3 +248,30 @@ def test_progress_bar_is_erased_before_each_printed_line(tmp_path, monkeypatch):
         visible = line.split("\r")[-1]  # what remains on the terminal row after carriage returns
         if "It:" in line:
             assert visible.startswith("It:")
+
+
+def test_a_failing_compiler_is_one_warning_line_or_with_compile_exit_2(tmp_path, monkeypatch):
+    """moonxp's own choice to compile falls back to eager (the homework's numbers, one warning line, the
+    metrics say so); an asked-for --compile that fails is one error line and exit 2."""
+    pytest.importorskip("jax")
+    from moonxp.engine import executor, policy
+
+    def failing(fn, static):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("XLA compilation failed\nits details")
+        return compiled
+    monkeypatch.setattr(policy, "_jax_jit", failing)
+    monkeypatch.setattr(executor, "_failed", {})
+    executor._program.cache_clear()
+    try:
+        code, out, err = cli("--backend", "jax", "--out", str(tmp_path), "--no-plot", "--iters", "32")
+        assert code == 0, err
+        assert err == "moonxp: warning: jax.jit failed (RuntimeError: XLA compilation failed); running eager\n"
+        assert it_lines(out) == HOMEWORK_LINES[:6]
+        assert json.loads((tmp_path / "metrics.json").read_text())["backend"]["execution"] == "jax.jit failed: eager"
+        monkeypatch.setattr(executor, "_failed", {})
+        code, out, err = cli("--backend", "jax", "--compile", "--out", str(tmp_path), "--no-plot")
+        assert code == 2 and err.startswith("moonxp: error: jax.jit failed (RuntimeError: XLA compilation failed)")
+        assert len(err.splitlines()) == 1
+    finally:
+        executor._program.cache_clear()
