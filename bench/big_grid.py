@@ -7,7 +7,7 @@ The RSS of the whole process tree (client, workers) is sampled every 0.5 s. Dele
 import sys, threading, time
 import psutil
 import moonxp
-from moonxp.engine import diskgrid, distributed
+from moonxp.engine import cluster, diskgrid
 
 def monitor(stop, peak):
     me = psutil.Process()
@@ -28,7 +28,7 @@ if __name__ == "__main__":
     trained, _ = moonxp.train(params, X, T)
     stop, peak = threading.Event(), {}
     threading.Thread(target=monitor, args=(stop, peak), daemon=True).start()
-    with distributed.connect(None if scheduler == "none" else scheduler) as client:
+    with cluster.connect(None if scheduler == "none" else scheduler) as client:
         t = time.perf_counter()
         last = [0]
         def progress(done, total):

@@ -15,7 +15,7 @@ import statistics
 import time
 
 import moonxp
-from moonxp.engine import distributed
+from moonxp.engine import cluster, sharded, tasks
 from moonxp.engine.sweep import Setting, train_block
 
 NOOP_TASKS = 200
@@ -38,18 +38,18 @@ def _median_time(fn, repeats: int) -> float:
 
 def measure(client, repeats: int) -> dict:
     """Seconds per no-op task, per sweep task and per training step, with `client` (None: in-process)."""
-    noop = _median_time(lambda k: distributed.map_tasks(
+    noop = _median_time(lambda k: tasks.map_tasks(
         client, _noop, list(range(k * NOOP_TASKS, (k + 1) * NOOP_TASKS))), repeats) / NOOP_TASKS
     setting = Setting(0.1, 50, 100, 0.0, 128, "float64")
     def tasks(k: int) -> list:
         return [(setting, start, start + 50) for start in range(400 * k, 400 * (k + 1), 50)]
     train_block(tasks(repeats)[0])  # warm imports here; the workers warm up in the first repeat
-    sweep = _median_time(lambda k: distributed.map_tasks(client, train_block, tasks(k)), repeats) / len(tasks(0))
+    sweep = _median_time(lambda k: tasks.map_tasks(client, train_block, tasks(k)), repeats) / len(tasks(0))
     spec = ("cpu", "numpy", "float64")
     X, T, params = moonxp.make_problem(0, 200_000, 0.1, 50)
-    shards = distributed.scatter_shards(X, T, 8, spec, client)
-    distributed.train_shards(shards, params, len(T), iters=1, spec=spec, client=client)  # warm-up
-    step = _median_time(lambda k: distributed.train_shards(shards, moonxp.make_problem(k, 2, 0.0, 50)[2], len(T),
+    shards = sharded.scatter_shards(X, T, 8, spec, client)
+    sharded.train_shards(shards, params, len(T), iters=1, spec=spec, client=client)  # warm-up
+    step = _median_time(lambda k: sharded.train_shards(shards, moonxp.make_problem(k, 2, 0.0, 50)[2], len(T),
                                                            iters=STEPS, check_every=STEPS, spec=spec, client=client),
                         repeats) / (STEPS + 1)
     return {"noop_task_s": noop, "sweep_task_s": sweep, "step_s": step}
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     here = measure(None, args.repeats)
-    with distributed.connect(args.scheduler) as client:
+    with cluster.connect(args.scheduler) as client:
         client.wait_for_workers(1)
         there = measure(client, args.repeats)
     for name in here:

@@ -21,7 +21,9 @@ from sklearn.preprocessing import StandardScaler
 from moonxp.estimator import MoonxpClassifier
 
 MODELS = {
-    "MoonxpClassifier(hidden=50, lr=0.1, iters=128)": MoonxpClassifier(random_state=0),
+    "MoonxpClassifier()": MoonxpClassifier(random_state=0),
+    "MoonxpClassifier(homework: perceptron loss)": MoonxpClassifier(loss="perceptron", lr=0.1, max_iter=128,
+                                                                    random_state=0),
     "MLPClassifier(hidden_layer_sizes=(50,))": MLPClassifier(hidden_layer_sizes=(50,), max_iter=500, random_state=0),
     "Perceptron()": Perceptron(random_state=0),
 }

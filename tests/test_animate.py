@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -13,7 +14,7 @@ from PIL import Image
 import moonxp
 import moonxp.app.budget
 from moonxp import plot
-from moonxp.app import animation
+from moonxp.app import model
 from moonxp.app.cli import main
 
 
@@ -57,10 +58,10 @@ def test_every_kth_iteration_and_an_ensemble_side_by_side(tmp_path, monkeypatch)
 
 
 def test_long_runs_show_every_kth_iteration():
-    shown = animation.frame_iterations(10_000, 0)
-    assert len(shown) <= animation.MAX_FRAMES and shown[0] == 0 and shown[-1] == 10_000
-    assert animation.frame_iterations(5, 0) == [0, 1, 2, 3, 4, 5]
-    assert animation.frame_iterations(5, 2) == [0, 2, 4, 5]
+    shown = model.frame_iterations(10_000, 0)
+    assert len(shown) <= model.MAX_FRAMES and shown[0] == 0 and shown[-1] == 10_000
+    assert model.frame_iterations(5, 0) == [0, 1, 2, 3, 4, 5]
+    assert model.frame_iterations(5, 2) == [0, 2, 4, 5]
 
 
 def test_refused_up_front_when_it_would_not_fit(tmp_path, monkeypatch):
@@ -72,9 +73,22 @@ def test_refused_up_front_when_it_would_not_fit(tmp_path, monkeypatch):
 
 
 def test_memory_estimate_counts_frames_grids_and_pixels():
-    config = moonxp.app.job.Config(iters=99, grid=100, ensemble=2, animate=0)
-    need = animation.required_bytes(config, 8)
-    assert need == 100 * (2 * 100 * 100 * 2 * 8 + 240 * 240 * 2 * 4)
+    config = model.Config(iters=99, grid=100, ensemble=2, animate=0)
+    host, device = moonxp.app.budget.animation_needs(config, 8)
+    assert device == 100 * 2 * 100 * 100 * 8                            # 100 frames of 2 grids on the device
+    assert host == device + 100 * 240 * 240 * 2 * 4                     # their copies on the host, and the RGBA frames
+    assert moonxp.app.budget.animation_needs(model.Config(), 8) == (0, 0)
+
+
+def test_the_run_and_its_animation_count_in_one_total(monkeypatch):
+    config = model.Config(iters=500, grid=400, animate=0)
+    alone, backend = dataclasses.replace(config, animate=None), moonxp.resolve()
+    run, frames = sum(moonxp.app.budget.needs(alone, backend, True)), sum(moonxp.app.budget.animation_needs(config, 8))
+    assert sum(moonxp.app.budget.needs(config, backend, True)) == run + frames
+    monkeypatch.setattr(moonxp.app.budget, "host_memory", lambda: max(run, frames) + min(run, frames) // 2)
+    moonxp.app.budget.check(alone, backend, True)  # each fits by itself, with room to spare
+    with pytest.raises(moonxp.InvalidInputError, match="--animate needs about .* use --animate K with a larger K"):
+        moonxp.app.budget.check(config, backend, True)
 
 
 def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):

@@ -53,7 +53,7 @@ def test_a_gpu_run_adds_the_numpy_baseline_at_the_smallest_gpu_size(monkeypatch)
     monkeypatch.setattr(cases, "resolve", lambda device, backend, dtype: type("B", (), {"name": "cupy"}))
     todo = cases.for_run("cuda:1", None, "quick")
     on_gpu = [c for c in todo if c.device == "cuda:1"]
-    assert {c.label for c in on_gpu} == {"moonxp eager (cupy)", "moonxp+compile (cupy)", "torch-eager", "jax-jit"}
+    assert {c.label for c in on_gpu} == {"moonxp eager (cupy)", "torch-eager", "jax-jit"}  # quick: no torch.compile
     baseline = [c for c in todo if c.device == "cpu"]
     assert {c.label for c in baseline} == {"moonxp (numpy)"}
     assert {(c.workload.name, c.size) for c in baseline} == {
@@ -341,6 +341,46 @@ def test_a_malformed_pytest_benchmark_file_is_one_clear_error(tmp_path):
     path.write_text(json.dumps({"benchmarks": [{"stats": {"median": 1.0}, "extra_info": {"workload": "x"}}]}))
     with pytest.raises(moonxp.MoonxpError, match="pb.json"):
         results.load(path)
+
+
+def _foreign(tmp_path, name: str, change) -> str:
+    """A committed run changed by `change(report)`, written as `name`."""
+    report = json.loads(COMMITTED[0].read_text())
+    change(report)
+    path = tmp_path / name
+    path.write_text(json.dumps(report))
+    return str(path)
+
+
+def _pytest_benchmark(tmp_path, median: float, limits: dict) -> str:
+    data = {"benchmarks": [{"name": "x", "stats": {"median": median, "rounds": 3},
+                            "extra_info": {**_case().record(), "limits": limits}}]}
+    path = tmp_path / "pb.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_foreign_numbers_that_cannot_be_divided_by_are_one_line(tmp_path):
+    def set_result(key, value):
+        return lambda report: report["results"][0].update({key: value})
+    files = [_foreign(tmp_path, "zero.json", set_result("throughput", 0)),
+             _foreign(tmp_path, "nan.json", set_result("throughput", float("nan"))),
+             _foreign(tmp_path, "negative.json", set_result("median_s", -1.0)),
+             _foreign(tmp_path, "infinite.json", set_result("throughput", float("inf"))),
+             _foreign(tmp_path, "ratio.json", set_result("ratio_to_best_peer", "fast")),
+             _foreign(tmp_path, "limit.json", lambda report: report["limits"][0].update(matmul_flops=0)),
+             _pytest_benchmark(tmp_path, 0, FAKE_LIMITS)]
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    files.append(str(deep))
+    for path in files:
+        for argv in (["bench", "show", path], ["bench", "compare", str(COMMITTED[0]), path],
+                     ["bench", "compare", path, str(COMMITTED[0])]):
+            out, err = io.StringIO(), io.StringIO()
+            assert main(argv, stdout=out, stderr=err) == 2, (argv, err.getvalue())
+            assert err.getvalue().count("\n") == 1 and path in err.getvalue() and out.getvalue() == ""
+    with pytest.raises(moonxp.InvalidInputError, match="matmul_flops"):
+        results.load(_pytest_benchmark(tmp_path, 0.25, {**FAKE_LIMITS, "matmul_flops": 0.0}))
 
 
 def test_a_run_cut_short_leaves_the_json_of_the_backends_done(numpy_only, monkeypatch, tmp_path):

@@ -173,6 +173,35 @@ def test_python_m_moonxp_writes_real_pngs(tmp_path):
                               "noise": 0.0, "seed": 0, "grid": 100, "dtype": "float64", "device": "cpu"}
 
 
+# ---------------------------------------------------------------- what each command loads
+
+BACKENDS_AND_PLOTTING = {"numpy", "cupy", "torch", "jax", "array_api_strict", "matplotlib", "PIL", "sklearn", "scipy",
+                         "distributed", "pyarrow", "zarr"}
+
+
+def _loaded(*argv: str) -> set[str]:
+    """The top-level packages `python -m moonxp ARGV` imports (from ``-X importtime``)."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "moonxp", *argv], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "MPLBACKEND": "Agg"})
+    assert done.returncode == 0, done.stderr
+    names = [line.rpartition("|")[2].strip() for line in done.stderr.splitlines() if line.startswith("import time:")]
+    assert "moonxp" in names
+    return {name.split(".")[0] for name in names}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["sweep", "--help"], ["bench", "--help"], ["train", "--help"],
+                                  ["--version"]])
+def test_help_loads_no_backend_and_no_matplotlib(argv):
+    assert _loaded(*argv) & BACKENDS_AND_PLOTTING == set()
+
+
+def test_each_run_loads_only_what_it_uses(tmp_path):
+    assert _loaded("--no-plot", "--out", str(tmp_path / "a")) & BACKENDS_AND_PLOTTING == {"numpy"}
+    assert _loaded("--out", str(tmp_path / "b")) & BACKENDS_AND_PLOTTING == {"numpy", "matplotlib", "PIL"}
+    assert _loaded("sweep", "--no-plot", "--seeds", "0:2", "--iters", "3",
+                   "--out", str(tmp_path / "c")) & BACKENDS_AND_PLOTTING <= {"numpy", "pyarrow"}
+
+
 # ---------------------------------------------------------------- bad command lines
 
 BAD = {

@@ -20,7 +20,7 @@ import pytest
 
 import moonxp
 from moonxp.app.cli import main
-from moonxp.engine import diskgrid, distributed
+from moonxp.engine import cluster, diskgrid, sharded
 from moonxp.engine.sweep import COLUMNS
 
 pytest.importorskip("distributed")
@@ -30,7 +30,7 @@ SRC = str(Path(moonxp.__file__).resolve().parents[1])
 
 @pytest.fixture(scope="session")
 def client():
-    with distributed.connect("local:2") as client:
+    with cluster.connect("local:2") as client:
         client.wait_for_workers(2)
         yield client
 
@@ -93,8 +93,8 @@ def test_a_grid_completes_identically_when_a_worker_dies(client, tmp_path, monke
 
 def test_data_parallel_training_on_the_cluster_is_bit_identical_to_in_process(client):
     options = dict(seed=2, samples=3000, shards=20, hidden=8, lr=0.3, iters=10, check_every=4)  # 20 > FAN_IN: a tree
-    here, errors_here = distributed.train_sharded(**options)
-    there, errors_there = distributed.train_sharded(**options, client=client)
+    here, errors_here = sharded.train_sharded(**options)
+    there, errors_there = sharded.train_sharded(**options, client=client)
     np.testing.assert_array_equal(errors_there, errors_here)
     for a, b in zip(there, here):
         np.testing.assert_array_equal(a, b)

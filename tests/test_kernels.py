@@ -118,6 +118,24 @@ def test_descent_matches_reference(case, problem):
             assert_close(n, q - 0.3 * g, case)
 
 
+def test_ones_column_is_the_same_math(case, problem):
+    """[X, 1] [W; b] (`ones_column`, how training runs) equals X W + b: forward and gradient sums;
+    on NumPy float64 bit for bit (the same products and sums, b added last in both)."""
+    X, T, p = problem
+    P, Xd, Td = on(case, p, X, T)
+    X1 = moonxp.kernels.with_ones(Xd, case.xp)
+    assert tuple(X1.shape) == (len(X), 3)
+    plain = moonxp.kernels.error_and_gradient_sums(P, Xd, Td, case.xp)
+    ones = moonxp.kernels.error_and_gradient_sums(P, X1, Td, case.xp, ones_column=True)
+    pairs = [(moonxp.kernels.forward(P, X1, ones_column=True), moonxp.kernels.forward(P, Xd)),
+             (ones[0], plain[0]), *zip(ones[1], plain[1])]
+    for a, b in pairs:
+        if case.name == "numpy" and case.dtype_name == "float64":
+            np.testing.assert_array_equal(moonxp.to_host(a), moonxp.to_host(b))
+        else:
+            assert_close(a, moonxp.to_host(b), case)
+
+
 def test_forward_on_many_points_keeps_shape(case):
     """Y (..., N) for points (N, 2) on one network: a grid of points flattens like the homework's."""
     rng = np.random.default_rng(2)

@@ -71,6 +71,24 @@ def test_plots_refuse_what_they_cannot_draw(trained):
         plot.boundaries([], X, T)
 
 
+def test_plots_refuse_odd_arguments_in_one_library_error(trained):
+    X, T, snapshots = trained
+    _, _, other = moonxp.make_problem(0, hidden=5)
+    stacked = plot.stack(snapshots)
+    for call, phrase in [
+        (lambda: plot.boundaries(snapshots, X, T, columns=0), "columns must be an integer >= 1"),
+        (lambda: plot.boundaries(snapshots, X, T, columns=-1), "columns must be an integer >= 1"),
+        (lambda: plot.boundaries([snapshots[0], other], X, T), r"W \(2, H\) of one shape"),
+        (lambda: plot.boundaries(Params(*(p[None] for p in stacked)), X, T), "one batch axis at a time"),
+        (lambda: plot.boundaries(snapshots, X, np.where(T > 0, "a", "b")), "numeric points and labels"),
+        (lambda: plot.curve(np.zeros((0, 5))), r"errors must be .* not \(0, 5\)"),
+        (lambda: plot.ensemble(stacked, X, T, panels=-1), "panels must be an integer >= 1"),
+        (lambda: plot.ensemble(stacked, X, T, panels=0), "panels must be an integer >= 1"),
+    ]:
+        with pytest.raises(moonxp.InvalidInputError, match=phrase):
+            call()
+
+
 @pytest.mark.slow
 def test_the_cli_report_draws_with_the_public_functions(tmp_path, monkeypatch):
     used = []

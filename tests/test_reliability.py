@@ -27,8 +27,10 @@ import moonxp.app.cli
 import moonxp.app.info
 import moonxp.app.job
 import moonxp.app.report
+import moonxp.plot
+import moonxp.saved
 from moonxp import InvalidInputError, InvalidTypeError, Params
-from moonxp.app.job import Config
+from moonxp.app.model import Config
 from moonxp.outputs import write_json
 
 SRC = os.path.dirname(os.path.dirname(moonxp.__file__))
@@ -106,7 +108,7 @@ def interrupt_on(calls: list, when):
 def test_interruption_while_writing_outputs_leaves_metrics_of_this_run(previous_run, monkeypatch, phase):
     report = moonxp.app.report
     if phase == "drawing the figures":
-        monkeypatch.setattr(report.plot, "curve", interrupt_on([], lambda *a: True))
+        monkeypatch.setattr(moonxp.plot, "curve", interrupt_on([], lambda *a: True))
     elif phase.endswith(".png"):
         real = report.write_figure
         monkeypatch.setattr(report, "write_figure",
@@ -138,7 +140,7 @@ def test_publish_order_covers_the_animation_and_saved_params(tmp_path, monkeypat
     monkeypatch.setattr(moonxp.app.animation, "write_animation", interrupt_on([], lambda *a: True))
     assert cli("--iters", "4", "--grid", "8", "--animate", "--out", str(tmp_path))[0] == 130
     assert metrics_of(tmp_path)["status"] == "interrupted" and os.listdir(tmp_path) == ["metrics.json"]
-    monkeypatch.setattr(moonxp.app.cli, "save_params", interrupt_on([], lambda *a: True))
+    monkeypatch.setattr(moonxp.saved, "save_params", interrupt_on([], lambda *a: True))
     saved = tmp_path.parent / f"{tmp_path.name}-params.npz"
     assert cli("--iters", "5", "--grid", "8", "--save", str(saved), "--out", str(tmp_path))[0] == 130
     assert metrics_of(tmp_path)["config"]["iters"] == 5 and metrics_of(tmp_path)["status"] == "interrupted"
@@ -198,7 +200,7 @@ def test_import_moonxp_loads_no_numpy():
 
 
 @posix
-@pytest.mark.parametrize("module", ["numpy", "matplotlib"])
+@pytest.mark.parametrize("module", ["numpy"])  # matplotlib loads later, only to draw (an interruption of the run)
 def test_ctrl_c_during_start_up_imports(tmp_path, module):
     hook = textwrap.dedent(f"""
         import importlib.abc, os, signal, sys

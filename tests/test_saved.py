@@ -109,10 +109,55 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(np, "savez", fail)
-    with pytest.raises(moonxp.OutputError, match="it was left as it was; free disk space or choose another --save"):
+    with pytest.raises(moonxp.OutputError, match="it was left as it was; free disk space or choose another path"):
         moonxp.save_params(tmp_path / "p.npz", _ensemble())
     assert (tmp_path / "p.npz").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]
+
+
+def _declaring(path, shape):
+    """A params file whose W header declares `shape` while holding the bytes of a (2, 3) array."""
+    good = _npz(path.with_suffix(".good"), **GOOD)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(path, "w") as crafted:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "W.npy":
+                data = header.getvalue() + data[len(header.getvalue()):]
+            crafted.writestr(info.filename, data)
+    return path
+
+
+def test_a_header_declaring_more_than_the_file_holds_is_refused_before_allocating(tmp_path):
+    for shape in ((1 << 20, 1 << 21), (2, 4)):
+        path = _declaring(tmp_path / "huge.npz", shape)
+        for load in (moonxp.load_params, moonxp.load_metadata):
+            with pytest.raises(moonxp.InvalidInputError, match=r"W.npy declares shape .* but holds 48"):
+                load(path)
+
+
+@pytest.mark.parametrize("content, phrase", [
+    (lambda p: None, "no such file"),
+    (lambda p: p.write_bytes(b""), "is not a readable moonxp params file"),
+    (lambda p: _npz(p, **{**GOOD, "version": np.array(2)}), "params format version 2"),
+    (lambda p: _npz(p, **{k: v for k, v in GOOD.items() if k != "metadata"}), "no metadata"),
+    (lambda p: _npz(p, **{**GOOD, "metadata": np.array("[1, 2]")}), "a JSON list, not an object"),
+    (lambda p: _npz(p, **{**GOOD, "metadata": np.array('{"x": NaN}')}), "NaN is not a finite number"),
+    (lambda p: _npz(p, **{**GOOD, "metadata": np.array('{"x": ')}), "has damaged metadata (Expecting value"),
+    (lambda p: _npz(p, **{**GOOD, "metadata": np.array("[" * 100_000)}), "has damaged metadata (nested too deeply"),
+])
+def test_load_metadata_names_the_real_failure(tmp_path, content, phrase):
+    path = tmp_path / "m.npz"
+    content(path)
+    with pytest.raises(moonxp.InvalidInputError) as info:
+        moonxp.load_metadata(path)
+    assert phrase in str(info.value)
+
+
+def test_an_empty_path_is_refused_by_name(tmp_path):
+    with pytest.raises(moonxp.InvalidInputError, match="path is empty"):
+        moonxp.save_params("", _ensemble())
 
 
 def test_bad_metadata_and_params_are_refused(tmp_path):
@@ -143,3 +188,12 @@ def test_cli_save_into_a_missing_directory_fails_before_training(tmp_path):
                 stderr=err)
     assert code == 2 and "choose another --save" in err.getvalue()
     assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "curve.png", "boundaries.png", "ensemble.png", "boundaries.gif"])
+def test_cli_save_onto_a_report_file_is_refused_before_anything(tmp_path, name):
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["--out", str(tmp_path / "sv"), "--save", str(tmp_path / "sv" / name), "--no-plot", "--iters", "3"],
+                stdout=out, stderr=err)
+    assert code == 2 and err.getvalue().count("\n") == 1 and "--save" in err.getvalue() and name in err.getvalue()
+    assert out.getvalue() == "" and not (tmp_path / "sv").exists()

@@ -15,7 +15,7 @@ from moonxp import Params
 from moonxp.app import sweep as sweep_app
 from moonxp.app.cli import main
 from moonxp.data import make_problem
-from moonxp.engine import diskgrid, distributed
+from moonxp.engine import diskgrid, sharded
 from moonxp.engine.sweep import COLUMNS, train_block, Setting
 
 
@@ -139,9 +139,9 @@ def test_a_scheduler_that_does_not_answer_is_one_line_and_exit_2(tmp_path):
 
 def test_data_parallel_training_equals_training_on_all_points():
     X, T, params = make_problem(3, 500, 0.1, 12)
-    sharded = distributed.trainer(None, 7, ("cpu", "numpy", "float64"))
+    data_parallel = sharded.trainer(None, 7, ("cpu", "numpy", "float64"))
     backend = moonxp.resolve()
-    ours, errors = sharded(params, backend.asarray(X), backend.asarray(T), lr=0.4, iters=21, check_every=5)
+    ours, errors = data_parallel(params, backend.asarray(X), backend.asarray(T), lr=0.4, iters=21, check_every=5)
     plain, expected = moonxp.train(params, X, T, lr=0.4, iters=21)
     np.testing.assert_allclose(errors, expected, rtol=1e-12, atol=1e-15)
     for a, b in zip(ours, plain):
@@ -150,8 +150,8 @@ def test_data_parallel_training_equals_training_on_all_points():
 
 def test_sharded_data_is_the_concatenation_of_its_shards_and_trains_alike():
     spec = ("cpu", "numpy", "float64")
-    params, errors = distributed.train_sharded(5, 1000, 4, hidden=6, iters=9, check_every=4)
-    shards = [distributed.draw_shard(k, seed=5, samples=1000, shards=4, noise=0.0, spec=spec) for k in range(4)]
+    params, errors = sharded.train_sharded(5, 1000, 4, hidden=6, iters=9, check_every=4)
+    shards = [sharded.draw_shard(k, seed=5, samples=1000, shards=4, noise=0.0, spec=spec) for k in range(4)]
     assert sum(len(t) for _, t in shards) == 1000
     X, T = np.concatenate([x for x, _ in shards]), np.concatenate([t for _, t in shards])
     start = moonxp.data.initial_params(np.random.RandomState(5), 6)
@@ -163,7 +163,7 @@ def test_sharded_data_is_the_concatenation_of_its_shards_and_trains_alike():
 
 def test_sharded_training_reports_divergence():
     with pytest.raises(moonxp.DivergedError):
-        distributed.train_sharded(0, 200, 3, hidden=10, lr=1e6, iters=40, dtype="float32")
+        sharded.train_sharded(0, 200, 3, hidden=10, lr=1e6, iters=40, dtype="float32")
 
 
 def test_a_band_of_the_grid_is_those_rows_of_the_grid():
@@ -193,6 +193,60 @@ def test_grid_to_disk_writes_every_band_and_a_restart_skips_the_written_ones(tmp
     assert calls == [(15, 15)]  # one band computed again, 14 skipped
     again = np.load(path) if suffix == ".npy" else zarr.open_array(str(path))[...]
     np.testing.assert_array_equal(again, stored)
+
+
+def _damage_npy_shape(path):
+    np.save(path, np.zeros((10, 10), dtype=np.int16))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _delete_a_chunk(path):
+    chunk = next(p for p in sorted((path / "c").rglob("*")) if p.is_file())
+    chunk.unlink()
+
+
+@pytest.mark.parametrize("suffix, damage", [(".npy", _damage_npy_shape), (".npy", _truncate),
+                                            (".zarr", _delete_a_chunk)])
+def test_grid_to_disk_resumes_only_onto_the_store_it_created(tmp_path, monkeypatch, suffix, damage):
+    if suffix == ".zarr":
+        pytest.importorskip("zarr")
+    monkeypatch.setattr(diskgrid, "BAND_BYTES", 4 * 40 * 7)  # 7 rows of a 40-wide float32 grid
+    _, _, params = make_problem(2, hidden=5)
+    path = tmp_path / f"grid{suffix}"
+    diskgrid.grid_to_disk(params, path, 40)
+    damage(path)
+    calls = []
+    diskgrid.grid_to_disk(params, path, 40, progress=lambda done, total: calls.append(done))
+    assert calls == ([6] if suffix == ".zarr" else [1, 2, 3, 4, 5, 6])  # the lost chunk's band, or every band
+    stored = np.load(path) if suffix == ".npy" else __import__("zarr").open_array(str(path))[...]
+    np.testing.assert_allclose(stored, moonxp.evaluate_grid(Params(*(p.astype("float32") for p in params)), 40),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_grid_to_disk_refuses_bad_params_before_creating_the_store(tmp_path):
+    _, _, params = make_problem(2, hidden=5)
+    with pytest.raises(moonxp.InvalidInputError, match="NaN"):
+        diskgrid.grid_to_disk(Params(params.W * np.nan, params.b, params.v), tmp_path / "g.npy", 4096)
+    with pytest.raises(moonxp.InvalidInputError, match="D = 3"):
+        diskgrid.grid_to_disk(Params(np.zeros((3, 5)), params.b, params.v), tmp_path / "g.npy", 4096)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_grid_to_disk_marker_that_cannot_be_written_is_an_output_error(tmp_path, monkeypatch):
+    from pathlib import Path
+    _, _, params = make_problem(2, hidden=5)
+    real = Path.touch
+
+    def refused(self, *args, **kwargs):
+        if self.parent.name.endswith(".bands"):
+            raise PermissionError(13, "Permission denied")
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "touch", refused)
+    with pytest.raises(moonxp.OutputError, match="cannot mark band 0 done .*Permission denied"):
+        diskgrid.grid_to_disk(params, tmp_path / "g.npy", 20)
 
 
 def test_grid_to_disk_with_other_parameters_starts_afresh(tmp_path):

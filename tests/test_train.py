@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -189,3 +190,22 @@ def test_evaluate_refuses_points_batched_beyond_the_params(problem):
     batch = moonxp.make_ensemble(0, 3, n_samples=len(X))[2]
     with pytest.raises(moonxp.InvalidInputError, match="exceed the params"):
         moonxp.evaluate(batch, np.stack([np.stack([X] * 3)] * 2), T)
+
+
+@pytest.mark.parametrize("tiles", [None, 100], ids=["whole", "point-tiles"])
+def test_network_blocks_on_threads_equal_one_thread_exactly(monkeypatch, tiles):
+    """Batched NumPy training runs blocks of networks on worker threads for whole chunks: same bits as one thread,
+    with each network's points whole or in tiles, own data per network or shared."""
+    from moonxp.engine import policy, training
+    X, T, p = moonxp.make_ensemble(0, 5, n_samples=40, hidden=8)
+    own = (np.stack([X] * 5) + np.linspace(0, 0.1, 5)[:, None, None], np.stack([T] * 5))
+    limit = policy.limit_tiles(tiles) if tiles else contextlib.nullcontext()
+    runs = {}
+    with limit:
+        for workers in (1, 3):
+            monkeypatch.setattr(policy, "cores", lambda workers=workers: workers)
+            assert len(training._network_blocks(p, policy.policy(np, "cpu", np.float64), False)) == workers
+            runs[workers] = [moonxp.train(p, *data, lr=0.1, iters=20, check_every=8) for data in ((X, T), own)]
+    for (one, many) in zip(runs[1], runs[3]):
+        for a, b in zip((*one[0], one[1]), (*many[0], many[1])):
+            np.testing.assert_array_equal(b, a)

@@ -140,3 +140,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def detached(x: Any) -> Any:
+    """`x` without autograd state: a torch tensor is detached from its graph; anything else is returned as it is."""
+    return x.detach() if is_torch_array(x) else x

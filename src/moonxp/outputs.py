@@ -176,7 +176,7 @@ def write_figure(path: Path, figure: "Figure", dpi: int = 100, option: str = "--
     _atomic(path, lambda f: figure.savefig(f, format="png", dpi=dpi), option)
 
 
-def write_npz(path: Path, arrays: dict, option: str = "--save") -> None:
+def write_npz(path: Path, arrays: dict, option: str = "path") -> None:
     """Save host `arrays` (name -> NumPy array) uncompressed as .npz, atomically; `option` is named in errors."""
     import numpy as np
     _atomic(Path(path), lambda f: np.savez(f, **arrays), option)

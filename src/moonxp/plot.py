@@ -19,15 +19,15 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from . import validate
 from .arrays import common_device, device_context, namespace_of, to_host
-from .defaults import ENSEMBLE_PANELS, GRID, GRID_HI, GRID_LO
+from .defaults import ENSEMBLE_PANELS, GRID, GRID_HI, GRID_LO, PANEL_INCHES
 from .engine.grid import evaluate_grid
 from .engine.training import evaluate
 from .errors import InvalidInputError
 from .kernels import Params
 
 NEGATIVE, POSITIVE = "#0088FF", "#FF8800"
-PANEL_INCHES = 3.0
 
 
 class MoonxpFigure(Figure):
@@ -43,9 +43,16 @@ def stack(snapshots: Params | Sequence[Params]) -> Params:
     """Params with one leading axis: snapshots already stacked, one network (a panel), or a list of networks."""
     if isinstance(snapshots, tuple) and len(snapshots) == 3 and not isinstance(snapshots[0], tuple):
         params = Params(*snapshots)
+        if getattr(params.W, "ndim", None) not in (2, 3):
+            raise InvalidInputError(f"snapshots are drawn from W (2, H) or stacked (S, 2, H), not W of shape "
+                                    f"{tuple(getattr(params.W, 'shape', ()))}: draw one batch axis at a time")
         return params if params.W.ndim == 3 else Params(*(p[None, ...] for p in params))
     if not snapshots:
         raise InvalidInputError("no snapshots to draw: give params, or a list of params")
+    shapes = {tuple(tuple(p.shape) for p in s) for s in snapshots}
+    if len(shapes) > 1 or len(next(iter(shapes))[0]) != 2:
+        raise InvalidInputError(f"a list of snapshots must be networks W (2, H) of one shape, not W of shapes "
+                                f"{sorted({shape[0] for shape in shapes})}: draw networks of each H apart")
     xp = namespace_of(*(p for s in snapshots for p in s))
     return Params(*(xp.stack(field, axis=0) for field in zip(*snapshots)))
 
@@ -60,6 +67,8 @@ def _data(X: Any, T: Any) -> tuple[np.ndarray, np.ndarray]:
     X, T = to_host(X), to_host(T)
     if X.ndim != 2 or X.shape[1] != 2 or T.shape != (X.shape[0],):
         raise InvalidInputError(f"plots draw points X (N, 2) with labels T (N,), not X {X.shape}, T {T.shape}")
+    if X.dtype.kind not in "iuf" or T.dtype.kind not in "biuf":
+        raise InvalidInputError(f"plots draw numeric points and labels, not X of {X.dtype} and T of {T.dtype}")
     return X, T
 
 
@@ -95,6 +104,7 @@ def boundaries(snapshots: Params | Sequence[Params], X: Any, T: Any, *, titles: 
     -------
     matplotlib Figure, 3 inches per panel.
     """
+    validate.count("columns", columns, 1)
     params = stack(snapshots)
     axis, images = grids(params, size, lo, hi, compile=compile)
     X, T = _data(X, T)
@@ -117,7 +127,7 @@ def curve(errors: Any) -> Figure:
     errors = to_host(errors).astype(np.float64)
     if errors.ndim == 1:
         errors = errors[None, :]
-    if errors.ndim != 2 or errors.shape[1] < 1:
+    if errors.ndim != 2 or errors.shape[0] < 1 or errors.shape[1] < 1:
         raise InvalidInputError(f"errors must be (iters + 1,) or (B, iters + 1), not {errors.shape}")
     fig = MoonxpFigure(figsize=(6, 3.5), layout="constrained")
     ax = fig.add_subplot()
@@ -151,6 +161,7 @@ def ensemble(params: Params, X: Any, T: Any, *, panels: int = ENSEMBLE_PANELS, s
     -------
     matplotlib Figure: `panels` boundaries and two histograms in one row.
     """
+    validate.count("panels", panels, 1)
     params = Params(*params)
     if params.W.ndim != 3:
         raise InvalidInputError(f"ensemble draws B networks, W (B, 2, H), not W {tuple(params.W.shape)}")

@@ -9,6 +9,7 @@ anything that is not a params file of this version is one `InvalidInputError`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from typing import Any
@@ -41,6 +42,8 @@ def save_params(path: str | os.PathLike, params: Params, *, metadata: dict | Non
     OutputError
         The file cannot be written.
     """
+    if not os.fspath(path).strip():
+        raise InvalidInputError("path is empty: give save_params a file name")
     validate.arrays(params)
     try:
         text = json.dumps({} if metadata is None else metadata, allow_nan=False)
@@ -48,6 +51,24 @@ def save_params(path: str | os.PathLike, params: Params, *, metadata: dict | Non
         raise InvalidTypeError(f"metadata must be a JSON-serialisable dict ({exc}): use str, numbers, lists, dicts")
     arrays = {name: to_host(a) for name, a in zip("Wbv", params)}
     write_npz(path, {"format": np.array(FORMAT), "version": np.array(VERSION), "metadata": np.array(text), **arrays})
+
+
+def _check_sizes(name: str) -> None:
+    """Refuse a member whose header declares more data than the member holds (before anything is allocated:
+    a crafted header can declare terabytes)."""
+    with zipfile.ZipFile(name) as archive:
+        for info in archive.infolist():
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(member)
+                if dtype.hasobject:  # refused by np.load(allow_pickle=False), never read
+                    continue
+                declared = math.prod(shape) * dtype.itemsize
+                if member.tell() + declared > info.file_size:
+                    raise ValueError(f"{info.filename} declares shape {shape} of {dtype}, {declared} bytes, "
+                                     f"but holds {info.file_size - member.tell()}")
 
 
 def _read(path: str | os.PathLike) -> dict:
@@ -58,6 +79,7 @@ def _read(path: str | os.PathLike) -> dict:
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise ValueError("a single .npy array")
         with data:
+            _check_sizes(name)
             contents = {key: data[key] for key in data.files}
     except FileNotFoundError:
         raise InvalidInputError(f"cannot load {name!r}: no such file") from None
@@ -104,8 +126,24 @@ def load_params(path: str | os.PathLike, backend: Any = None) -> Params:
 
 
 def load_metadata(path: str | os.PathLike) -> dict:
-    """The metadata dict saved with the params (``--save`` stores the run's config and final errors)."""
+    """The metadata dict saved with the params (``--save`` stores the run's config and final errors).
+
+    Raises
+    ------
+    InvalidInputError
+        The file is not a params file of this version (see `load_params`), or its metadata is not a
+        JSON object of finite numbers.
+    """
+    text = str(_read(path)["metadata"])
+
+    def no_constant(name: str) -> None:
+        raise ValueError(f"{name} is not a finite number")
     try:
-        return json.loads(str(_read(path)["metadata"]))
-    except ValueError:
-        raise InvalidInputError(f"{os.fspath(path)!r} has damaged metadata: save it again") from None
+        metadata = json.loads(text, parse_constant=no_constant)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise InvalidInputError(f"{os.fspath(path)!r} has damaged metadata ({reason}): save it again") from None
+    if not isinstance(metadata, dict):
+        raise InvalidInputError(f"{os.fspath(path)!r} has damaged metadata (a JSON {type(metadata).__name__}, "
+                                f"not an object): save it again")
+    return metadata

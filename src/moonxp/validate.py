@@ -16,11 +16,11 @@ import numpy as np
 from array_api_compat import is_array_api_obj
 
 from .arrays import all_true, common_device, namespace_of, values_readable
+from .defaults import MAX_SEED
 from .errors import InvalidInputError, InvalidTypeError
 from .kernels import Params
 
 
-MAX_SEED = 2**32 - 1  # NumPy's legacy generator takes seeds below 2**32
 
 
 def arrays(params: Params, *others: Any, name: str = "params") -> tuple[Any, Any]:

@@ -6,24 +6,29 @@ at every iteration, the snapshot grids (evaluated in one batch on the device for
 figures, then moved to the host), and, for the PNGs, matplotlib's contour
 data (about `PLOT_BYTES_PER_POINT` per grid point and panel, measured at G = 256
 and 768). Work tiles are bounded by the execution policy and not counted, except
-a CPU's own (tile elements x workers); ``--animate``'s frames are checked apart
-(`animation.check_memory`). The estimate is rough on purpose: a run is
-refused only when it cannot fit, with the option that is furthest over and the
-largest value of it that fits (options the user set come first).
+a CPU's own (tile elements x workers). ``--animate`` adds its frames' grids (on
+the device and the host) and the RGBA images Pillow keeps, in the same total.
+The estimate is rough on purpose: a run is refused only when it cannot fit,
+with the option that is furthest over and the largest value of it that fits
+(options the user set come first); a run that fits only without its animation
+is told how to thin the frames.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from ..data import snapshot_iterations
-from ..defaults import ENSEMBLE_PANELS
+from ..defaults import ANIMATION_DPI, ENSEMBLE_PANELS, PANEL_INCHES
 from ..engine.backend import Backend
 from ..engine.policy import free_device_memory, policy
 from ..errors import InvalidInputError
-from .job import Config
+from .model import Config, frame_iterations
 
 HOST_ITEMSIZE = 8                 # data, parameters and errors are drawn and kept in float64 on the host
 DRAW_BYTES_PER_POINT = 96         # make_moons: points, labels, indices, noise and their scaled copies
@@ -36,9 +41,9 @@ MINIMUM = {"ensemble": 1, "hidden": 1, "samples": 1, "grid": 2, "iters": 0}
 
 
 def needs(config: Config, backend: Backend, plots: bool) -> tuple[int, int]:
-    """(host bytes, device bytes) that a run of `config` holds at its peak, roughly."""
+    """(host bytes, device bytes) that a run of `config` holds at its peak (its animation included), roughly."""
     B, H, N, G, iters = config.ensemble, config.hidden, config.samples, config.grid, config.iters
-    itemsize = 4 if backend.dtype_name == "float32" else 8
+    itemsize = np.dtype(backend.dtype_name).itemsize
     snapshots = len(snapshot_iterations(iters))
     panels = snapshots + (min(ENSEMBLE_PANELS, B) if B > 1 else 0)
     errors = B * (iters + 1)
@@ -50,7 +55,20 @@ def needs(config: Config, backend: Backend, plots: bool) -> tuple[int, int]:
     if backend.device_name == "cpu":  # a GPU's tiles are a share of its free memory by design; a CPU's are not
         rules = policy(backend.xp, backend.device, backend.dtype)
         device += itemsize * rules.tile_elements * rules.workers
-    return host, device
+    frames_host, frames_device = animation_needs(config, itemsize)
+    return host + frames_host, device + frames_device
+
+
+def animation_needs(config: Config, itemsize: int) -> tuple[int, int]:
+    """(host bytes, device bytes) of ``--animate``'s frames: their grids, evaluated in one batch on the device
+    and moved to the host, and the RGBA images Pillow keeps; (0, 0) without an animation."""
+    if config.animate is None:
+        return 0, 0
+    frames = len(frame_iterations(config.iters, config.animate))
+    panels = min(ENSEMBLE_PANELS, config.ensemble)
+    grids = frames * panels * config.grid**2 * itemsize
+    pixels = round(PANEL_INCHES * ANIMATION_DPI) ** 2 * panels
+    return grids + frames * pixels * 4, grids
 
 
 def host_memory() -> int:
@@ -98,13 +116,20 @@ def check(config: Config, backend: Backend, plots: bool) -> None:
     ok, where, need, have = fits(config)
     if ok:
         return
+    if config.animate is not None and fits(dataclasses.replace(config, animate=None))[0]:
+        frames = len(frame_iterations(config.iters, config.animate))
+        animation = sum(animation_needs(config, np.dtype(backend.dtype_name).itemsize))
+        raise InvalidInputError(f"--animate needs about {_gib(animation)} for {frames} frames of a "
+                                f"{config.grid}x{config.grid} grid: with it this run needs about {_gib(need)} of "
+                                f"{where} memory but {_gib(have)} is free; use --animate K with a larger K (a frame "
+                                f"every K iterations) or a smaller --grid")
     best = None
     given = [option for option in OPTIONS if getattr(config, option) != getattr(Config, option)]
     for option in given + [option for option in OPTIONS if option not in given]:
         if best is not None and option not in given and best[0] in given:
             break  # an option the user chose is named before one left at its default
         value = getattr(config, option)
-        largest = _largest(lambda v: fits(config.__class__(**{**config.as_dict(), option: v}))[0],
+        largest = _largest(lambda v: fits(dataclasses.replace(config, **{option: v}))[0],
                            MINIMUM[option], value)
         if largest is not None and (best is None or value / max(largest, 1) > best[1] / max(best[2], 1)):
             best = (option, value, largest)

@@ -9,27 +9,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
-import math
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence, TextIO
+from typing import Any, Sequence, TextIO
 
 from .. import __version__
-from ..arrays import is_out_of_memory
-from ..defaults import DTYPES, GRID, HIDDEN, ITERS, LR, NOISE, SAMPLES, SEED
-from ..engine.distributed import check_scheduler, connect, trainer as data_parallel
-from ..errors import BackendError, CompileWarning, DivergedError, MoonxpError
+from ..defaults import DTYPES, GRID, HIDDEN, ITERS, LR, MAX_SEED, NOISE, SAMPLES, SEED, SWEEP_BLOCK
+from ..errors import BackendError, CompileWarning, DivergedError, MoonxpError, OutputError
 from ..outputs import output_directory, writable
-from ..saved import save_params
-from ..validate import MAX_SEED
-from . import job, process, report, sweep
+from . import process
+from .model import MAX_PLOT_GRID, BenchConfig, Config, SweepConfig, name, number, seeds, values
 
 PROGRESS_DELAY_S = 1.0  # runs shorter than this never show a progress bar
 
-EXIT_OK, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_OK, EXIT_USAGE, EXIT_DIVERGED = 0, 2, 3
 COMMANDS = ("train", "sweep", "bench", "info")
+SCHEDULER_HELP = ("run on a Dask cluster: local[:N] (N worker processes on 127.0.0.1, started and stopped here), "
+                  "tcp://HOST:PORT or tls://HOST:PORT (an existing scheduler); default: in this process")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,28 +38,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _number(kind: Callable) -> Callable[[str], float]:
-    """An argparse type that parses an int or a finite float; ranges are checked by `job.check`."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not finite")
-        return value
-    return parse
-
-
-def _name(text: str) -> str:
-    if not text.strip() or not text.isprintable():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a name")
-    return text
-
-
 def _device_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", type=_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    parser.add_argument("--backend", type=_name, default=None,
+    parser.add_argument("--device", type=name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--backend", type=name, default=None,
                         help="numpy, cupy, torch, jax or array-api-strict (default: numpy on cpu, cupy on cuda)")
 
 
@@ -75,41 +55,41 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train and plot (the default command)")
     _device_options(train)
     train.add_argument("--dtype", default=DTYPES[0], choices=DTYPES)
-    train.add_argument("--hidden", type=_number(int), default=HIDDEN, help=f"hidden units H (default {HIDDEN})")
-    train.add_argument("--lr", type=_number(float), default=LR, help=f"learning rate (default {LR:g})")
-    train.add_argument("--iters", type=_number(int), default=ITERS, help=f"gradient steps (default {ITERS})")
-    train.add_argument("--samples", type=_number(int), default=SAMPLES, help=f"moons N (default {SAMPLES})")
-    train.add_argument("--noise", type=_number(float), default=NOISE, help=f"moons noise (default {NOISE:g})")
-    train.add_argument("--seed", type=_number(int), default=SEED, help=f"seed, 0 to {MAX_SEED} (default {SEED})")
-    train.add_argument("--ensemble", type=_number(int), default=1, metavar="B",
+    train.add_argument("--hidden", type=number(int), default=HIDDEN, help=f"hidden units H (default {HIDDEN})")
+    train.add_argument("--lr", type=number(float), default=LR, help=f"learning rate (default {LR:g})")
+    train.add_argument("--iters", type=number(int), default=ITERS, help=f"gradient steps (default {ITERS})")
+    train.add_argument("--samples", type=number(int), default=SAMPLES, help=f"moons N (default {SAMPLES})")
+    train.add_argument("--noise", type=number(float), default=NOISE, help=f"moons noise (default {NOISE:g})")
+    train.add_argument("--seed", type=number(int), default=SEED, help=f"seed, 0 to {MAX_SEED} (default {SEED})")
+    train.add_argument("--ensemble", type=number(int), default=1, metavar="B",
                        help="train B networks from seeds seed..seed+B-1 at once (default 1)")
-    train.add_argument("--grid", type=_number(int), default=GRID,
-                       help=f"grid points per side for the boundary plots, 2 to {job.MAX_PLOT_GRID} (default {GRID})")
+    train.add_argument("--grid", type=number(int), default=GRID,
+                       help=f"grid points per side for the boundary plots, 2 to {MAX_PLOT_GRID} (default {GRID})")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="compile the training steps and the grid (jax.jit / torch.compile) from the same "
                             "source; default: where it pays (always for JAX; torch and CuPy on CUDA for large "
                             "work, see docs/gpu.md); NumPy has no compiler")
-    train.add_argument("--scheduler", metavar="ADDRESS", help=sweep.SCHEDULER_HELP + "; the points train "
+    train.add_argument("--scheduler", metavar="ADDRESS", help=SCHEDULER_HELP + "; the points train "
                        "data-parallel in shards, one per worker")
-    train.add_argument("--out", type=_name, default="moonxp-out", help="output directory (default moonxp-out)")
+    train.add_argument("--out", type=name, default="moonxp-out", help="output directory (default moonxp-out)")
     train.add_argument("--no-plot", action="store_true", help="write metrics.json only, no PNGs")
     train.add_argument("--json", action="store_true", help="print the metrics as JSON instead of text")
     train.add_argument("--quiet", action="store_true", help="print nothing but errors")
-    train.add_argument("--animate", nargs="?", const=0, type=_number(int), default=None, metavar="K",
+    train.add_argument("--animate", nargs="?", const=0, type=number(int), default=None, metavar="K",
                        help="also write boundaries.gif: the boundary every K iterations (default or 0: every one, "
                             "at most 200 frames); an ensemble shows its first 4 networks")
-    train.add_argument("--save", type=_name, metavar="FILE", help="save the trained params to FILE (.npz, moonxp.load_params)")
+    train.add_argument("--save", type=name, metavar="FILE", help="save the trained params to FILE (.npz, moonxp.load_params)")
 
     bench = commands.add_parser("bench", help="time the workloads against this machine's limits")
     _device_options(bench)
     bench.add_argument("--quick", action="store_true", help="one size per workload: about a minute on 2 cores")
-    bench.add_argument("--json", type=_name, metavar="FILE", help="also write the results as JSON to FILE "
+    bench.add_argument("--json", type=name, metavar="FILE", help="also write the results as JSON to FILE "
                        "(rewritten after every case: a run cut short keeps what it measured)")
-    bench.add_argument("--table", type=_name, metavar="FILE", help="also write the text table to FILE "
+    bench.add_argument("--table", type=name, metavar="FILE", help="also write the text table to FILE "
                        "(rewritten after every case)")
     bench.add_argument("--sizes", choices=("smoke", "quick", "full"),
                        help="smoke (each case once, tiny), quick (= --quick) or full (the default)")
-    bench.add_argument("--plot", type=_name, metavar="FILE.png", help="also draw throughput against size to FILE.png")
+    bench.add_argument("--plot", type=name, metavar="FILE.png", help="also draw throughput against size to FILE.png")
     bench.add_argument("--in-process", action="store_true", help="run every backend in this process "
                        "(default: a fresh process per backend)")
     saved = bench.add_subparsers(dest="bench_command", parser_class=_Parser)
@@ -119,14 +99,28 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("results", nargs="+", metavar="RUN.json", help="bench --json or pytest --benchmark-json "
                          "files; the first is the baseline")
     for saved_command in (show, compare):
-        saved_command.add_argument("--plot", type=_name, metavar="FILE.png", help="also draw it to FILE.png")
+        saved_command.add_argument("--plot", type=name, metavar="FILE.png", help="also draw it to FILE.png")
 
     bench.add_argument("--scheduler", metavar="ADDRESS", help="not supported: bench times this machine; run "
                        "`moonxp bench` on each worker machine instead")
 
-    sweep.add_arguments(commands.add_parser("sweep", help="train every configuration of lists of settings over a "
-                                            "range of seeds: a results table and figures"), _number)
-    _device_options(commands.choices["sweep"])
+    sweep = commands.add_parser("sweep", help="train every configuration of lists of settings over a range of "
+                                "seeds: a results table and figures")
+    real, integer = number(float), number(int)
+    sweep.add_argument("--lr", type=values(real), default=(LR,), help="learning rates, e.g. 0.01,0.1,1")
+    sweep.add_argument("--hidden", type=values(integer), default=(HIDDEN,), help="hidden units, e.g. 10,50")
+    sweep.add_argument("--samples", type=values(integer), default=(SAMPLES,), help="moons N values")
+    sweep.add_argument("--noise", type=values(real), default=(NOISE,), help="noise values")
+    sweep.add_argument("--iters", type=values(integer), default=(ITERS,), help="iteration counts")
+    sweep.add_argument("--dtype", type=values(str), default=(DTYPES[0],), help="float64 and/or float32")
+    sweep.add_argument("--seeds", type=seeds, default=range(0, 10), help="seed range START:STOP (default 0:10)")
+    sweep.add_argument("--block", type=integer, default=SWEEP_BLOCK,
+                       help=f"networks per task (default {SWEEP_BLOCK})")
+    sweep.add_argument("--scheduler", metavar="ADDRESS", help=SCHEDULER_HELP)
+    sweep.add_argument("--out", default="moonxp-sweep", help="output directory (default moonxp-sweep)")
+    sweep.add_argument("--no-plot", action="store_true", help="write the table and sweep.json only")
+    sweep.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    _device_options(sweep)
 
     commands.add_parser("info", help="versions, backends and devices found here")
     return parser
@@ -170,18 +164,20 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> int:
             stdout.write(info.text())
             return EXIT_OK
         if args.command == "sweep":
-            return sweep.main(args, stdout, stderr, PROGRESS_DELAY_S)
+            from . import sweep
+            return sweep.main(_sweep_config(args), stdout, functools.partial(_progress_bar, stderr, args.quiet))
         if args.command == "bench":
             if args.scheduler is not None:
                 raise BackendError("bench does not run on a cluster: it times this machine's own devices; "
                                    "run `moonxp bench` on each worker machine instead")
             from ..benchmark import runner
-            return runner.main(args, stdout, stderr)
+            return runner.main(_bench_config(args), stdout, stderr)
         return _train(args, stdout, stderr)
     except MoonxpError as exc:
         stderr.write(f"moonxp: error: {exc}\n")
         return EXIT_USAGE
     except Exception as exc:
+        from ..arrays import is_out_of_memory
         # device first: CuPy's OutOfMemoryError is a MemoryError too
         if is_out_of_memory(exc):  # e.g. a compiled program (jax.jit) ran out of device memory
             stderr.write(f"moonxp: error: out of device memory ({str(exc).splitlines()[0]}): free device memory, "
@@ -194,19 +190,45 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> int:
         return EXIT_USAGE
 
 
+def _sweep_config(args: argparse.Namespace) -> SweepConfig:
+    return SweepConfig(lr=args.lr, hidden=args.hidden, samples=args.samples, noise=args.noise, iters=args.iters,
+                       dtype=args.dtype, seeds=args.seeds, block=args.block, device=args.device,
+                       backend=args.backend, scheduler=args.scheduler, out=args.out, plots=not args.no_plot,
+                       quiet=args.quiet)
+
+
+def _bench_config(args: argparse.Namespace) -> BenchConfig:
+    command = getattr(args, "bench_command", None) or "run"
+    if command != "run":
+        return BenchConfig(command=command, plot=args.plot, results=tuple(args.results))
+    return BenchConfig(device=args.device, backend=args.backend, sizes=args.sizes or ("quick" if args.quick else "full"),
+                       json=args.json, table=args.table, plot=args.plot, in_process=args.in_process)
+
+
+def _progress_bar(stderr: TextIO, quiet: bool, total: int, unit: str) -> Any:
+    """A progress bar on stderr, only where it is a terminal (disable=None) and the work is long (delay)."""
+    from tqdm import tqdm  # a terminal's bar (tqdm.auto would load asyncio for nothing here)
+    return tqdm(total=total, file=stderr, disable=True if quiet else None, delay=PROGRESS_DELAY_S, unit=unit,
+                leave=False, dynamic_ncols=True)
+
+
 def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    config = job.Config(hidden=args.hidden, lr=args.lr, iters=args.iters, samples=args.samples,
-                        noise=args.noise, seed=args.seed, ensemble=args.ensemble, grid=args.grid,
-                        device=args.device, backend=args.backend, dtype=args.dtype, compile=args.compile,
-                        animate=args.animate)
+    from ..engine.cluster import check_scheduler, connect
+    from ..saved import save_params
+    from . import job, report
+
+    config = Config(hidden=args.hidden, lr=args.lr, iters=args.iters, samples=args.samples, noise=args.noise,
+                    seed=args.seed, ensemble=args.ensemble, grid=args.grid, device=args.device,
+                    backend=args.backend, dtype=args.dtype, compile=args.compile, animate=args.animate)
     run = job.start(config, plots=not args.no_plot)  # bad input, sizes, backend or device fail here, before --out
     check_scheduler(args.scheduler)
+    if args.save and report.owns(Path(args.out), args.save):
+        raise OutputError(f"--save {args.save!r} is a file the report writes in --out {args.out!r}; "
+                          f"save the params under another name (e.g. params.npz)")
     directory = output_directory(args.out)
     if args.save:
         writable(args.save, "--save")
-    from tqdm.auto import tqdm  # a bar only where stderr is a terminal (disable=None) and a run is long (delay)
-    bar = tqdm(total=config.iters, file=stderr, disable=True if args.quiet else None, delay=PROGRESS_DELAY_S,
-               unit="it", leave=False, dynamic_ncols=True)
+    bar = _progress_bar(stderr, args.quiet, config.iters, "it")
 
     def say(line: str) -> None:
         if not (args.json or args.quiet):
@@ -215,13 +237,24 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
 
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
+
+    def abandon(status: str, message: str | None, errors: TextIO | None) -> None:
+        """Mark this run's metrics.json with `status`, best effort: the error that stopped the run is the news."""
+        try:
+            report.abandon(run, directory, status, message)
+        except MoonxpError as exc:
+            if errors is not None:
+                errors.write(f"moonxp: error: {exc}\n")
     diverged = None
     try:  # from here on, whatever stops the run leaves metrics.json of this run saying why
         say(report.header(run))
         try:
             with connect(args.scheduler) as client:
-                trainer = None if client is None else data_parallel(client, sum(client.nthreads().values()),
-                                                                     (config.device, config.backend, config.dtype))
+                trainer = None
+                if client is not None:
+                    from ..engine.sharded import trainer as data_parallel
+                    trainer = data_parallel(client, sum(client.nthreads().values()),
+                                            (config.device, config.backend, config.dtype))
                 job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), progress, trainer)
         except DivergedError as exc:
             diverged = exc
@@ -234,13 +267,13 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
             saved.append(Path(args.save))
         written = report.write(run, directory, not args.no_plot and not diverged, metrics) + saved
     except KeyboardInterrupt:
-        _abandon(run, directory, "interrupted", None, stderr)
+        abandon("interrupted", None, stderr)
         raise
     except Exception as exc:
         if diverged is not None and isinstance(exc, MoonxpError):  # its metrics could not be written
             stderr.write(f"moonxp: {diverged}\nmoonxp: error: {exc}\n")
             return EXIT_DIVERGED
-        _abandon(run, directory, "diverged" if diverged else "failed", str(diverged or exc) or repr(exc), None)
+        abandon("diverged" if diverged else "failed", str(diverged or exc) or repr(exc), None)
         raise
     if diverged:
         stderr.write(f"moonxp: {diverged}\n")
@@ -249,17 +282,3 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         stdout.write(json.dumps(metrics, indent=2) + "\n")
     say(report.summary(run, written))
     return EXIT_OK
-
-
-def _abandon(run: job.Run, directory, status: str, message: str | None, stderr: TextIO | None) -> None:
-    """Mark this run's metrics.json with `status`, best effort: the error that stopped the run is the news."""
-    try:
-        report.abandon(run, directory, status, message)
-    except MoonxpError as exc:
-        if stderr is not None:
-            stderr.write(f"moonxp: error: {exc}\n")
-
-
-def main_exit() -> None:
-    """Console-script entry point (see `process.main_exit`, which installs the signal handlers first)."""
-    process.main_exit()

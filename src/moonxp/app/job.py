@@ -10,93 +10,26 @@ between. The report evaluates the kept parameters' grids, batched, to draw.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from .. import defaults, validate
+from .. import defaults
 from ..arrays import device_context, to_host
 from ..data import make_ensemble, make_problem, snapshot_iterations
-from ..engine.backend import Backend, resolve
+from ..engine.backend import resolve
 from ..engine.executor import compiles, execution, fall_back
 from ..engine.policy import policy
 from ..engine.training import evaluate, train
 from ..errors import CompileError, DivergedError, InvalidInputError, InvalidTypeError
 from ..kernels import Params
-from . import animation
-
-MAX_PLOT_GRID = 4096  # a bigger grid is for moonxp.evaluate_grid or `moonxp bench`, not a PNG
-
-
-@dataclass(frozen=True)
-class Config:
-    """Everything that defines a run; the defaults are the homework's."""
-
-    hidden: int = defaults.HIDDEN
-    lr: float = defaults.LR
-    iters: int = defaults.ITERS
-    samples: int = defaults.SAMPLES
-    noise: float = defaults.NOISE
-    seed: int = defaults.SEED
-    ensemble: int = 1
-    grid: int = defaults.GRID
-    device: str = "cpu"
-    backend: str | None = None
-    dtype: str = defaults.DTYPES[0]
-    compile: bool | None = None
-    animate: int | None = None  # None: no animation; 0: a frame every iteration (at most MAX_FRAMES); k: every k-th
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """State before update `iteration`: errors (B, iteration + 1) so far, network 0's params (on the device)."""
-
-    iteration: int
-    errors: np.ndarray
-    params: Params
-
-
-@dataclass
-class Run:
-    """A run's inputs and what it has produced so far (host arrays; params on the device); `finished` once complete."""
-
-    config: Config
-    backend: Backend
-    X: np.ndarray
-    T: np.ndarray
-    initial: Params
-    execution: str                           # how the work runs, and why: "jax.jit", "eager (too small to compile)"...
-    compiled: bool = False                   # whether training compiles (decided once for the whole run)
-    snapshots: list[Snapshot] = field(default_factory=list)
-    errors: np.ndarray | None = None         # (B, iterations reached + 1)
-    accuracy: np.ndarray | None = None       # (B,)
-    params: Params | None = None             # the trained networks (on the device)
-    frames: list[tuple[int, Params]] = field(default_factory=list)  # (iteration, the first networks' params)
-    timings: dict = field(default_factory=dict)
-    finished: bool = False
-
-
-def check(config: Config) -> None:
-    """Every value of `config` in range, or an InvalidInputError naming its command-line option."""
-    validate.problem(config.seed, config.samples, config.noise, config.hidden, config.ensemble,
-                     names={"seed": "--seed", "n_samples": "--samples", "noise": "--noise", "hidden": "--hidden",
-                            "networks": "--ensemble"})
-    validate.learning_rate(config.lr, "--lr")
-    validate.count("--iters", config.iters, 0)
-    validate.count("--grid", config.grid, 2, MAX_PLOT_GRID)
-    if config.animate is not None:
-        validate.count("--animate", config.animate, 0)
+from . import budget
+from .model import Config, Run, Snapshot, check, frame_iterations
 
 
 def start(config: Config, plots: bool = True) -> Run:
     """Check the config and the memory the run needs (`budget`, with the figures if `plots`), resolve the
     backend and draw the data: quick, so bad input is reported before any training."""
-    from . import budget
-
     check(config)
     backend = resolve(config.device, config.backend, config.dtype)
     with device_context(backend.xp, backend.device):
@@ -110,8 +43,6 @@ def start(config: Config, plots: bool = True) -> Run:
     else:
         X, T, initial = make_ensemble(config.seed, config.ensemble, config.samples, config.noise, config.hidden)
     _check_noise(config, X, initial)
-    if config.animate is not None:
-        animation.check_memory(config, backend)
     units = config.ensemble * config.samples * config.hidden
     return Run(config, backend, X, T, initial, execution(run_policy, config.compile, config.iters, units),
                compiles(run_policy, config.compile, config.iters, units))
@@ -146,7 +77,7 @@ def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot:
             progress: Callable[[int, int], None] | None = None, trainer: Callable | None = None) -> Run:
     """Train `run` to the end, calling `on_snapshot` at each snapshot; fills in its results.
 
-    `trainer`: a drop-in for `train` (`engine.distributed.trainer`: data-parallel on a cluster); None: `train`.
+    `trainer`: a drop-in for `train` (`engine.sharded.trainer`: data-parallel on a cluster); None: `train`.
     """
     config, backend = run.config, run.backend
     started = time.perf_counter()
@@ -155,7 +86,7 @@ def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot:
     network0 = (lambda p: Params(*(a[0, ...] for a in p))) if config.ensemble > 1 else (lambda p: p)
     shown = (lambda p: Params(*(a[:defaults.ENSEMBLE_PANELS, ...] for a in p))) if config.ensemble > 1 else (lambda p: p)
     stops = snapshot_iterations(config.iters)
-    frames = set() if config.animate is None else set(animation.frame_iterations(config.iters, config.animate))
+    frames = set() if config.animate is None else set(frame_iterations(config.iters, config.animate))
     columns, done = [], 0
     run.timings = timings = {"train_s": 0.0, "total_s": 0.0}  # kept current for partial runs
     for target in sorted(set(stops) | frames | {config.iters}):

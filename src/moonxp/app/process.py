@@ -10,9 +10,9 @@ standard output closed by its reader (``| head``) stops the run the same way,
 quietly, with 141 (128 + SIGPIPE), the status a shell reports for a writer
 killed by SIGPIPE.
 
-This module imports only the standard library: `main_exit` installs the
-handlers before the command line's heavy imports (NumPy, matplotlib), so a
-Ctrl-C during start-up is an interruption like any other.
+This module imports only the standard library: the entry point
+(``moonxp/__main__.py``) installs the handlers before the command line's heavy
+imports (NumPy), so a Ctrl-C during start-up is an interruption like any other.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import os
 import signal
 import sys
 from typing import TextIO
+
+from ..errors import OutputError
 
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 SIGPIPE_EXIT = 128 + getattr(signal, "SIGPIPE", 13)
@@ -80,7 +82,6 @@ class GuardedStdout:
         self.stream = stream
 
     def write(self, text: str) -> int:
-        from ..errors import OutputError
         try:
             if self.stream is None:  # Python sets sys.stdout to None when fd 1 is closed
                 raise OSError(9, "Bad file descriptor")
@@ -98,7 +99,7 @@ class GuardedStdout:
         pass  # every write is flushed
 
 
-def _settle() -> None:
+def settle() -> None:
     """The outcome is decided: later signals change nothing, not even while Python shuts down (it would
     restore their default action, killing the process, before it exits)."""
     _received.append(0)  # `_interrupt` now returns without raising
@@ -106,32 +107,7 @@ def _settle() -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-def main_exit() -> None:
-    """Console-script entry point: install the signal handlers, import and run the command line, exit.
-
-    Once the outcome is known, signals are ignored: one that arrives while the interpreter
-    shuts down would otherwise kill it (Python restores the default action then) and
-    replace the run's exit status.
-    """
-    install()
-    code = None
-    try:
-        from .cli import main
-        code = main()
-    except KeyboardInterrupt as exc:
-        if code is None:  # during the imports: nothing was started, nothing to write
-            sys.stderr.write(message(exc))
-            code = exit_code(exc)
-    try:
-        _settle()
-    except KeyboardInterrupt:  # a signal just before `_settle` took effect: the run has ended all the same
-        pass
-    if code == SIGPIPE_EXIT:
-        _silence_stdout()
-    sys.exit(code)
-
-
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
     """Point fd 1 at /dev/null, so flushing stdout at exit does not report the closed pipe again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, plot
+from .. import __version__
 from ..environment import versions
 from ..outputs import locked, remove, write_figure, write_json
-from . import animation
-from .job import Run, Snapshot
+from .model import Run, Snapshot
+
 
 def header(run: Run) -> str:
     """One line: backend, version, device, dtype, how it runs (eager or compiled) and the problem's sizes."""
@@ -92,6 +92,11 @@ def metrics(run: Run, status: str = "ok", message: str | None = None) -> dict:
 FIGURES = ("boundaries.png", "curve.png", "ensemble.png", "boundaries.gif")  # every figure a run may write
 
 
+def owns(directory: Path, path: str | Path) -> bool:
+    """Whether a run's report in `directory` writes or removes the file `path` (metrics.json or a figure)."""
+    return Path(path).resolve() in {(Path(directory) / name).resolve() for name in ("metrics.json",) + FIGURES}
+
+
 def write(run: Run, directory: Path, plots: bool, metrics: dict) -> list[Path]:
     """Write `metrics` (given the names of the figures, "figures") as metrics.json and, for a finished run,
     the figures (`plots`) and the animation (``--animate``); return the paths.
@@ -116,6 +121,7 @@ def write(run: Run, directory: Path, plots: bool, metrics: dict) -> list[Path]:
             write_figure(directory / name, figure)
             written.append(directory / name)
         if gif:
+            from . import animation  # matplotlib: only when a GIF is drawn
             animation.write(directory / "boundaries.gif", run)
             written.append(directory / "boundaries.gif")
         if metrics["figures"]:
@@ -133,6 +139,8 @@ def abandon(run: Run, directory: Path, status: str, message: str | None = None) 
 
 def _figures(run: Run) -> dict:
     """This run's PNG figures by file name, drawn from its kept params (grids evaluated where they live)."""
+    from .. import plot  # matplotlib: only when figures are drawn
+
     c = run.config
     titles = ["It: %d, Error: %.3f" % (s.iteration, s.errors[0, -1]) for s in run.snapshots]
     figures = {"boundaries.png": plot.boundaries([s.params for s in run.snapshots], run.X, run.T,

@@ -1,4 +1,4 @@
-"""``moonxp sweep``: its options, the results table file, the summary figures and sweep.json.
+"""``moonxp sweep``: the run, the results table file, the summary figures and sweep.json.
 
 The table is ``results.parquet`` (pyarrow installed) or ``results.csv``, one row
 per network. ``heatmaps.png`` shows the median final error and accuracy over
@@ -11,61 +11,25 @@ a cluster. An interrupted sweep writes the finished tasks' rows, whole, and
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import time
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 import numpy as np
-from matplotlib.figure import Figure
 
-from .. import defaults
-from ..engine.distributed import check_scheduler, connect, describe
-from ..engine.sweep import BLOCK, COLUMNS, sweep, table
+from ..engine.cluster import check_scheduler, connect, describe
+from ..engine.sweep import COLUMNS, plan, run, table
 from ..outputs import output_directory, write_bytes, write_figure, write_json
-from ..validate import MAX_SEED
+from .model import SweepConfig
 
-SCHEDULER_HELP = ("run on a Dask cluster: local[:N] (N worker processes on 127.0.0.1, started and stopped here), "
-                  "tcp://HOST:PORT or tls://HOST:PORT (an existing scheduler); default: in this process")
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 MAX_HEATMAP_ROWS = 12   # combinations of the other settings drawn as heatmap pairs
 MAX_BOXES = 48          # configurations drawn in distributions.png
 OTHER = ("samples", "noise", "iters", "dtype")
-
-
-def _values(kind: Callable) -> Callable[[str], tuple]:
-    def parse(text: str) -> tuple:
-        return tuple(kind(part) for part in text.split(","))
-    return parse
-
-
-def _seeds(text: str) -> range:
-    start, colon, stop = text.partition(":")
-    try:
-        first, end = int(start), int(stop) if colon else int(start) + 1
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a seed range START:STOP (e.g. 0:1000)") from None
-    if not 0 <= first < end <= MAX_SEED + 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be START:STOP with 0 <= START < STOP <= 2**32")
-    return range(first, end)
-
-
-def add_arguments(parser: argparse.ArgumentParser, number: Callable) -> None:
-    """The sweep options; `number(kind)` is the CLI's number parser (ranges are checked by `moonxp.sweep`)."""
-    real, integer = number(float), number(int)
-    parser.add_argument("--lr", type=_values(real), default=(defaults.LR,), help="learning rates, e.g. 0.01,0.1,1")
-    parser.add_argument("--hidden", type=_values(integer), default=(defaults.HIDDEN,), help="hidden units, e.g. 10,50")
-    parser.add_argument("--samples", type=_values(integer), default=(defaults.SAMPLES,), help="moons N values")
-    parser.add_argument("--noise", type=_values(real), default=(defaults.NOISE,), help="noise values")
-    parser.add_argument("--iters", type=_values(integer), default=(defaults.ITERS,), help="iteration counts")
-    parser.add_argument("--dtype", type=_values(str), default=(defaults.DTYPES[0],), help="float64 and/or float32")
-    parser.add_argument("--seeds", type=_seeds, default=range(0, 10), help="seed range START:STOP (default 0:10)")
-    parser.add_argument("--block", type=integer, default=BLOCK, help=f"networks per task (default {BLOCK})")
-    parser.add_argument("--scheduler", metavar="ADDRESS", help=SCHEDULER_HELP)
-    parser.add_argument("--out", default="moonxp-sweep", help="output directory (default moonxp-sweep)")
-    parser.add_argument("--no-plot", action="store_true", help="write the table and sweep.json only")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
 def table_bytes(columns: dict[str, np.ndarray], status: str) -> tuple[str, bytes]:
@@ -103,6 +67,8 @@ def _median(values: np.ndarray) -> float:
 
 def heatmaps(columns: dict[str, np.ndarray]) -> Figure:
     """Median final error and accuracy over the seeds (diverged networks left out) against lr x hidden."""
+    from matplotlib.figure import Figure
+
     configs = _configurations(columns)
     lrs = sorted({c["lr"] for c, _ in configs})
     hiddens = sorted({c["hidden"] for c, _ in configs})
@@ -133,6 +99,8 @@ def heatmaps(columns: dict[str, np.ndarray]) -> Figure:
 
 def distributions(columns: dict[str, np.ndarray]) -> Figure:
     """Each configuration's final error and accuracy over its seeds (diverged networks left out)."""
+    from matplotlib.figure import Figure
+
     configs = _configurations(columns)[:MAX_BOXES]
     labels = [", ".join(f"{key}={value}" for key, value in c.items() if len({d[key] for d, _ in configs}) > 1)
               or "all" for c, _ in configs]
@@ -163,41 +131,39 @@ def write(directory: Path, columns: dict[str, np.ndarray], summary: dict, plots:
     return written
 
 
-def main(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, progress_delay: float = 1.0) -> int:
-    """Run `moonxp sweep`; the exit code (0), or MoonxpError / KeyboardInterrupt for the CLI to report."""
-    options = dict(lr=args.lr, hidden=args.hidden, samples=args.samples, noise=args.noise, iters=args.iters,
-                   dtype=args.dtype)
-    from ..engine.sweep import settings
-    count = len(settings(**options))  # bad values fail here, before --out is created or a cluster starts
-    check_scheduler(args.scheduler)
-    directory = output_directory(args.out)
-    from tqdm.auto import tqdm
-    tasks = count * len(range(0, len(args.seeds), args.block))
-    bar = tqdm(total=tasks, file=stderr, disable=True if args.quiet else None, delay=progress_delay, unit="task",
-               leave=False, dynamic_ncols=True)
+def main(config: SweepConfig, stdout: TextIO, progress_bar: Callable[[int, str], Any]) -> int:
+    """Run `moonxp sweep`; the exit code (0), or MoonxpError / KeyboardInterrupt for the CLI to report.
+
+    `progress_bar(total, unit)`: a tqdm-like bar the tasks advance.
+    """
+    options = config.settings()
+    tasks = plan(**options, seeds=config.seeds, device=config.device, backend=config.backend, block=config.block)
+    check_scheduler(config.scheduler)  # bad values fail before --out is created or a cluster starts
+    directory = output_directory(config.out)
+    bar = progress_bar(len(tasks), "task")
     summary = {"options": {k: list(v) for k, v in options.items()},
-               "seeds": [args.seeds.start, args.seeds.stop], "device": args.device, "backend": args.backend,
-               "scheduler": args.scheduler, "tasks": tasks}
+               "seeds": [config.seeds.start, config.seeds.stop], "device": config.device, "backend": config.backend,
+               "scheduler": config.scheduler, "tasks": len(tasks)}
     finished: list = []
     started = time.perf_counter()
     try:
-        with connect(args.scheduler) as client:
-            if client is not None and not args.quiet:
+        with connect(config.scheduler) as client:
+            if client is not None and not config.quiet:
                 stdout.write(describe(client) + "\n")
                 stdout.flush()
-            columns = sweep(**options, seeds=args.seeds, device=args.device, backend=args.backend, client=client,
-                            block=args.block, progress=lambda done, total: bar.update(done - bar.n), done=finished)
+            columns = run(tasks, device=config.device, backend=config.backend, client=client,
+                          progress=lambda done, total: bar.update(done - bar.n), done=finished)
     except KeyboardInterrupt:
         write(directory, table(finished), {**summary, "status": "interrupted", "tasks_done": len(finished),
-                                           "elapsed_s": time.perf_counter() - started}, not args.no_plot)
+                                           "elapsed_s": time.perf_counter() - started}, config.plots)
         raise
     finally:
         bar.close()
     elapsed = time.perf_counter() - started
-    written = write(directory, columns, {**summary, "status": "ok", "tasks_done": tasks, "elapsed_s": elapsed},
-                    not args.no_plot)
-    if not args.quiet:
+    written = write(directory, columns, {**summary, "status": "ok", "tasks_done": len(tasks), "elapsed_s": elapsed},
+                    config.plots)
+    if not config.quiet:
         diverged = int(columns["diverged"].sum())
-        stdout.write(f"Done: {len(columns['seed'])} networks in {count} configurations, {diverged} diverged, "
+        stdout.write(f"Done: {len(columns['seed'])} networks in {len({task[0] for task in tasks})} configurations, {diverged} diverged, "
                      f"{elapsed:.2f} s | wrote {', '.join(str(p) for p in written)}\n")
     return 0

@@ -12,6 +12,7 @@ bench/results/ before it existed) and pytest-benchmark's JSON of bench/
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ REPORT_KEYS = {"schema": (int, True), "moonxp": (str, True), "date": (str, True)
 RESULT_KEYS = {"workload": (str, True), "size": (int, True), "size_label": (str, True), "dtype": (str, True),
                "implementation": (str, True), "backend": (str, True), "device": (str, True), "unit": (str, True)}
 MEASURED_KEYS = {"median_s": float, "repeats": int, "throughput": float, "flops_per_s": float,
-                 "roofline": float, "percent_of_limit": float}
+                 "roofline": float, "percent_of_limit": float, "ratio_to_best_peer": float}
 LIMIT_KEYS = {"device": str, "dtype": str, "matmul_flops": float, "copy_bandwidth": float}
 
 
@@ -84,8 +85,14 @@ def add_ratios(results: list[dict]) -> None:
             r["ratio_to_best_peer"] = r["throughput"] / best[_problem(r)]
 
 
+def _positive(value) -> bool:
+    """A finite number above zero (a time, a throughput or a limit that can be divided by)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
 def problems(report: dict) -> list[str]:
-    """What keeps `report` from being a moonxp bench JSON of the current schema (empty when nothing)."""
+    """What keeps `report` from being a moonxp bench JSON of the current schema (empty when nothing);
+    measured numbers and limits must be finite and above zero."""
     found = []
 
     def check(where: str, data: dict, keys: dict) -> None:
@@ -96,6 +103,8 @@ def problems(report: dict) -> list[str]:
             elif not isinstance(data[key], kind) or (kind is int and isinstance(data[key], bool)):
                 name = "float" if isinstance(kind, tuple) else kind.__name__
                 found.append(f"{where}: {key!r} is {type(data[key]).__name__}, not {name}")
+            elif isinstance(kind, tuple) and not _positive(data[key]):
+                found.append(f"{where}: {key!r} is {data[key]!r}, not a finite number above 0")
 
     if not isinstance(report, dict):
         return ["not a JSON object"]
@@ -130,6 +139,11 @@ def _from_pytest_benchmark(data: dict) -> dict:
             results.append({**record, "median_s": bench["stats"]["median"], "repeats": bench["stats"]["rounds"]})
     limits = {(b["extra_info"]["device"], b["extra_info"]["dtype"]): b["extra_info"]["limits"]
               for b in data["benchmarks"] if "limits" in b.get("extra_info", {})}
+    numbers = [("median", r["median_s"]) for r in results] + [
+        (key, lim[key]) for lim in limits.values() for key in ("matmul_flops", "copy_bandwidth") if key in lim]
+    for name, value in numbers:  # `finish` divides by them
+        if not _positive(value):
+            raise ValueError(f"a {name} of {value!r}, not a finite number above 0")
     for r in results:
         finish(r, limits.get((r["device"], r["dtype"])))
     add_ratios(results)
@@ -170,9 +184,12 @@ def load(path: str | Path) -> dict:
         raise InvalidInputError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise InvalidInputError(f"{str(path)!r} is not JSON ({exc}): give a file from moonxp bench --json") from None
+    except RecursionError:  # nested deeper than Python's stack
+        raise InvalidInputError(f"{str(path)!r} is JSON nested too deeply for a benchmark report: give a file "
+                                f"from moonxp bench --json") from None
     try:
         report = upgrade(data)
-    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
         raise InvalidInputError(f"{str(path)!r} is not a benchmark JSON this moonxp reads ({type(exc).__name__}: "
                                 f"{exc}): give a file from moonxp bench --json") from None
     found = problems(report)

@@ -11,7 +11,6 @@ compare` read saved runs back.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator, TextIO
 
 from .. import __version__
+from ..app.model import BenchConfig
 from ..errors import InvalidInputError
 from ..environment import machine, versions
 from ..outputs import output_directory, writable, write_bytes, write_figure, write_json
@@ -155,23 +155,23 @@ def _report(todo: list[Case], timed: list[dict | None], limits: dict, in_process
             "limits": [{"device": d, "dtype": t, **lim} for (d, t), lim in limits.items()], "results": found}
 
 
-def _run(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
-    mode = args.sizes or ("quick" if args.quick else "full")
+def _run(config: BenchConfig, stdout: TextIO, stderr: TextIO) -> int:
+    mode = config.sizes
     os.environ.update(ENVIRONMENT)  # before any backend is imported here, too
-    json_path, plot_path = _checked(args.json, "--json"), _checked(args.plot, "--plot")
-    table_path = _checked(args.table, "--table")
-    todo = for_run(args.device, args.backend, mode)
+    json_path, plot_path = _checked(config.json, "--json"), _checked(config.plot, "--plot")
+    table_path = _checked(config.table, "--table")
+    todo = for_run(config.device, config.backend, mode)
 
     def save_so_far(timed: list, limits: dict) -> None:  # a run cut short still leaves its JSON and table
-        report = _report(todo, timed, limits, args.in_process, complete=False)
+        report = _report(todo, timed, limits, config.in_process, complete=False)
         if json_path is not None:
             write_json(json_path, report, "--json")
         if table_path is not None:
             so_far = table(report["results"], limits) + "(incomplete: the run goes on)\n"
             write_bytes(table_path, so_far.encode(), "--table")
 
-    timed, limits = measure_all(todo, mode, not args.in_process, stderr, save_so_far)
-    report = _report(todo, timed, limits, args.in_process, complete=True)
+    timed, limits = measure_all(todo, mode, not config.in_process, stderr, save_so_far)
+    report = _report(todo, timed, limits, config.in_process, complete=True)
     found = report["results"]
     stdout.write(f"matmul precision: {report['matmul_precision']}\n" + table(found, limits))
     if table_path is not None:
@@ -193,10 +193,10 @@ def _plot(path: Path, report: dict, stdout: TextIO) -> None:
     stdout.write(f"wrote {path}\n")
 
 
-def _show(args: argparse.Namespace, stdout: TextIO) -> int:
-    plot_path = _checked(args.plot, "--plot")
-    report = res.load(args.results[0])
-    stdout.write(f"{args.results[0]}: {compare.describe(report)}; matmul precision: "
+def _show(config: BenchConfig, stdout: TextIO) -> int:
+    plot_path = _checked(config.plot, "--plot")
+    report = res.load(config.results[0])
+    stdout.write(f"{config.results[0]}: {compare.describe(report)}; matmul precision: "
                  f"{report.get('matmul_precision', 'not recorded')}\n")
     stdout.write(table(report["results"], _limits_by_key(report)))
     if plot_path is not None:
@@ -204,21 +204,21 @@ def _show(args: argparse.Namespace, stdout: TextIO) -> int:
     return 0
 
 
-def _compare(args: argparse.Namespace, stdout: TextIO) -> int:
-    if len(args.results) < 2:
+def _compare(config: BenchConfig, stdout: TextIO) -> int:
+    if len(config.results) < 2:
         raise InvalidInputError("bench compare needs two or more result files: moonxp bench compare A.json B.json")
-    plot_path = _checked(args.plot, "--plot")
-    reports = [res.load(path) for path in args.results]
+    plot_path = _checked(config.plot, "--plot")
+    reports = [res.load(path) for path in config.results]
     rows = compare.ratios(reports)
-    stdout.write(compare.table(args.results, reports, rows))
+    stdout.write(compare.table(config.results, reports, rows))
     if plot_path is not None:
         from . import charts
-        write_figure(plot_path, charts.ratios(args.results, reports, rows), dpi=110, option="--plot")
+        write_figure(plot_path, charts.ratios(config.results, reports, rows), dpi=110, option="--plot")
         stdout.write(f"wrote {plot_path}\n")
     return 0
 
 
-def main(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+def main(config: BenchConfig, stdout: TextIO, stderr: TextIO) -> int:
     """`moonxp bench` (run), `bench show FILE` or `bench compare A B ...`; returns the exit code.
 
     Raises
@@ -226,9 +226,8 @@ def main(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     MoonxpError
         On an unusable device/backend, an unwritable output or an unreadable results file.
     """
-    command = getattr(args, "bench_command", None)
-    if command == "show":
-        return _show(args, stdout)
-    if command == "compare":
-        return _compare(args, stdout)
-    return _run(args, stdout, stderr)
+    if config.command == "show":
+        return _show(config, stdout)
+    if config.command == "compare":
+        return _compare(config, stdout)
+    return _run(config, stdout, stderr)

@@ -5,7 +5,10 @@ store itself, writes the band as whole chunks and then leaves a marker file; no
 process holds more than a band. The store is Zarr (``path.zarr``, uncompressed
 chunks of one band) or a ``.npy`` file written through a memory map. Markers sit
 in ``path + ".bands"`` beside a fingerprint of the grid, so a stopped run,
-started again with the same arguments, skips the bands already written.
+started again with the same arguments, skips the bands already written, once
+it has checked that the store is still the one it created (shape, dtype,
+chunks, every byte of a .npy) and, for Zarr, that each marked band's chunk is
+there.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ..arrays import to_host
 from ..defaults import GRID_HI, GRID_LO
 from ..errors import BackendError, OutputError
 from ..kernels import Params
-from .distributed import _backend, map_tasks, prepare_worker
+from .tasks import Spec, map_tasks, task_backend
 from .grid import evaluate_grid
 
 BAND_BYTES = 64 << 20  # output bytes of one band (a task, and a chunk of the store)
@@ -53,11 +56,32 @@ def _open(path: str, mode: str, shape: tuple = (), dtype: str = "", rows: int = 
     return np.load(path, mmap_mode="r+")
 
 
+def _intact(path: str, shape: tuple, dtype: str, rows: int) -> bool:
+    """Whether the store at `path` is one this grid would create: its shape, dtype and (Zarr) chunks."""
+    try:
+        if path.endswith(".zarr"):
+            import zarr
+            store = zarr.open_array(path, mode="r")
+            return store.shape == shape and store.dtype == dtype and store.chunks == shape[:-2] + (rows, shape[-1])
+        store = np.load(path, mmap_mode="r")  # a truncated file fails here: the map needs every byte
+        return isinstance(store, np.memmap) and store.shape == shape and store.dtype == dtype
+    except Exception:  # any store that cannot be opened (zarr raises many kinds) is not this grid's
+        return False
+
+
+def _written(path: str, band: tuple[int, int], rows: int, batch: int) -> bool:
+    """Whether band's data is in the store: a Zarr chunk file of the band (a .npy holds every band's bytes)."""
+    if not path.endswith(".zarr"):
+        return True
+    import zarr
+    key = zarr.open_array(path, mode="r").metadata.encode_chunk_key((0,) * batch + (band[0] // rows, 0))
+    return (Path(path) / key).exists()
+
+
 def _write_band(band: tuple[int, int], *, path: str, params: Params, size: int, lo: float, hi: float,
-                spec: tuple[str, str | None, str]) -> int:
+                spec: Spec) -> int:
     """Compute rows band[0]:band[1] of the grid, write them into the store at `path`, mark the band done."""
-    prepare_worker()
-    backend = _backend(spec)
+    backend = task_backend(spec)
     start, stop = band
     values = to_host(evaluate_grid(Params(*(backend.asarray(p) for p in params)), size, lo, hi, rows=band))
     store = _open(path, "r+")
@@ -65,7 +89,11 @@ def _write_band(band: tuple[int, int], *, path: str, params: Params, size: int, 
     if isinstance(store, np.memmap):
         store.flush()
     del store
-    (Path(path + ".bands") / f"{start}").touch()
+    try:
+        (Path(path + ".bands") / f"{start}").touch()
+    except OSError as exc:
+        raise OutputError(f"cannot mark band {start} done in {path + '.bands'!r}: {exc.strerror or exc}; "
+                          f"choose another path") from None
     return stop - start
 
 
@@ -85,13 +113,17 @@ def grid_to_disk(params: Params, path: str | os.PathLike, size: int, lo: float =
 
     Raises
     ------
+    InvalidInputError, InvalidTypeError
+        Bad params (NaN, shapes, D != 2), grid size or bounds, before anything is written.
     OutputError
-        The path has another suffix, or the store cannot be created.
+        The path has another suffix, or the store or a band's marker cannot be written.
     BackendError
         A .zarr path without zarr installed.
     """
     path = str(path)
     params = Params(*(np.asarray(p, dtype=dtype) for p in params))
+    validate.arrays(params)  # NaN, shapes and D = 2 here, before a full-size store is created
+    validate.planar(params)
     validate.count("grid size", size, 2)
     lo, hi = validate.interval(lo, hi)
     if not path.endswith(FORMATS):
@@ -103,7 +135,7 @@ def grid_to_disk(params: Params, path: str | os.PathLike, size: int, lo: float =
             raise BackendError(f'{path!r} needs zarr, which is not installed: pip install "moonxp[cluster]", '
                                f'or write a .npy file') from None
     spec = (device, backend, dtype)
-    _backend(spec)  # a bad device or backend fails here, before anything is written
+    task_backend(spec)  # a bad device or backend fails here, before anything is written
     shape = params.W.shape[:-2] + (size, size)
     rows = band_rows(shape, np.dtype(dtype).itemsize)
     bands = [(start, min(start + rows, size)) for start in range(0, size, rows)]
@@ -111,7 +143,7 @@ def grid_to_disk(params: Params, path: str | os.PathLike, size: int, lo: float =
     fingerprint = _fingerprint(params, size, lo, hi, dtype, rows)
     stamp = markers / "fingerprint"
     try:
-        if not (stamp.exists() and stamp.read_text() == fingerprint and Path(path).exists()):
+        if not (stamp.exists() and stamp.read_text() == fingerprint and _intact(path, shape, dtype, rows)):
             if markers.exists():
                 for marker in markers.iterdir():
                     marker.unlink()
@@ -120,7 +152,8 @@ def grid_to_disk(params: Params, path: str | os.PathLike, size: int, lo: float =
             stamp.write_text(fingerprint)
     except OSError as exc:
         raise OutputError(f"cannot create {path!r}: {exc.strerror or exc}; choose another path") from None
-    todo = [band for band in bands if not (markers / f"{band[0]}").exists()]
+    batch = len(shape) - 2
+    todo = [band for band in bands if not ((markers / f"{band[0]}").exists() and _written(path, band, rows, batch))]
     skipped = len(bands) - len(todo)
     on_progress = None if progress is None else (lambda done, total: progress(skipped + done, len(bands)))
     map_tasks(client, _write_band, todo, on_progress, path=path, params=params, size=size, lo=lo, hi=hi, spec=spec)

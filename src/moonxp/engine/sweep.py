@@ -1,7 +1,7 @@
 """Hyperparameter sweeps: every configuration of a Cartesian product, trained over a range of seeds.
 
 A configuration's seeds train as batches of networks (leading batch axis), one
-task per block of `BLOCK` seeds; network k of a batch is exactly the single
+task per block of `defaults.SWEEP_BLOCK` seeds; network k of a batch is exactly the single
 run of its seed (`make_problem(seed)`'s data and parameters), since batched
 networks never mix. A batch in which some network diverges is split in halves
 and each half trained again from the start, down to single networks, so every
@@ -22,13 +22,12 @@ import numpy as np
 from .. import validate
 from ..arrays import to_host
 from ..data import make_problem
-from ..defaults import CHECK_EVERY, DTYPES, HIDDEN, ITERS, LR, NOISE, SAMPLES
+from ..defaults import CHECK_EVERY, DTYPES, HIDDEN, ITERS, LR, NOISE, SAMPLES, SWEEP_BLOCK
 from ..errors import DivergedError, InvalidInputError
 from ..kernels import Params
-from .distributed import _backend, map_tasks, prepare_worker
+from .tasks import map_tasks, task_backend
 from .training import evaluate, train
 
-BLOCK = 250  # seeds per task: large enough to amortize a task (~2 ms), small enough to spread over workers
 COLUMNS = ("lr", "hidden", "samples", "noise", "iters", "dtype", "seed", "final_error", "accuracy", "diverged",
            "diverged_at")
 
@@ -43,6 +42,9 @@ class Setting:
     noise: float
     iters: int
     dtype: str
+
+
+Task = tuple[Setting, int, int]  # (configuration, first seed, stop seed): one batch of networks
 
 
 def settings(lr: Sequence[float], hidden: Sequence[int], samples: Sequence[int], noise: Sequence[float],
@@ -86,15 +88,14 @@ def _train_each(params: Params, X: Any, T: Any, first: int, lr: float, iters: in
     accuracy[first:end] = to_host(evaluate(trained, X, T)[1])
 
 
-def train_block(task: tuple[Setting, int, int], *, device: str = "cpu", backend: str | None = None,
+def train_block(task: Task, *, device: str = "cpu", backend: str | None = None,
                 check_every: int = CHECK_EVERY) -> dict[str, np.ndarray]:
     """Train seeds start..stop-1 of one setting as one batch: {final_error, accuracy, diverged_at} (B,) each.
 
     A network that diverged has diverged_at >= 0 and NaN final error and accuracy.
     """
-    prepare_worker()
     setting, start, stop = task
-    resolved = _backend((device, backend, setting.dtype))
+    resolved = task_backend((device, backend, setting.dtype))
     problems = [make_problem(seed, setting.samples, setting.noise, setting.hidden) for seed in range(start, stop)]
     X, T = (resolved.asarray(np.stack([p[k] for p in problems])) for k in (0, 1))
     params = Params(*(resolved.asarray(np.stack([p[2][k] for p in problems])) for k in range(3)))
@@ -108,7 +109,7 @@ def train_block(task: tuple[Setting, int, int], *, device: str = "cpu", backend:
 def sweep(lr: Sequence[float] = (LR,), hidden: Sequence[int] = (HIDDEN,), samples: Sequence[int] = (SAMPLES,),
           noise: Sequence[float] = (NOISE,), iters: Sequence[int] = (ITERS,), dtype: Sequence[str] = (DTYPES[0],),
           seeds: range = range(10), *, device: str = "cpu", backend: str | None = None, client: Any = None,
-          block: int = BLOCK, check_every: int = CHECK_EVERY,
+          block: int = SWEEP_BLOCK, check_every: int = CHECK_EVERY,
           progress: Callable[[int, int], None] | None = None, done: list | None = None) -> dict[str, np.ndarray]:
     """Train every configuration of the product of the lists, once per seed: the results table as columns.
 
@@ -123,22 +124,37 @@ def sweep(lr: Sequence[float] = (LR,), hidden: Sequence[int] = (HIDDEN,), sample
     InvalidInputError
         A list is empty or repeats a value, a value is out of range, or the seeds are not a range.
     """
+    todo = plan(lr, hidden, samples, noise, iters, dtype, seeds, device=device, backend=backend, block=block)
+    return run(todo, device=device, backend=backend, client=client, check_every=check_every, progress=progress,
+               done=done)
+
+
+def plan(lr: Sequence[float], hidden: Sequence[int], samples: Sequence[int], noise: Sequence[float],
+         iters: Sequence[int], dtype: Sequence[str], seeds: range, *, device: str = "cpu", backend: str | None = None,
+         block: int = SWEEP_BLOCK) -> list[Task]:
+    """The tasks of a sweep (see `sweep`), every value checked and the backend resolved: quick, before any work."""
     product = settings(lr, hidden, samples, noise, iters, dtype)
     if not isinstance(seeds, range) or len(seeds) == 0 or seeds.step != 1:
         raise InvalidInputError(f"seeds must be a non-empty range of consecutive seeds, not {seeds!r}")
     validate.problem(seeds.start, 1, 0.0, 1, len(seeds))
     validate.count("block", block, 1)
     for name in {s.dtype for s in product}:
-        _backend((device, backend, name))  # a bad device or backend fails here, before any task
-    tasks = [(s, start, min(start + block, seeds.stop)) for s in product
-             for start in range(seeds.start, seeds.stop, block)]
+        task_backend((device, backend, name))  # a bad device or backend fails here, before any task
+    return [(s, start, min(start + block, seeds.stop)) for s in product
+            for start in range(seeds.start, seeds.stop, block)]
+
+
+def run(tasks: list[Task], *, device: str = "cpu", backend: str | None = None, client: Any = None,
+        check_every: int = CHECK_EVERY, progress: Callable[[int, int], None] | None = None,
+        done: list | None = None) -> dict[str, np.ndarray]:
+    """Train the `tasks` of `plan` (see `sweep`): the results table as columns."""
     finished = [] if done is None else done
     map_tasks(client, train_block, tasks, progress, lambda k, result: finished.append((k, tasks[k], _checked(
         result, tasks[k]))), device=device, backend=backend, check_every=check_every)
     return table(finished)
 
 
-def _checked(result: Any, task: tuple[Setting, int, int]) -> dict[str, np.ndarray]:
+def _checked(result: Any, task: Task) -> dict[str, np.ndarray]:
     """A task's result as it must be (a worker's answer is input like any other), or InvalidInputError."""
     count = task[2] - task[1]
     try:
@@ -155,7 +171,7 @@ def _checked(result: Any, task: tuple[Setting, int, int]) -> dict[str, np.ndarra
     return checked
 
 
-def table(finished: list[tuple[int, tuple[Setting, int, int], dict]]) -> dict[str, np.ndarray]:
+def table(finished: list[tuple[int, Task, dict]]) -> dict[str, np.ndarray]:
     """The results table (columns) of finished (task index, task, result) triples, in task order."""
     columns: dict[str, list] = {name: [] for name in COLUMNS}
     for _, (setting, start, stop), result in sorted(finished, key=lambda entry: entry[0]):

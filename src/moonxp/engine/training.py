@@ -11,6 +11,7 @@ compile in a fraction of the time an unrolled chunk of steps would.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any, Callable
@@ -21,8 +22,8 @@ from .. import validate
 from ..arrays import all_true, device_context, to_host, values_readable
 from ..defaults import CHECK_EVERY, ITERS, LR
 from ..errors import DivergedError, InvalidTypeError
-from ..kernels import STEP_TEMPORARIES, Params, descent, error_and_gradient_sums, forward, loss_terms
-from .executor import ALL, Tile, compiles, fit, map_tiles, plan, program, sum_over_points
+from ..kernels import STEP_TEMPORARIES, Params, descent, error_and_gradient_sums, forward, loss_terms, with_ones
+from .executor import ALL, ALL_TILE, Tile, compiles, fit, map_tiles, plan, program, run, sum_over_points
 from .policy import Policy, policy as policy_for
 
 Array = Any
@@ -56,7 +57,7 @@ def _units(params: Params, X: Array) -> int:
     return math.prod(params.v.shape) * X.shape[-2]
 
 
-def _tiled(work: Callable, params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple:
+def tiled_sums(work: Callable, params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple:
     """Sum `work(params, X, T)` (per-network sums over points, a tuple) over all tiles."""
     shape = _shape(params, X)
     tiles, results = map_tiles(lambda tile: work(*_tile(params, X, T, tile)), functools.partial(plan, *shape),
@@ -65,51 +66,77 @@ def _tiled(work: Callable, params: Params, X: Array, T: Array, xp: Any, policy: 
 
 
 def _step(params: Params, X: Array, T: Array, lr: float, xp: Any, fused: bool) -> tuple[Params, Array]:
-    """(params after one descent step on all of X, T, error before it). lr / N turns the gradient sums into means."""
-    e, sums = error_and_gradient_sums(params, X, T, xp, fused)
-    n = X.shape[-2]
-    return descent(params, sums, lr / n), e / n
+    """(params after one descent step on all of X = [X, 1] (`kernels.with_ones`), T; the loss sum before it).
+
+    lr / N turns the gradient sums into means.
+    """
+    e, sums = error_and_gradient_sums(params, X, T, xp, fused, ones_column=True)
+    return descent(params, sums, lr / X.shape[-2]), e
+
+
+def _gradient_sums(params: Params, X: Array, T: Array, xp: Any, fused: bool) -> tuple[Array, Params]:
+    """`kernels.error_and_gradient_sums` of one tile of X = [X, 1]."""
+    return error_and_gradient_sums(params, X, T, xp, fused, ones_column=True)
 
 
 def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any, policy: Policy,
-           compile: bool | None, compiled: bool) -> tuple[Params, list]:
-    """`count` descent steps: (params after them, [error (...) before each]).
+           compile: bool | None, compiled: bool) -> tuple[Params, tuple]:
+    """`count` descent steps on X = [X, 1]: (params after them, (the loss sum (...) before each step)).
 
     Tiles are planned here, outside any compiled program. Where one tile holds all the
     work, each step is one program (`_step`: a few fused kernels on a GPU); else the
     per-tile sums are the program (at most two tile shapes), added up and applied here.
     Out of device memory, the steps run again from `params` in smaller tiles (`fit`).
     """
-    n = X.shape[-2]
     step = program(_step, policy, compile, compiled, xp=xp)
-    sums = program(error_and_gradient_sums, policy, compile, compiled, xp=xp)
+    sums = program(_gradient_sums, policy, compile, compiled, xp=xp)
 
-    def attempt(tiles: list) -> tuple[Params, list]:
+    def attempt(tiles: list) -> tuple[Params, tuple]:
         current, errors = params, []
         for _ in range(count):
             if len(tiles) == 1:
                 current, e = step(current, X, T, lr)
             else:
-                e, gradient_sums = _tiled(sums, current, X, T, xp, policy)
-                current, e = descent(current, gradient_sums, lr / n), e / n
+                e, gradient_sums = tiled_sums(sums, current, X, T, xp, policy)
+                current = descent(current, gradient_sums, lr / X.shape[-2])
             errors.append(e)
-        return current, errors
+        return current, tuple(errors)
     shape = _shape(params, X)
     return fit(attempt, functools.partial(plan, *shape), math.prod(shape), policy)[1]
 
 
+def _network_blocks(params: Params, policy: Policy, compiled: bool) -> list[Tile]:
+    """Blocks of whole networks (the first batch axis), one per worker thread, or [ALL_TILE].
+
+    Networks never interact, so each block trains on its own thread for a whole chunk of
+    steps: threads meet once per chunk, not once per step, and each keeps its networks in
+    its cache. One block for compiled programs, one network or one worker.
+    """
+    networks = params.W.shape[0] if params.W.ndim > 2 else 1
+    workers = min(policy.workers, networks)
+    if compiled or workers <= 1:
+        return [ALL_TILE]
+    return [(slice(networks * k // workers, networks * (k + 1) // workers), ALL) for k in range(workers)]
+
+
+def _in_blocks(chunk: Callable, blocks: list[Tile], params: Params, X: Array, T: Array, xp: Any,
+               workers: int) -> tuple[Params, tuple]:
+    """`chunk(params, X, T)` on each block of networks side by side, the blocks' results put back together."""
+    if len(blocks) == 1:
+        return chunk(params, X, T)
+    return sum_over_points(blocks, run(lambda block: chunk(*_tile(params, X, T, block)), blocks, workers), xp)
+
+
 def _score_sums(params: Params, X: Array, T: Array, xp: Any, fused: bool) -> tuple[Array, Array]:
-    """Sums over the points of the loss terms and of the correct signs (forward only)."""
-    y = forward(params, X, xp=xp, fused=fused)
+    """Sums over the points of X = [X, 1] (`kernels.with_ones`) of the loss terms and of the correct signs."""
+    y = forward(params, X, xp=xp, fused=fused, ones_column=True)
     return xp.sum(loss_terms(y, T, xp), axis=-1), xp.sum(xp.astype(y * T > 0, y.dtype), axis=-1)
 
 
 def _scores(params: Params, X: Array, T: Array, xp: Any, policy: Policy, compile: bool | None,
             compiled: bool) -> tuple[Array, Array]:
-    """Error E (...) and accuracy (...) on X, T: forward only, tile by tile."""
-    n = X.shape[-2]
-    e, correct = _tiled(program(_score_sums, policy, compile, compiled, xp=xp), params, X, T, xp, policy)
-    return e / n, correct / n
+    """Loss sum (...) and correct signs (...) over X = [X, 1], T: forward only, tile by tile."""
+    return tiled_sums(program(_score_sums, policy, compile, compiled, xp=xp), params, X, T, xp, policy)
 
 
 def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = ITERS,
@@ -167,28 +194,33 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
     check_every = validate.count("check_every", check_every, 1)
     validate.compile_flag(compile)
     validate.callback("progress", progress)
-    errors, done = [], 0  # E (...) before each update, on the device
+    errors, done = [], 0  # the loss sums (...) before each update, on the device
     # Overflow on the way to divergence is expected: `_check_finite` reports it as DivergedError.
     with device_context(xp, device), np.errstate(over="ignore", invalid="ignore"):
         policy = policy_for(xp, device, params.W.dtype)
         validate.points(xp, X, params, into_batch=True)
         validate.labels(xp, T, X, params)
         compiled = compiles(policy, compile, iters, _units(params, X))
+        X = with_ones(X, xp)
+        blocks = _network_blocks(params, policy, compiled)
+        inner = policy if len(blocks) == 1 else dataclasses.replace(policy, workers=1)  # a block's own tiles: in turn
         while done < iters:
             count = min(check_every, iters - done)
-            params, chunk = _steps(params, X, T, lr, count, xp, policy, compile, compiled)
-            errors += chunk
+            chunk = functools.partial(_steps, lr=lr, count=count, xp=xp, policy=inner, compile=compile,
+                                      compiled=compiled)
+            params, sums = _in_blocks(chunk, blocks, params, X, T, xp, policy.workers)
+            errors += sums
             _check_finite(xp, errors, count, params, lr)
             done += count
             if progress is not None:
                 progress(done, iters)
         errors.append(_scores(params, X, T, xp, policy, compile, compiled)[0])
         _check_finite(xp, errors, 1, params, lr)
-        return params, xp.stack(errors, axis=-1)  # one op per call: JAX compiles each distinct op
+        return params, xp.stack(errors, axis=-1) / X.shape[-2]  # one stack and one division per call
 
 
 def _check_finite(xp: Any, errors: list, latest: int, params: Params, lr: float) -> None:
-    """Raise DivergedError unless the `latest` errors and the parameters are finite (one read-back).
+    """Raise DivergedError unless the `latest` loss sums and the parameters are finite (one read-back).
 
     Non-finite parameters usually make the next error non-finite (the loss sum y . dE/dy
     turns inf * 0 into NaN), but not always: an output of +inf on the correct side has
@@ -234,4 +266,6 @@ def evaluate(params: Params, X: Array, T: Array, *, compile: bool | None = None)
         policy = policy_for(xp, device, params.W.dtype)
         validate.points(xp, X, params, into_batch=True)
         validate.labels(xp, T, X, params)
-        return _scores(params, X, T, xp, policy, compile, compiles(policy, compile, 1, _units(params, X)))
+        compiled = compiles(policy, compile, 1, _units(params, X))
+        e, correct = _scores(params, with_ones(X, xp), T, xp, policy, compile, compiled)
+        return e / X.shape[-2], correct / X.shape[-2]
