@@ -97,14 +97,44 @@ def test_table_falls_back_to_exact_csv_without_pyarrow(monkeypatch):
 
 @pytest.mark.parametrize("argv, message", [
     (["--seeds", "5:2"], "START:STOP"),
-    (["--lr", "0.1,-1"], "learning rate must be a finite number > 0, not -1.0"),
+    (["--lr", "0.1,-1"], "--lr must be a finite number > 0, not -1.0"),
     (["--scheduler", "udp://x:1"], "unknown scheduler"),
     (["--scheduler", "local:0"], "no workers"),
+    (["--block", "0"], "--block must be an integer >= 1, not 0"),
+    (["--block", "-3"], "--block must be an integer >= 1, not -3"),
+    (["--hidden", "5,0"], "--hidden must be an integer >= 1, not 0"),
+    (["--samples", "0"], "--samples must be an integer >= 1, not 0"),
+    (["--iters", "-1"], "--iters must be an integer >= 0, not -1"),
+    (["--noise", "1e308"], "--noise 1e+308 puts points too far out for float64"),
+    (["--noise", "1e37", "--dtype", "float32"], "use a smaller --noise"),
+    (["--dtype", "float16"], "unknown --dtype 'float16'"),
+    (["--device", "nope"], "unknown device 'nope'"),
+    (["--backend", "nope"], "unknown backend 'nope'"),
+    (["--seeds", "0:4294967296"], "4294967296 networks (1 configurations x 4294967296 seeds)"),
+    (["--lr", ",".join(map(str, range(1, 41))), "--hidden", ",".join(map(str, range(1, 41))),
+      "--samples", ",".join(map(str, range(1, 41))), "--noise", ",".join(map(str, range(40))),
+      "--iters", ",".join(map(str, range(40)))], "or fewer values of --lr, --hidden, --samples, --noise, --iters"),
+    (["--samples", "2000000", "--seeds", "0:250000"], "(--block) with 2000000 samples needs about"),
+    (["--scheduler", "local:100000"], "would start 100000 worker processes"),
 ])
 def test_cli_sweep_bad_options_are_one_line_and_exit_2(tmp_path, argv, message):
     err = io.StringIO()
     assert main(["sweep", "--out", str(tmp_path / "o"), *argv], stdout=io.StringIO(), stderr=err) == 2
     assert message in err.getvalue() and len(err.getvalue().strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # refused before --out is created or a cluster starts
+
+
+def test_sweep_sizes_are_refused_before_any_list_is_expanded(monkeypatch):
+    from moonxp.engine import sweep as engine
+    monkeypatch.setattr(engine, "host_memory", lambda: 1 << 30)
+    monkeypatch.setattr(engine, "settings", lambda *a, **k: pytest.fail("the product was built"))
+    big = tuple(range(1, 1001))
+    with pytest.raises(moonxp.InvalidInputError, match="fewer values of lr, hidden"):
+        moonxp.sweep(lr=big, hidden=big, samples=big, seeds=range(1000))
+    with pytest.raises(moonxp.InvalidInputError, match="use block 5 or less"):  # 200 MB a network of 1e6 points
+        moonxp.sweep(samples=(1_000_000,), seeds=range(5000))
+    with pytest.raises(moonxp.InvalidInputError, match="lr must be a list of values, not 0.1"):
+        moonxp.sweep(lr=0.1)
 
 
 @pytest.mark.parametrize("command", [["sweep"], ["train"]])

@@ -230,7 +230,8 @@ class MoonxpClassifier(ClassifierMixin, BaseEstimator):
                                  f"partial_fit, {list(to_host(self.classes_))}")
             if first:
                 self.classes_ = given
-        if not set(to_host(unique_labels(y)).tolist()) <= set(to_host(self.classes_).tolist()):
+        negative, positive = self._class_labels(y)
+        if not bool(array_namespace(y).all((y == negative) | (y == positive))):
             raise ValueError(f"y holds labels outside classes_ = {list(to_host(self.classes_))}: the labels of "
                              f"partial_fit are fixed on its first call")
         self._train(X, self._signed(y, xp, device, X.dtype), sample_weight, xp, device, 1, fresh=first, stop=False)
@@ -334,13 +335,22 @@ class MoonxpClassifier(ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _same_labels(a: Any, b: Any) -> bool:
-        return to_host(a).tolist() == to_host(b).tolist()
+        """Whether two label arrays are equal: where they live when they share a namespace, else on the host."""
+        xp = array_namespace(a)
+        if xp is not array_namespace(b):
+            return to_host(a).tolist() == to_host(b).tolist()
+        return tuple(a.shape) == tuple(b.shape) and bool(xp.all(a == b))
+
+    def _class_labels(self, y: Any) -> tuple[Any, Any]:
+        """``classes_[0]``, ``classes_[1]`` comparable with y: y's namespace, or Python values from another one."""
+        if array_namespace(self.classes_) is array_namespace(y):
+            return self.classes_[0], self.classes_[1]
+        negative, positive = to_host(self.classes_).tolist()
+        return negative, positive
 
     def _signed(self, y: Any, xp: Any, device: Any, dtype: Any) -> Any:
         """Labels T = +1 for ``classes_[1]``, -1 for ``classes_[0]``, in X's namespace, device and floating dtype."""
-        xp_y = array_namespace(y)
-        label = self.classes_[1] if array_namespace(self.classes_) is xp_y else to_host(self.classes_)[1].item()
-        return xp.astype(_moved(y == label, xp, device), dtype) * 2.0 - 1.0
+        return xp.astype(_moved(y == self._class_labels(y)[1], xp, device), dtype) * 2.0 - 1.0
 
     def _weights(self, sample_weight: Any, n: int, xp: Any, device: Any, dtype: Any) -> Any:
         """Weights scaled to sum n (so that sums over points divide by n, as unweighted), or None for all 1."""

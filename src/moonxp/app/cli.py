@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--block", type=integer, default=SWEEP_BLOCK,
                        help=f"networks per task (default {SWEEP_BLOCK})")
     sweep.add_argument("--scheduler", metavar="ADDRESS", help=SCHEDULER_HELP)
-    sweep.add_argument("--out", default="moonxp-sweep", help="output directory (default moonxp-sweep)")
+    sweep.add_argument("--out", type=name, default="moonxp-sweep", help="output directory (default moonxp-sweep)")
     sweep.add_argument("--no-plot", action="store_true", help="write the table and sweep.json only")
     sweep.add_argument("--quiet", action="store_true", help="print nothing but errors")
     _device_options(sweep)
@@ -185,7 +185,8 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> int:
             return EXIT_USAGE
         if not isinstance(exc, MemoryError):
             raise
-        fix = "use --quick" if args.command == "bench" else "use a smaller --samples, --hidden, --ensemble or --grid"
+        fix = {"bench": "use --quick", "sweep": "use a smaller --block or --samples"}.get(
+            args.command, "use a smaller --samples, --hidden, --ensemble or --grid")
         stderr.write(f"moonxp: error: out of host memory: {fix}\n")
         return EXIT_USAGE
 

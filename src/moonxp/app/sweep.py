@@ -5,23 +5,27 @@ per network. ``heatmaps.png`` shows the median final error and accuracy over
 the seeds against lr x hidden, one pair per combination of the other settings;
 ``distributions.png`` shows each configuration's spread over the seeds. Files
 depend only on the results, so a sweep writes the same bytes in-process and on
-a cluster. An interrupted sweep writes the finished tasks' rows, whole, and
-``sweep.json`` says "interrupted".
+a cluster. An interrupted or failed sweep writes the finished tasks' rows,
+whole, and ``sweep.json`` says "interrupted" or "failed"; no file of an earlier
+sweep stays beside them (see `write`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 import numpy as np
 
-from ..engine.cluster import check_scheduler, connect, describe
+from ..engine.cluster import check_scheduler, connect, describe, parse_scheduler
 from ..engine.sweep import COLUMNS, plan, run, table
-from ..outputs import output_directory, write_bytes, write_figure, write_json
+from ..errors import MoonxpError
+from ..outputs import locked, output_directory, remove, write_bytes, write_figure, write_json
 from .model import SweepConfig
 
 if TYPE_CHECKING:
@@ -117,28 +121,65 @@ def distributions(columns: dict[str, np.ndarray]) -> Figure:
     return fig
 
 
+FILES = ("results.parquet", "results.csv", "heatmaps.png", "distributions.png", "sweep.json")  # all a sweep writes
+
+
 def write(directory: Path, columns: dict[str, np.ndarray], summary: dict, plots: bool) -> list[Path]:
-    """Write the table, the figures (when `plots` and there are rows) and sweep.json; return the paths."""
+    """Write the table, the figures (when `plots` and there are rows) and sweep.json; return the paths.
+
+    The figures are drawn first. Then, under a lock on the directory: sweep.json of this run
+    with status "writing", every file of an earlier sweep removed, this run's table (its
+    metadata holding `summary["status"]`) and figures, and sweep.json last with the status.
+    A failure or interruption on the way leaves sweep.json "writing" for the caller to mark
+    (`abandon`), never files of two runs presented as one.
+    """
     name, data = table_bytes(columns, summary["status"])
-    written = [directory / name]
-    write_bytes(written[0], data)
-    if plots and len(columns["seed"]):
-        for file, figure in (("heatmaps.png", heatmaps), ("distributions.png", distributions)):
-            write_figure(directory / file, figure(columns))
-            written.append(directory / file)
-    write_json(directory / "sweep.json", {**summary, "files": [p.name for p in written]})
-    written.append(directory / "sweep.json")
+    figures = {file: draw(columns) for file, draw in (("heatmaps.png", heatmaps), ("distributions.png", distributions))
+               } if plots and len(columns["seed"]) else {}
+    written = [directory / name] + [directory / file for file in figures] + [directory / "sweep.json"]
+    with locked(directory):
+        write_json(directory / "sweep.json", {**summary, "status": "writing", "files": []})
+        for file in FILES[:-1]:
+            remove(directory / file)
+        write_bytes(directory / name, data)
+        for file, figure in figures.items():
+            write_figure(directory / file, figure)
+        write_json(directory / "sweep.json", {**summary, "files": [p.name for p in written]})
     return written
+
+
+def abandon(directory: Path, columns: dict[str, np.ndarray], summary: dict) -> None:
+    """Leave this run's rows (their table marked `summary["status"]`) and sweep.json, and no figure: sweep.json
+    first (it names this run), each earlier file removed where it can be, the table, sweep.json listing it."""
+    name, data = table_bytes(columns, summary["status"])
+    with locked(directory):
+        write_json(directory / "sweep.json", {**summary, "files": []})
+        for file in FILES[:-1]:
+            with contextlib.suppress(MoonxpError):  # a directory in the way: not a file of any run
+                remove(directory / file)
+        write_bytes(directory / name, data)
+        write_json(directory / "sweep.json", {**summary, "files": [name, "sweep.json"]})
+
+
+def _concurrent(scheduler: str | None) -> int | None:
+    """Tasks run at once on this host: one in-process, a worker each on a local cluster, none on a remote one."""
+    if scheduler is None:
+        return 1
+    kind, workers = parse_scheduler(scheduler)
+    return (workers or os.cpu_count() or 1) if kind == "local" else None
 
 
 def main(config: SweepConfig, stdout: TextIO, progress_bar: Callable[[int, str], Any]) -> int:
     """Run `moonxp sweep`; the exit code (0), or MoonxpError / KeyboardInterrupt for the CLI to report.
 
-    `progress_bar(total, unit)`: a tqdm-like bar the tasks advance.
+    `progress_bar(total, unit)`: a tqdm-like bar the tasks advance. Whatever stops the run (a
+    signal, a lost scheduler, a failed write), the directory ends holding this run's finished
+    rows and sweep.json with its status ("ok" only when every file of this run is whole).
     """
+    check_scheduler(config.scheduler)
     options = config.settings()
-    tasks = plan(**options, seeds=config.seeds, device=config.device, backend=config.backend, block=config.block)
-    check_scheduler(config.scheduler)  # bad values fail before --out is created or a cluster starts
+    tasks = plan(**options, seeds=config.seeds, device=config.device, backend=config.backend, block=config.block,
+                 concurrent=_concurrent(config.scheduler), option="--")  # before --out or a cluster
     directory = output_directory(config.out)
     bar = progress_bar(len(tasks), "task")
     summary = {"options": {k: list(v) for k, v in options.items()},
@@ -146,24 +187,39 @@ def main(config: SweepConfig, stdout: TextIO, progress_bar: Callable[[int, str],
                "scheduler": config.scheduler, "tasks": len(tasks)}
     finished: list = []
     started = time.perf_counter()
+    stop: BaseException | None = None
     try:
         with connect(config.scheduler) as client:
             if client is not None and not config.quiet:
                 stdout.write(describe(client) + "\n")
-                stdout.flush()
             columns = run(tasks, device=config.device, backend=config.backend, client=client,
                           progress=lambda done, total: bar.update(done - bar.n), done=finished)
-    except KeyboardInterrupt:
-        write(directory, table(finished), {**summary, "status": "interrupted", "tasks_done": len(finished),
-                                           "elapsed_s": time.perf_counter() - started}, config.plots)
-        raise
+    except (KeyboardInterrupt, Exception) as exc:  # the finished rows are written all the same
+        stop, columns = exc, table(finished)
     finally:
         bar.close()
-    elapsed = time.perf_counter() - started
-    written = write(directory, columns, {**summary, "status": "ok", "tasks_done": len(tasks), "elapsed_s": elapsed},
-                    config.plots)
-    if not config.quiet:
-        diverged = int(columns["diverged"].sum())
-        stdout.write(f"Done: {len(columns['seed'])} networks in {len({task[0] for task in tasks})} configurations, {diverged} diverged, "
-                     f"{elapsed:.2f} s | wrote {', '.join(str(p) for p in written)}\n")
+    status = "ok" if stop is None else "interrupted" if isinstance(stop, KeyboardInterrupt) else "failed"
+    summary.update(status=status, tasks_done=len(finished), elapsed_s=time.perf_counter() - started)
+    if status == "failed":
+        summary["message"] = str(stop) or repr(stop)
+    try:
+        written = write(directory, columns, summary, config.plots)
+        if stop is None and not config.quiet:
+            diverged = int(columns["diverged"].sum())
+            stdout.write(f"Done: {len(columns['seed'])} networks in {len({task[0] for task in tasks})} "
+                         f"configurations, {diverged} diverged, {summary['elapsed_s']:.2f} s | wrote "
+                         f"{', '.join(str(p) for p in written)}\n")
+    except (KeyboardInterrupt, Exception) as exc:
+        kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        _abandon(directory, columns, {**summary, "status": status if stop is not None else kind,
+                                      "message": summary.get("message") or str(exc) or repr(exc)})
+        raise stop or exc from None
+    if stop is not None:
+        raise stop
     return 0
+
+
+def _abandon(directory: Path, columns: dict[str, np.ndarray], summary: dict) -> None:
+    """`abandon`, best effort: the error that stopped the run is the news, not a second one."""
+    with contextlib.suppress(MoonxpError):
+        abandon(directory, columns, summary)
