@@ -56,7 +56,7 @@ def test_json_prints_the_metrics(tmp_path):
         assert key in data
     assert data["config"]["iters"] == 16 and data["config"]["lr"] == 0.1 and data["config"]["seed"] == 0
     assert data["backend"]["name"] == "numpy" and data["backend"]["dtype"] == "float64"
-    assert data["backend"]["device"] == "cpu" and data["backend"]["execution"] == "eager"
+    assert data["backend"]["device"] == "cpu" and data["backend"]["execution"] == "eager (no compiler)"
     assert data["versions"]["numpy"] == np.__version__ and data["versions"]["moonxp"] == moonxp.__version__
     assert len(data["errors"]) == 17
     assert ["It: %d, Error: %.3f" % (i, data["errors"][i]) for i in (0, 1, 3, 7, 15)] == HOMEWORK_LINES[:5]
@@ -121,9 +121,10 @@ def test_backend_end_to_end(argv, tmp_path, numpy_lines):
     data = json.loads((tmp_path / "metrics.json").read_text())
     assert data["backend"]["name"] == backend and data["backend"]["dtype"] == "float64"
     gpu = "--device" in argv
-    expected = {"jax": "jax.jit", "torch": "torch.compile" if gpu else "eager", "array-api-strict": "eager"}
-    if backend in expected:  # CuPy: compiled through torch or JAX when installed, else eager
-        assert data["backend"]["execution"] == expected[backend]
+    expected = {"jax": "jax.jit", "torch": "eager (too small to compile)" if gpu else "eager (compiles only when asked)",
+                "array-api-strict": "eager (no compiler)"}  # CuPy: too small to compile, or no compiler
+    assert data["backend"]["execution"] == expected.get(backend, "eager (too small to compile)") or \
+        backend == "cupy" and data["backend"]["execution"] == "eager (no compiler)"
     assert f", {data['backend']['execution']} | " in out.splitlines()[0]
 
 
@@ -281,3 +282,30 @@ def test_progress_bar_is_erased_before_each_printed_line(tmp_path, monkeypatch):
         visible = line.split("\r")[-1]  # what remains on the terminal row after carriage returns
         if "It:" in line:
             assert visible.startswith("It:")
+
+
+def test_a_failing_compiler_is_one_warning_line_or_with_compile_exit_2(tmp_path, monkeypatch):
+    """moonxp's own choice to compile falls back to eager (the homework's numbers, one warning line, the
+    metrics say so); an asked-for --compile that fails is one error line and exit 2."""
+    pytest.importorskip("jax")
+    from moonxp.engine import executor, policy
+
+    def failing(fn, static):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("XLA compilation failed\nits details")
+        return compiled
+    monkeypatch.setattr(policy, "_jax_jit", failing)
+    monkeypatch.setattr(executor, "_failed", {})
+    executor._program.cache_clear()
+    try:
+        code, out, err = cli("--backend", "jax", "--out", str(tmp_path), "--no-plot", "--iters", "32")
+        assert code == 0, err
+        assert err == "moonxp: warning: jax.jit failed (RuntimeError: XLA compilation failed); running eager\n"
+        assert it_lines(out) == HOMEWORK_LINES[:6]
+        assert json.loads((tmp_path / "metrics.json").read_text())["backend"]["execution"] == "jax.jit failed: eager"
+        monkeypatch.setattr(executor, "_failed", {})
+        code, out, err = cli("--backend", "jax", "--compile", "--out", str(tmp_path), "--no-plot")
+        assert code == 2 and err.startswith("moonxp: error: jax.jit failed (RuntimeError: XLA compilation failed)")
+        assert len(err.splitlines()) == 1
+    finally:
+        executor._program.cache_clear()

@@ -36,6 +36,18 @@ class OutputError(MoonxpError, OSError):
     """An output file cannot be written; nothing half-written is left."""
 
 
+class CompileError(MoonxpError, RuntimeError):
+    """Compiling was asked for (compile=True, --compile) and the compiler (named `compiler`) failed: `reason`."""
+
+    def __init__(self, compiler: str, reason: str):
+        super().__init__(f"{reason}: without compile=True (--compile), moonxp falls back to eager")
+        self.compiler, self.reason = compiler, reason
+
+
+class CompileWarning(UserWarning):
+    """The compiler failed where compiling was moonxp's own choice: the work runs eager instead."""
+
+
 class DivergedError(MoonxpError, FloatingPointError):
     """Training produced a non-finite error or parameter, first seen at `iteration`."""
 

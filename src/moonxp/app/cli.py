@@ -13,12 +13,13 @@ import functools
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from .. import __version__
 from ..defaults import DTYPES, GRID, HIDDEN, ITERS, LR, MAX_SEED, NOISE, SAMPLES, SEED, SWEEP_BLOCK
-from ..errors import BackendError, DivergedError, MoonxpError, OutputError
+from ..errors import BackendError, CompileWarning, DivergedError, MoonxpError, OutputError
 from ..outputs import output_directory, writable
 from . import process
 from .model import MAX_PLOT_GRID, TABLE_FORMATS, BenchConfig, Config, SweepConfig, name, number, seeds, values
@@ -67,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"grid points per side for the boundary plots, 2 to {MAX_PLOT_GRID} (default {GRID})")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="compile the training steps and the grid (jax.jit / torch.compile) from the same "
-                            "source; default: on for JAX and on CUDA (CuPy through torch or JAX via DLPack), "
-                            "off for torch on the CPU; NumPy has no compiler")
+                            "source; default: where it pays (always for JAX; torch and CuPy on CUDA for large "
+                            "work, see docs/gpu.md); NumPy has no compiler")
     train.add_argument("--scheduler", metavar="ADDRESS", help=SCHEDULER_HELP + "; the points train "
                        "data-parallel in shards, one per worker")
     train.add_argument("--out", type=name, default="moonxp-out", help="output directory (default moonxp-out)")
@@ -83,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="time the workloads against this machine's limits")
     _device_options(bench)
     bench.add_argument("--quick", action="store_true", help="one size per workload: about a minute on 2 cores")
-    bench.add_argument("--json", type=name, metavar="FILE", help="also write the results as JSON to FILE")
+    bench.add_argument("--json", type=name, metavar="FILE", help="also write the results as JSON to FILE "
+                       "(rewritten after every case: a run cut short keeps what it measured)")
+    bench.add_argument("--table", type=name, metavar="FILE", help="also write the text table to FILE "
+                       "(rewritten after every case)")
     bench.add_argument("--sizes", choices=("smoke", "quick", "full"),
                        help="smoke (each case once, tiny), quick (= --quick) or full (the default)")
     bench.add_argument("--plot", type=name, metavar="FILE.png", help="also draw throughput against size to FILE.png")
@@ -135,7 +139,12 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
     stdout = process.GuardedStdout(sys.stdout if stdout is None else stdout)  # a closed or full stdout: one line
     stderr = stderr or sys.stderr
     try:
-        return _main(argv, stdout, stderr, started)
+        with warnings.catch_warnings():
+            shown = warnings.showwarning
+            warnings.showwarning = lambda message, category, *where: (  # moonxp's warnings: one line each
+                stderr.write(f"moonxp: warning: {message}\n") if issubclass(category, CompileWarning)
+                else shown(message, category, *where))
+            return _main(argv, stdout, stderr, started)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP, or stdout closed by its reader
         stderr.write(process.message(exc))
         return process.exit_code(exc)
@@ -202,7 +211,7 @@ def _bench_config(args: argparse.Namespace) -> BenchConfig:
     if command != "run":
         return BenchConfig(command=command, plot=args.plot, results=tuple(args.results))
     return BenchConfig(device=args.device, backend=args.backend, sizes=args.sizes or ("quick" if args.quick else "full"),
-                       json=args.json, plot=args.plot, in_process=args.in_process)
+                       json=args.json, table=args.table, plot=args.plot, in_process=args.in_process)
 
 
 def _progress_bar(stderr: TextIO, quiet: bool, total: int, unit: str) -> Any:

@@ -82,6 +82,7 @@ class BenchConfig:
     backend: str | None = None
     sizes: str = "full"         # "smoke", "quick" or "full"
     json: str | None = None
+    table: str | None = None
     plot: str | None = None
     in_process: bool = False
     results: tuple[str, ...] = ()
@@ -105,7 +106,8 @@ class Run:
     X: np.ndarray
     T: np.ndarray
     initial: Params
-    execution: str                           # how the work runs: "eager", "jax.jit", "torch.compile via DLPack"...
+    execution: str                           # how the work runs, and why: "jax.jit", "eager (too small to compile)"...
+    compiled: bool = False                   # whether training compiles (decided once for the whole run)
     snapshots: list[Snapshot] = field(default_factory=list)
     errors: np.ndarray | None = None         # (B, iterations reached + 1)
     accuracy: np.ndarray | None = None       # (B,)

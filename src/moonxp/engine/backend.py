@@ -18,6 +18,7 @@ import numpy as np
 from ..arrays import device_context
 from ..defaults import DTYPES
 from ..errors import BackendError, InvalidInputError, InvalidTypeError, install_hint
+from .policy import jax_cache, quiet_xla
 
 BACKENDS = ("numpy", "cupy", "torch", "jax", "array-api-strict")
 GPU_BACKENDS = ("cupy", "torch", "jax")
@@ -160,7 +161,8 @@ def _torch(kind: str, index: int, dtype: str) -> Backend:
 
 
 def _jax(kind: str, index: int, dtype: str) -> Backend:
-    jax = _import("jax", f'{install_hint("jax")} (CPU; pip install "jax[cuda12]" for a GPU)')
+from ..errors import BackendError, InvalidInputError, InvalidTypeError, install_hint
+from .policy import jax_cache, quiet_xla
     if dtype == "float64":
         # Without x64, JAX silently computes float64 requests in float32.
         jax.config.update("jax_enable_x64", True)
