@@ -161,8 +161,9 @@ def _torch(kind: str, index: int, dtype: str) -> Backend:
 
 
 def _jax(kind: str, index: int, dtype: str) -> Backend:
-from ..errors import BackendError, InvalidInputError, InvalidTypeError, install_hint
-from .policy import jax_cache, quiet_xla
+    quiet_xla()  # before JAX starts its backends, a GPU's included (even when asked for the CPU)
+    jax = _import("jax", f'{install_hint("jax")} (CPU; pip install "jax[cuda12]" for a GPU)')
+    jax_cache()
     if dtype == "float64":
         # Without x64, JAX silently computes float64 requests in float32.
         jax.config.update("jax_enable_x64", True)
