@@ -48,7 +48,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import data, kernels
 from .arrays import detached, device_context, to_host
 from .defaults import HIDDEN
-from .engine.executor import program
+from .engine.executor import compiles, program
 from .engine.policy import free_device_memory, policy as policy_for
 from .environment import host_memory
 from .errors import DivergedError
@@ -130,7 +130,7 @@ class MoonxpClassifier(ClassifierMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the initial weights (see `initial_params`).
     compile : bool or None, default=None
-        Compile each step (``jax.jit`` / ``torch.compile``); None: the namespace's default.
+        Compile each step (``jax.jit`` / ``torch.compile``); None: where it pays (see `moonxp.train`).
 
     Attributes
     ----------
@@ -398,7 +398,9 @@ class MoonxpClassifier(ClassifierMixin, BaseEstimator):
                 params = Params(*(xp.astype(p, X.dtype) for p in self.params_))
             if weights is None and self.loss == "log_loss":
                 weights = xp.ones((n,), dtype=X.dtype, device=device)
-            step = program(_step, policy_for(xp, device, X.dtype), self.compile, xp=xp, loss=self.loss)
+            policy = policy_for(xp, device, X.dtype)
+            compiled = compiles(policy, self.compile, steps, n * self.hidden)
+            step = program(_step, policy, self.compile, compiled, xp=xp, loss=self.loss)
             scale = self.lr / n
             for _ in range(steps):
                 updated, total = step(params, X, T, weights, scale)
