@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+from array_api_compat import device as device_of
 
 sklearn = pytest.importorskip("sklearn")
 os.environ.setdefault("SCIPY_ARRAY_API", "1")  # scikit-learn's array API checks skip without it
@@ -206,6 +207,11 @@ def test_bad_parameters_fail_in_fit_naming_the_parameter_and_range(params, phras
             call()
 
 
+def test_compile_without_a_compiler_is_one_clear_error():
+    with pytest.raises(TypeError, match="no compiler: compile=True needs JAX or PyTorch arrays"):
+        MoonxpClassifier(compile=True).fit(*moons(20))  # NumPy arrays, no dispatch
+
+
 def test_a_problem_too_large_for_memory_is_refused_before_any_work(monkeypatch):
     import moonxp.estimator as estimator
     X, y = moons(100)
@@ -226,13 +232,15 @@ def test_dispatch_keeps_namespace_device_and_dtype(case):
     X, y = moons(60)
     weights = np.linspace(0.5, 2.0, 60)
     reference = MoonxpClassifier(random_state=0).fit(X, y, sample_weight=weights)
-    Xc, yc, wc = case.asarray(X), case.asarray(y), case.asarray(weights)
+    Xc, wc = case.asarray(X), case.asarray(weights)
+    yc = case.xp.asarray(y, device=case.device)  # integer labels (float ones trip scikit-learn 1.7's type_of_target on array-api-strict)
     with sklearn.config_context(array_api_dispatch=True):
         clf = MoonxpClassifier(random_state=0).fit(Xc, yc, sample_weight=wc)
         stepped = MoonxpClassifier(random_state=0).partial_fit(Xc, yc, classes=[0, 1]).partial_fit(Xc, yc)
-        outputs = [clf.decision_function(Xc), clf.predict(Xc), clf.predict_proba(Xc)]
-        for a in (clf.W_, clf.b_, clf.v_, stepped.W_, *outputs):
+        for a in (clf.W_, clf.b_, clf.v_, stepped.W_, clf.decision_function(Xc), clf.predict_proba(Xc)):
             assert_on_case(a, case)
+        labels = clf.predict(Xc)  # y's labels, on X's device
+        assert type(labels) is type(Xc) and device_of(labels) == device_of(Xc) and labels.dtype == yc.dtype
         predicted = moonxp.to_host(clf.predict(Xc))
         accuracy = clf.score(Xc, yc)
     assert accuracy > 0.9 and stepped.n_iter_ == 2
@@ -270,12 +278,14 @@ def _forbid(monkeypatch, cls, names):
 def test_fit_never_copies_the_data_to_the_host(library, monkeypatch):
     module = pytest.importorskip(library)
     X, y = moons(40)
-    Xc, yc = module.asarray(X), module.asarray(y * 1.0)
+    Xc, yc = module.asarray(X), module.asarray(y)
     cls = type(Xc)
     _forbid(monkeypatch, cls, ["__array__", "numpy", "tolist", "__dlpack__", "cpu"])
+    weights = module.asarray(np.linspace(0.5, 2.0, 40))
     with sklearn.config_context(array_api_dispatch=True), pytest.warns(ConvergenceWarning):
-        clf = MoonxpClassifier(random_state=0, max_iter=8).fit(Xc, yc)
-    assert type(clf.W_) is cls and clf.n_iter_ == 8
+        clf = MoonxpClassifier(random_state=0, max_iter=8, warm_start=True).fit(Xc, yc, sample_weight=weights)
+        clf.fit(Xc, yc).partial_fit(Xc, yc)
+    assert type(clf.W_) is cls and clf.n_iter_ == 17
 
 
 # ---------------------------------------------------------------- scikit-learn's tools

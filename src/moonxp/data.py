@@ -1,7 +1,8 @@
 """The homework's data and initial parameters, drawn on the host with NumPy.
 
-The homework seeds NumPy's legacy generator, calls ``make_moons`` (which
-shuffles with that generator) and then draws W, b, v in that order. A private
+The homework seeds NumPy's legacy generator, calls scikit-learn's ``make_moons``
+(which shuffles with that generator) and then draws W, b, v in that order;
+`moons` is that draw in NumPy alone, so drawing the data loads no scikit-learn. A private
 ``RandomState(seed)`` gives the same stream without touching NumPy's global
 state, so ``make_problem(0)`` is the homework's starting point digit for digit.
 """
@@ -54,11 +55,24 @@ def make_problem(seed: int = SEED, n_samples: int = SAMPLES, noise: float = NOIS
 
 
 def moons(rng: np.random.RandomState, n_samples: int, noise: float) -> tuple[np.ndarray, np.ndarray]:
-    """Moons X (N, 2) scaled to X*2-1 and labels T (N,) in {-1, +1}, drawn from `rng`."""
-    from sklearn.datasets import make_moons  # scikit-learn loads only when data is drawn
+    """Moons X (N, 2) scaled to X*2-1 and labels T (N,) in {-1, +1}, drawn from `rng`.
 
-    # noise=0 must not reach make_moons: it would draw 2N zero-scale normals and shift W, b, v.
-    X, labels = make_moons(n_samples=n_samples, noise=noise or None, random_state=rng)
+    The points and the draws are scikit-learn's ``make_moons(n_samples, noise=noise or None,
+    random_state=rng)``, bit for bit (tests compare them), in NumPy alone: the upper half circle
+    (N // 2 points, label 0) then the lower one shifted to (1, -0.5) (the rest, label 1), evenly
+    spaced in angle; one shuffle of the indices; then, with noise, 2N normals in row order.
+    Without noise nothing more is drawn (noise 0 would draw 2N zero-scale normals and shift W, b, v).
+    """
+    upper = n_samples // 2
+    angle_upper, angle_lower = np.linspace(0, np.pi, upper), np.linspace(0, np.pi, n_samples - upper)
+    X = np.empty((n_samples, 2))
+    X[:upper, 0], X[:upper, 1] = np.cos(angle_upper), np.sin(angle_upper)
+    X[upper:, 0], X[upper:, 1] = 1 - np.cos(angle_lower), 1 - np.sin(angle_lower) - 0.5
+    order = np.arange(n_samples)
+    rng.shuffle(order)
+    X, labels = X[order], (order >= upper).astype(np.float64)
+    if noise:
+        X += rng.normal(scale=noise, size=X.shape)
     with np.errstate(over="ignore"):  # huge noise overflows to inf here; the caller reports it (job.start)
         return X * 2 - 1, labels * 2.0 - 1
 

@@ -80,9 +80,16 @@ def preactivation(params: Params, X: Array, xp: Namespace, fused: bool = False, 
     return z
 
 
+def relu(z: Array, xp: Namespace) -> Array:
+    """max(0, z), elementwise. The 0 is an array on z's device (a (..., 1) slice's zeros, so no device
+    lookup is traced): with a Python 0.0, array-api-compat's torch asks torch.result_type, which breaks
+    a torch.compile graph."""
+    return xp.maximum(z, xp.zeros_like(z[..., :1]))
+
+
 def readout(z: Array, v: Array, xp: Namespace, fused: bool = False) -> Array:
     """y = max(0, z) v: preactivations (..., N, H) -> outputs (..., N)."""
-    return matvec(xp.maximum(z, 0.0), v, xp, fused)
+    return matvec(relu(z, xp), v, xp, fused)
 
 
 def forward(params: Params, X: Array, *, xp: Namespace | None = None, fused: bool = False,
@@ -94,7 +101,7 @@ def forward(params: Params, X: Array, *, xp: Namespace | None = None, fused: boo
 
 def loss_terms(Y: Array, T: Array, xp: Namespace) -> Array:
     """max(0, -Y T) per point: outputs Y (..., N), labels T = +-1 -> (..., N)."""
-    return xp.maximum(-Y * T, 0.0)
+    return relu(-Y * T, xp)
 
 
 def loss(Y: Array, T: Array, *, xp: Namespace | None = None) -> Array:
@@ -148,6 +155,8 @@ def descent(params: Params, grads: Params, lr: float) -> Params:
 #     m = y t                                  margin, t = +-1
 #     l = log(1 + exp(-m))                     logistic loss of one point
 #       = max(-m, 0) + log1p(exp(-|m|))        the same, with no overflow for any m
+#       max(-m, 0) = (|m| - m) / 2,  max(m, 0) = (|m| + m) / 2   (exact; no scalar argument to xp.maximum,
+#                                                                  which array API versions before 2024.12 refuse)
 #     E = sum_N w l / sum_N w                  weights w >= 0 (scikit-learn's sample_weight; ones: the mean)
 #
 # Backprop, each line the derivative of the line above it:
@@ -157,7 +166,7 @@ def descent(params: Params, grads: Params, lr: float) -> Params:
 def logistic_terms(Y: Array, T: Array, xp: Namespace) -> Array:
     """log(1 + exp(-Y T)) per point: outputs Y (..., N), labels T = +-1 -> (..., N)."""
     m = Y * T
-    return xp.maximum(-m, 0.0) + xp.log1p(xp.exp(-xp.abs(m)))
+    return (xp.abs(m) - m) * 0.5 + xp.log1p(xp.exp(-xp.abs(m)))
 
 
 def logistic_error_and_gradient_sums(params: Params, X: Array, T: Array, weights: Array,
@@ -171,9 +180,10 @@ def logistic_error_and_gradient_sums(params: Params, X: Array, T: Array, weights
     active = xp.astype(z > 0, z.dtype)                               # ReLU'(z)
     a = z * active                                                   # max(0, z)
     m = matvec(a, params.v, xp) * T                                  # margins y t, (..., N)
-    soft = xp.log1p(xp.exp(-xp.abs(m)))                              # log(1 + exp(-|m|))
-    terms = xp.maximum(-m, 0.0) + soft                               # l = log(1 + exp(-m))
-    dy = -weights * T * xp.exp(-xp.maximum(m, 0.0) - soft)           # w dl/dy = -w t sigma(-m)
+    size = xp.abs(m)
+    soft = xp.log1p(xp.exp(-size))                                   # log(1 + exp(-|m|))
+    terms = (size - m) * 0.5 + soft                                  # l = log(1 + exp(-m))
+    dy = -weights * T * xp.exp(-((size + m) * 0.5) - soft)           # w dl/dy = -w t sigma(-m)
     dW = (xp.matrix_transpose(X * dy[..., :, None]) @ active) * params.v[..., None, :]  # sum_N x dy ReLU'(z) v
     db = vecmat(dy, active, xp) * params.v                           # sum_N dy ReLU'(z) v, (..., H)
     dv = vecmat(dy, a, xp)                                           # sum_N dy a, (..., H)

@@ -17,8 +17,6 @@ is told how to thin the frames.
 from __future__ import annotations
 
 import dataclasses
-import os
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,6 +25,7 @@ from ..data import snapshot_iterations
 from ..defaults import ANIMATION_DPI, ENSEMBLE_PANELS, PANEL_INCHES
 from ..engine.backend import Backend
 from ..engine.policy import free_device_memory, policy
+from ..environment import host_memory
 from ..errors import InvalidInputError
 from .model import Config, frame_iterations
 
@@ -69,28 +68,6 @@ def animation_needs(config: Config, itemsize: int) -> tuple[int, int]:
     grids = frames * panels * config.grid**2 * itemsize
     pixels = round(PANEL_INCHES * ANIMATION_DPI) ** 2 * panels
     return grids + frames * pixels * 4, grids
-
-
-def host_memory() -> int:
-    """Bytes of host memory this process may still take: MemAvailable, or less under a cgroup limit."""
-    available = []
-    try:
-        with open("/proc/meminfo") as f:
-            available += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
-    except OSError:
-        pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            available.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
-    except (OSError, ValueError):
-        pass
-    if not available and hasattr(os, "sysconf"):
-        try:
-            available.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (OSError, ValueError):
-            pass
-    return min(available) if available else 1 << 62  # unknown: refuse nothing
 
 
 def check(config: Config, backend: Backend, plots: bool) -> None:

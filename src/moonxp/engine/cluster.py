@@ -1,6 +1,6 @@
 """A Dask cluster's lifetime and the connection to it: ``--scheduler`` parsed, a client opened and closed.
 
-Dask is optional (``pip install "moonxp[cluster]"``); it is imported only here
+Dask is optional (the ``cluster`` extra); it is imported only here
 (and in `workers`), and only when a cluster is asked for. Every worker of a
 cluster moonxp connects to runs `workers.WorkerSetup` once, when it starts.
 """
@@ -13,11 +13,13 @@ import re
 import weakref
 from typing import Any, Iterator
 
-from ..errors import BackendError, InvalidInputError
+from ..environment import host_memory
+from ..errors import BackendError, InvalidInputError, install_hint
 
-EXTRA_HINT = 'install the cluster extra: pip install "moonxp[cluster]"'
+EXTRA_HINT = f"install the cluster extra: {install_hint('cluster')}"
 CONNECT_TIMEOUT_S = 2.0  # an address that does not answer within this is reported, not waited on
 LOCAL_HOST = "127.0.0.1"  # a local cluster listens on loopback only (scheduler, workers, dashboard)
+LOCAL_WORKER_BYTES = 256 << 20  # a local worker process: Python, NumPy, Dask and moonxp (~75 MB) and its tasks
 _SCHEDULER = re.compile(r"^(?:local(?::(\d+))?|(tcp|tls)://\S+:\d+)$")
 
 
@@ -44,9 +46,15 @@ def parse_scheduler(text: str) -> tuple[str, int | None]:
 
 
 def check_scheduler(scheduler: str | None) -> None:
-    """Fail early (InvalidInputError, BackendError) on a malformed scheduler or a missing Dask; None is fine."""
+    """Fail early (InvalidInputError, BackendError) on a malformed scheduler, a local cluster of more worker
+    processes than this host's free memory holds (`LOCAL_WORKER_BYTES` each) or a missing Dask; None is fine."""
     if scheduler is not None:
-        parse_scheduler(scheduler)
+        kind, workers = parse_scheduler(scheduler)
+        free = host_memory()
+        if kind == "local" and workers is not None and workers * LOCAL_WORKER_BYTES > free:
+            raise InvalidInputError(f"{scheduler} would start {workers} worker processes, about "
+                                    f"{workers * LOCAL_WORKER_BYTES / 2**30:.1f} GiB, but {free / 2**30:.1f} GiB "
+                                    f"is free; use local:{max(1, free // LOCAL_WORKER_BYTES)} or less")
         import_distributed()
 
 

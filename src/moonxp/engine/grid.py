@@ -28,7 +28,7 @@ from ..arrays import device_context, values_readable
 from ..errors import InvalidInputError
 from ..defaults import GRID, GRID_HI, GRID_LO
 from ..kernels import Params, matvec
-from .executor import ALL, concat_tiles, map_tiles, plan, program
+from .executor import ALL, compiles, concat_tiles, map_tiles, plan, program
 from .policy import policy as policy_for
 
 Array = Any
@@ -107,7 +107,9 @@ def evaluate_grid(params: Params, size: int = GRID, lo: float = GRID_LO, hi: flo
     # Overflow shows as a non-finite grid, reported below, not as NumPy warnings.
     with device_context(xp, device), np.errstate(over="ignore", invalid="ignore"):
         policy = policy_for(xp, device, W.dtype)
-        band = program(_rows, policy, compile, xp=xp)
+        networks, per_network = (W.shape[0] if W.ndim > 2 else 1), math.prod(W.shape[1:-2])
+        units = networks * per_network * (stop - start) * size * W.shape[-1]
+        band = program(_rows, policy, compile, compiles(policy, compile, 1, units), xp=xp)
         axis = xp.linspace(lo, hi, size, dtype=W.dtype, device=device)
         col = W[..., 0, :, None] * axis                              # (..., H, G): x1 = l[k]
         row = axis[start:stop, None] * W[..., 1, None, :] + b[..., None, :]  # (..., r, H): x2 = l[i], plus b
@@ -129,7 +131,6 @@ def evaluate_grid(params: Params, size: int = GRID, lo: float = GRID_LO, hi: flo
             out[((nets,) if batched else ()) + (..., rs, cs)] = y
             return None, finite
 
-        networks, per_network = (W.shape[0] if batched else 1), math.prod(W.shape[1:-2])
         per_row = ROW_TEMPORARIES * size * W.shape[-1]
 
         def planner(tile_elements: int) -> list:

@@ -14,6 +14,7 @@ bits.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
@@ -23,6 +24,7 @@ from .. import validate
 from ..arrays import to_host
 from ..data import make_problem
 from ..defaults import CHECK_EVERY, DTYPES, HIDDEN, ITERS, LR, NOISE, SAMPLES, SWEEP_BLOCK
+from ..environment import host_memory
 from ..errors import DivergedError, InvalidInputError
 from ..kernels import Params
 from .tasks import map_tasks, task_backend
@@ -47,22 +49,87 @@ class Setting:
 Task = tuple[Setting, int, int]  # (configuration, first seed, stop seed): one batch of networks
 
 
+ROW_BYTES = 600                 # host bytes per network: its results, the table's columns and their copies
+TASK_BYTES = 2048               # host bytes per task: its description, future and result
+TASK_BYTES_PER_POINT = 200      # a task's bytes per network and point: the drawn moons, stacked, on the backend
+TASK_BYTES_PER_ITERATION = 16   # ... per network and iteration: its errors, on the backend and the host
+TASK_BYTES_PER_UNIT = 100       # ... per network and hidden unit: the parameters, gradients and updates
+Z_BOUND = 10.0  # a bound on the standard normals drawn (beyond 10 sigma: 1.5e-23 per draw)
+
+
 def settings(lr: Sequence[float], hidden: Sequence[int], samples: Sequence[int], noise: Sequence[float],
-             iters: Sequence[int], dtype: Sequence[str]) -> list[Setting]:
-    """The Cartesian product, lr varying slowest and dtype fastest, each value checked."""
-    for name, values in (("lr", lr), ("hidden", hidden), ("samples", samples), ("noise", noise),
-                         ("iters", iters), ("dtype", dtype)):
-        if len(values) == 0 or len(set(values)) != len(values):
-            raise InvalidInputError(f"sweep {name} must list at least one value, each once, not {list(values)!r}")
+             iters: Sequence[int], dtype: Sequence[str], *, option: str = "") -> list[Setting]:
+    """The Cartesian product, lr varying slowest and dtype fastest, each value checked; messages name each
+    list `option` + its name (the CLI gives "--")."""
+    _check_lists(dict(lr=lr, hidden=hidden, samples=samples, noise=noise, iters=iters, dtype=dtype), option)
     for value in dtype:
         if value not in DTYPES:
-            raise InvalidInputError(f"unknown dtype {value!r}: use float64 or float32")
-    product = [Setting(validate.learning_rate(a), *rest) for a, *rest in itertools.product(
-        lr, hidden, samples, noise, iters, dtype)]
-    for s in product:
-        validate.problem(0, s.samples, s.noise, s.hidden)
-        validate.count("iters", s.iters, 0)
-    return product
+            raise InvalidInputError(f"unknown {option}dtype {value!r}: use float64 or float32")
+    names = {"n_samples": f"{option}samples", "noise": f"{option}noise", "hidden": f"{option}hidden"}
+    for a in lr:
+        validate.learning_rate(a, f"{option}lr")
+    for n, x, h in itertools.product(samples, noise, hidden):
+        validate.problem(0, n, x, h, names=names)
+    for i in iters:
+        validate.count(f"{option}iters", i, 0)
+    for (n, x, h), name in itertools.product(itertools.product(samples, noise, hidden), dtype):
+        _check_noise(n, x, h, name, option)
+    return [Setting(float(a), *rest) for a, *rest in itertools.product(lr, hidden, samples, noise, iters, dtype)]
+
+
+def _check_lists(lists: dict[str, Sequence], option: str) -> None:
+    for name, values in lists.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+            raise InvalidInputError(f"sweep {option}{name} must be a list of values, not {values!r}")
+        if len(values) == 0 or len(set(values)) != len(values):
+            raise InvalidInputError(f"sweep {option}{name} must list at least one value, each once, not "
+                                    f"{list(values)!r}")
+
+
+def _check_sizes(lists: dict[str, Sequence], seeds: range, block: int, concurrent: int | None,
+                 option: str) -> None:
+    """Refuse a sweep whose table and tasks, or whose `concurrent` largest tasks at once (None: they run
+    elsewhere), cannot fit in this host's free memory; before any list is expanded."""
+    configurations = math.prod(len(values) for values in lists.values())
+    networks, tasks = configurations * len(seeds), configurations * -(-len(seeds) // block)
+    free = host_memory()
+    need = networks * ROW_BYTES + tasks * TASK_BYTES
+    if need > free:
+        several = [option + name for name, values in lists.items() if len(values) > 1]
+        raise InvalidInputError(
+            f"this sweep trains {networks} networks ({configurations} configurations x {len(seeds)} seeds) in "
+            f"{tasks} tasks: its table and tasks need about {need / 2**30:.1f} GiB of host memory but "
+            f"{free / 2**30:.1f} GiB is free; use fewer {option}seeds" +
+            (f" or fewer values of {', '.join(several)}" if several else ""))
+    if concurrent is None:
+        return
+    network = (TASK_BYTES_PER_POINT * max(lists["samples"]) + TASK_BYTES_PER_ITERATION * (max(lists["iters"]) + 1)
+               + TASK_BYTES_PER_UNIT * max(lists["hidden"]))
+    task = min(block, len(seeds)) * network
+    if task * concurrent > free:
+        at_once = f", {concurrent} tasks at once," if concurrent > 1 else ""
+        largest = free // (network * concurrent)
+        fix = f"use {option}block {largest} or less" if largest >= 1 else (
+            f"use a smaller {option}samples, {option}iters or {option}hidden")
+        raise InvalidInputError(
+            f"a task of {min(block, len(seeds))} networks ({option}block) with {max(lists['samples'])} samples "
+            f"needs about {task / 2**30:.1f} GiB of host memory{at_once} but {free / 2**30:.1f} GiB is free; {fix}")
+
+
+def _check_noise(samples: int, noise: float, hidden: int, dtype: str, option: str) -> None:
+    """Refuse a noise that could put points where a first output overflows `dtype` for some seed.
+
+    With every normal within `Z_BOUND`: |X| <= 5 + 2 noise Z (moons in [-1, 2] x [-0.5, 1], scaled
+    X*2-1), |W| <= Z/sqrt(2), |b| <= Z, |v| <= Z/sqrt(H), so |y| <= sqrt(H) Z^2 (sqrt(2) max|X| + 1),
+    and the error sums N of them (as `job` checks on the drawn points of one run).
+    """
+    with np.errstate(over="ignore"):
+        reach = np.sqrt(hidden) * Z_BOUND**2 * (np.sqrt(2) * (5 + 2 * np.float64(noise) * Z_BOUND) + 1)
+        fits = np.isfinite(reach * samples) and reach * samples < np.finfo(dtype).max
+    if not fits:
+        raise InvalidInputError(f"{option}noise {noise:g} puts points too far out for {dtype}: with {samples} "
+                                f"samples and {hidden} hidden units the networks' outputs could overflow before "
+                                f"training; use a smaller {option}noise")
 
 
 def _train_each(params: Params, X: Any, T: Any, first: int, lr: float, iters: int, check_every: int,
@@ -124,20 +191,33 @@ def sweep(lr: Sequence[float] = (LR,), hidden: Sequence[int] = (HIDDEN,), sample
     InvalidInputError
         A list is empty or repeats a value, a value is out of range, or the seeds are not a range.
     """
-    todo = plan(lr, hidden, samples, noise, iters, dtype, seeds, device=device, backend=backend, block=block)
+    todo = plan(lr, hidden, samples, noise, iters, dtype, seeds, device=device, backend=backend, block=block,
+                concurrent=1 if client is None else None)
     return run(todo, device=device, backend=backend, client=client, check_every=check_every, progress=progress,
                done=done)
 
 
 def plan(lr: Sequence[float], hidden: Sequence[int], samples: Sequence[int], noise: Sequence[float],
          iters: Sequence[int], dtype: Sequence[str], seeds: range, *, device: str = "cpu", backend: str | None = None,
-         block: int = SWEEP_BLOCK) -> list[Task]:
-    """The tasks of a sweep (see `sweep`), every value checked and the backend resolved: quick, before any work."""
-    product = settings(lr, hidden, samples, noise, iters, dtype)
+         block: int = SWEEP_BLOCK, concurrent: int | None = 1, option: str = "") -> list[Task]:
+    """The tasks of a sweep (see `sweep`), every value checked and the backend resolved: quick, before any work.
+
+    The sizes come first: the table and tasks, and `concurrent` tasks at once on this host
+    (None: on other machines), must fit in its free memory. Messages name each argument
+    `option` + its name (the CLI gives "--").
+    """
+    lists = dict(lr=lr, hidden=hidden, samples=samples, noise=noise, iters=iters, dtype=dtype)
+    _check_lists(lists, option)
     if not isinstance(seeds, range) or len(seeds) == 0 or seeds.step != 1:
-        raise InvalidInputError(f"seeds must be a non-empty range of consecutive seeds, not {seeds!r}")
-    validate.problem(seeds.start, 1, 0.0, 1, len(seeds))
-    validate.count("block", block, 1)
+        raise InvalidInputError(f"{option}seeds must be a non-empty range of consecutive seeds, not {seeds!r}")
+    validate.problem(seeds.start, 1, 0.0, 1, len(seeds), names={"seed": f"{option}seeds start",
+                                                                "networks": f"the number of {option}seeds"})
+    validate.count(f"{option}block", block, 1)
+    for name in ("samples", "hidden", "iters"):
+        for value in lists[name]:
+            validate.count(option + name, value, 0 if name == "iters" else 1)
+    _check_sizes(lists, seeds, block, concurrent, option)
+    product = settings(lr, hidden, samples, noise, iters, dtype, option=option)
     for name in {s.dtype for s in product}:
         task_backend((device, backend, name))  # a bad device or backend fails here, before any task
     return [(s, start, min(start + block, seeds.stop)) for s in product
