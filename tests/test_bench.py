@@ -53,7 +53,7 @@ def test_a_gpu_run_adds_the_numpy_baseline_at_the_smallest_gpu_size(monkeypatch)
     monkeypatch.setattr(cases, "resolve", lambda device, backend, dtype: type("B", (), {"name": "cupy"}))
     todo = cases.for_run("cuda:1", None, "quick")
     on_gpu = [c for c in todo if c.device == "cuda:1"]
-    assert {c.label for c in on_gpu} == {"moonxp eager (cupy)", "moonxp+compile (cupy)", "torch-eager", "jax-jit"}
+    assert {c.label for c in on_gpu} == {"moonxp eager (cupy)", "torch-eager", "jax-jit"}  # quick: no torch.compile
     baseline = [c for c in todo if c.device == "cpu"]
     assert {c.label for c in baseline} == {"moonxp (numpy)"}
     assert {(c.workload.name, c.size) for c in baseline} == {
@@ -395,3 +395,32 @@ def test_a_run_cut_short_leaves_the_json_of_the_backends_done(numpy_only, monkey
     assert main(argv, stdout=io.StringIO(), stderr=io.StringIO()) == 130
     report = results.load(path)
     assert report["complete"] is False and len(report["results"]) == 3
+
+
+def test_json_and_table_are_rewritten_after_every_case(numpy_only, monkeypatch, tmp_path):
+    """A worker cut off in the middle of its backend (a GPU check's time limit) leaves every finished case."""
+    real = worker.run
+
+    def cut_off(request):
+        for message in real(request):
+            yield message
+            if "result" in message and message["index"] == 1:
+                raise KeyboardInterrupt
+    monkeypatch.setattr(runner, "run", cut_off)
+    path, text = tmp_path / "bench.json", tmp_path / "bench.txt"
+    argv = ["bench", "--sizes", "smoke", "--in-process", "--json", str(path), "--table", str(text)]
+    assert main(argv, stdout=io.StringIO(), stderr=io.StringIO()) == 130
+    report = results.load(path)
+    assert report["complete"] is False and len(report["results"]) == 2
+    table = text.read_text()
+    assert table.count(" moonxp (numpy)") == 2 and "incomplete" in table
+
+
+def test_quick_gpu_runs_leave_torch_compile_to_full_runs(monkeypatch):
+    """torch.compile costs seconds per program and shape: a GPU's `--quick` run times moonxp eager only."""
+    monkeypatch.setattr(cases, "resolve", lambda device, backend, dtype: dataclasses.replace(
+        moonxp.resolve("cpu", "numpy", dtype), name=backend))  # a stand-in for torch on CUDA
+    mine = lambda mode: {c.key for c in cases.for_run("cuda", "torch", mode) if c.device == "cuda"} & {
+        i.key for i in cases.IMPLEMENTATIONS if i.implementation == "moonxp"}  # not the NumPy baseline
+    assert mine("quick") == {"moonxp-torch-cuda"}
+    assert mine("full") == {"moonxp-torch-cuda", "moonxp-torch-cuda-compile"}

@@ -6,6 +6,7 @@ they run in the default `pytest` (about 45 s), so CI runs the fault tests.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import select
@@ -137,7 +138,7 @@ def test_cli_train_on_a_cluster_matches_in_process(client, tmp_path):
 def test_ctrl_c_stops_the_local_cluster_and_leaves_whole_partial_results(tmp_path):
     out = tmp_path / "sweep"
     process = subprocess.Popen([sys.executable, "-m", "moonxp", "sweep", "--scheduler", "local:2", "--seeds",
-                                "0:200000", "--block", "20", "--out", str(out)],
+                                "0:200000", "--block", "20", "--format", "parquet", "--out", str(out)],
                                env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     parent = psutil.Process(process.pid)
@@ -164,3 +165,24 @@ def test_ctrl_c_stops_the_local_cluster_and_leaves_whole_partial_results(tmp_pat
     table = pq.read_table(out / "results.parquet")
     assert table.num_rows == 20 * summary["tasks_done"]
     assert table.schema.metadata[b"moonxp.status"] == b"interrupted"
+
+
+def test_shard_sums_run_with_the_shards_device_current(monkeypatch):
+    """CuPy launches on the current device: a shard on cuda:N is summed (and its tiles sized) with cuda:N current."""
+    from moonxp.engine import sharded
+    current, seen = [None], []
+
+    @contextlib.contextmanager
+    def entered(xp, device):
+        previous, current[0] = current[0], str(device)
+        try:
+            yield
+        finally:
+            current[0] = previous
+    monkeypatch.setattr(sharded, "device_context", entered)
+    real = sharded.policy_for
+    monkeypatch.setattr(sharded, "policy_for", lambda *args: (seen.append(current[0]), real(*args))[1])
+    spec = ("cpu", "numpy", "float64")
+    shard = sharded.draw_shard(0, seed=0, samples=40, shards=2, noise=0.0, spec=spec)
+    e, sums = sharded._shard_sums(shard, (moonxp.make_problem(0, 10, 0.0, 4)[2], None), spec)
+    assert seen == ["cpu"] and current[0] is None and np.isfinite(e).all()

@@ -207,6 +207,11 @@ def test_bad_parameters_fail_in_fit_naming_the_parameter_and_range(params, phras
             call()
 
 
+def test_compile_without_a_compiler_is_one_clear_error():
+    with pytest.raises(TypeError, match="no compiler: compile=True needs JAX or PyTorch arrays"):
+        MoonxpClassifier(compile=True).fit(*moons(20))  # NumPy arrays, no dispatch
+
+
 def test_a_problem_too_large_for_memory_is_refused_before_any_work(monkeypatch):
     import moonxp.estimator as estimator
     X, y = moons(100)
@@ -276,9 +281,11 @@ def test_fit_never_copies_the_data_to_the_host(library, monkeypatch):
     Xc, yc = module.asarray(X), module.asarray(y)
     cls = type(Xc)
     _forbid(monkeypatch, cls, ["__array__", "numpy", "tolist", "__dlpack__", "cpu"])
+    weights = module.asarray(np.linspace(0.5, 2.0, 40))
     with sklearn.config_context(array_api_dispatch=True), pytest.warns(ConvergenceWarning):
-        clf = MoonxpClassifier(random_state=0, max_iter=8).fit(Xc, yc)
-    assert type(clf.W_) is cls and clf.n_iter_ == 8
+        clf = MoonxpClassifier(random_state=0, max_iter=8, warm_start=True).fit(Xc, yc, sample_weight=weights)
+        clf.fit(Xc, yc).partial_fit(Xc, yc)
+    assert type(clf.W_) is cls and clf.n_iter_ == 17
 
 
 # ---------------------------------------------------------------- scikit-learn's tools

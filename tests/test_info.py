@@ -43,9 +43,9 @@ def test_info_says_how_each_backend_runs(monkeypatch):
     """Which path runs by default: NumPy eager, JAX jit; the text shows it next to each device."""
     monkeypatch.setattr(info, "measure", lambda backend, quick: {"matmul_flops": 5e10, "copy_bandwidth": 2e10})
     found = {b["name"]: b for b in info.backends()}
-    assert found["numpy"]["execution"] == {"cpu": "eager"}
+    assert found["numpy"]["execution"] == {"cpu": "eager (no compiler)"}
     if found["jax"]["usable"]:
         assert found["jax"]["execution"]["cpu"] == "jax.jit"
     if found["torch"]["usable"]:
-        assert found["torch"]["execution"]["cpu"] == "eager"
-    assert "usable on cpu (eager)" in info.text()
+        assert found["torch"]["execution"]["cpu"] == "eager (compiles only when asked)"
+    assert "usable on cpu: eager (no compiler)" in info.text()

@@ -178,9 +178,10 @@ def test_training_reads_back_once_per_check_not_per_step(monkeypatch):
 def test_an_infinite_error_inside_a_chunk_is_caught():
     from moonxp.engine.training import _check_finite
     import array_api_compat.numpy as np_xp
-    chunks = [np.array([[0.3, 0.2], [0.3, 0.1]]), np.array([[0.1, np.inf, 0.05], [0.1, 0.1, 0.1]])]
+    errors = [np.array([0.3, 0.3]), np.array([0.2, 0.1]), np.array([0.1, 0.1]), np.array([np.inf, 0.1]),
+              np.array([0.05, 0.1])]  # the latest 3 are the last chunk
     with pytest.raises(moonxp.DivergedError, match=r"iteration 3 \(1 of 2 networks\)") as info:
-        _check_finite(np_xp, chunks, moonxp.make_ensemble(0, 2, hidden=3)[2], 0.1)
+        _check_finite(np_xp, errors, 3, moonxp.make_ensemble(0, 2, hidden=3)[2], 0.1)
     assert info.value.iteration == 3
 
 

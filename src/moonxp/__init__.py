@@ -19,8 +19,8 @@ _WHERE = {
     ".engine.grid": ("evaluate_grid",),
     ".engine.sweep": ("sweep",),
     ".engine.training": ("evaluate", "train"),
-    ".errors": ("BackendError", "DeviceMemoryError", "DivergedError", "InvalidInputError", "InvalidTypeError",
-                "MoonxpError", "OutputError"),
+    ".errors": ("BackendError", "CompileError", "CompileWarning", "DeviceMemoryError", "DivergedError",
+                "InvalidInputError", "InvalidTypeError", "MoonxpError", "OutputError"),
     ".kernels": ("Params",),
     ".saved": ("load_metadata", "load_params", "save_params"),
 }

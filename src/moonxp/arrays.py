@@ -8,11 +8,13 @@ library unless an array of it is already at hand.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import math
+from typing import Any, Callable
 
 import numpy as np
 from array_api_compat import (array_namespace, device as device_of, is_array_api_obj, is_cupy_array,
-                              is_cupy_namespace, is_jax_array, is_lazy_array, is_numpy_array, is_torch_array)
+                              is_cupy_namespace, is_jax_array, is_jax_namespace, is_lazy_array, is_numpy_array,
+                              is_torch_array)
 
 from .errors import InvalidTypeError
 
@@ -54,8 +56,14 @@ def common_device(*arrays: Array) -> Device:
 
 
 def device_context(xp: Namespace, device: Device) -> contextlib.AbstractContextManager:
-    """Context in which work on `device` runs: CuPy launches on the current device, so enter it."""
-    return device if is_cupy_namespace(xp) else contextlib.nullcontext()
+    """Context in which work on `device` runs: CuPy launches on the current device, so enter it; JAX
+    computes float32 matmuls at full precision in it (on NVIDIA GPUs it would use TF32 by default)."""
+    if is_cupy_namespace(xp):
+        return device
+    if is_jax_namespace(xp):
+        import jax
+        return jax.default_matmul_precision("highest")
+    return contextlib.nullcontext()
 
 
 def to_host(x: Array) -> np.ndarray:
@@ -79,6 +87,19 @@ def to_host(x: Array) -> np.ndarray:
     if is_jax_array(x) or is_numpy_array(x):  # NumPy arrays and scalars
         return np.asarray(x)
     return np.from_dlpack(x)  # array-api-strict, on any of its devices
+
+
+# Small JAX arrays are checked on the host: copies cost less than eager JAX ops, which JAX compiles once per shape.
+HOST_CHECK_ELEMENTS = 1 << 16
+
+
+def all_true(xp: Namespace, arrays: list, test: Callable[[Namespace, Array], Array]) -> bool:
+    """Whether the elementwise `test(namespace, a)` holds everywhere in every array: one read-back on their
+    device (small JAX arrays: on the host)."""
+    if is_jax_namespace(xp) and sum(math.prod(a.shape) for a in arrays) <= HOST_CHECK_ELEMENTS:
+        return all(bool(np.all(test(np, to_host(a)))) for a in arrays)
+    with device_context(xp, device_of(arrays[0])):  # CuPy launches on the current device
+        return bool(xp.all(xp.stack([xp.all(test(xp, a)) for a in arrays])))
 
 
 def synchronize(*results: Any) -> None:
@@ -112,8 +133,13 @@ def values_readable(x: Array) -> bool:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether `exc` is a device running out of memory (CuPy, PyTorch, JAX/XLA)."""
-    return "OutOfMemory" in type(exc).__name__ or "RESOURCE_EXHAUSTED" in str(exc)
+    """Whether `exc` is a device running out of memory (CuPy, PyTorch, JAX/XLA), also where a compiler
+    wrapped it (torch's BackendCompilerFailed)."""
+    while exc is not None:
+        if "OutOfMemory" in type(exc).__name__ or "RESOURCE_EXHAUSTED" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def detached(x: Any) -> Any:

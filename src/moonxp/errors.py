@@ -7,6 +7,11 @@ RuntimeError, OSError) and `MoonxpError`, which the CLI catches.
 from __future__ import annotations
 
 
+def install_hint(extra: str) -> str:
+    """How to install one of moonxp's extras (pyproject.toml), from the moonxp checkout."""
+    return f'pip install -e ".[{extra}]" in the moonxp checkout'
+
+
 class MoonxpError(Exception):
     """Base of every error whose message names the problem and the fix."""
 
@@ -29,6 +34,18 @@ class DeviceMemoryError(MoonxpError, MemoryError):
 
 class OutputError(MoonxpError, OSError):
     """An output file cannot be written; nothing half-written is left."""
+
+
+class CompileError(MoonxpError, RuntimeError):
+    """Compiling was asked for (compile=True, --compile) and the compiler (named `compiler`) failed: `reason`."""
+
+    def __init__(self, compiler: str, reason: str):
+        super().__init__(f"{reason}: without compile=True (--compile), moonxp falls back to eager")
+        self.compiler, self.reason = compiler, reason
+
+
+class CompileWarning(UserWarning):
+    """The compiler failed where compiling was moonxp's own choice: the work runs eager instead."""
 
 
 class DivergedError(MoonxpError, FloatingPointError):

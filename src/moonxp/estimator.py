@@ -46,11 +46,11 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import data, kernels
-from .app.budget import host_memory
 from .arrays import detached, device_context, to_host
 from .defaults import HIDDEN
-from .engine.executor import program
+from .engine.executor import compiles, program
 from .engine.policy import free_device_memory, policy as policy_for
+from .environment import host_memory
 from .errors import DivergedError
 from .kernels import STEP_TEMPORARIES, Params
 
@@ -130,7 +130,7 @@ class MoonxpClassifier(ClassifierMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the initial weights (see `initial_params`).
     compile : bool or None, default=None
-        Compile each step (``jax.jit`` / ``torch.compile``); None: the namespace's default.
+        Compile each step (``jax.jit`` / ``torch.compile``); None: where it pays (see `moonxp.train`).
 
     Attributes
     ----------
@@ -230,7 +230,8 @@ class MoonxpClassifier(ClassifierMixin, BaseEstimator):
                                  f"partial_fit, {list(to_host(self.classes_))}")
             if first:
                 self.classes_ = given
-        if not set(to_host(unique_labels(y)).tolist()) <= set(to_host(self.classes_).tolist()):
+        negative, positive = self._class_labels(y)
+        if not bool(array_namespace(y).all((y == negative) | (y == positive))):
             raise ValueError(f"y holds labels outside classes_ = {list(to_host(self.classes_))}: the labels of "
                              f"partial_fit are fixed on its first call")
         self._train(X, self._signed(y, xp, device, X.dtype), sample_weight, xp, device, 1, fresh=first, stop=False)
@@ -334,13 +335,22 @@ class MoonxpClassifier(ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _same_labels(a: Any, b: Any) -> bool:
-        return to_host(a).tolist() == to_host(b).tolist()
+        """Whether two label arrays are equal: where they live when they share a namespace, else on the host."""
+        xp = array_namespace(a)
+        if xp is not array_namespace(b):
+            return to_host(a).tolist() == to_host(b).tolist()
+        return tuple(a.shape) == tuple(b.shape) and bool(xp.all(a == b))
+
+    def _class_labels(self, y: Any) -> tuple[Any, Any]:
+        """``classes_[0]``, ``classes_[1]`` comparable with y: y's namespace, or Python values from another one."""
+        if array_namespace(self.classes_) is array_namespace(y):
+            return self.classes_[0], self.classes_[1]
+        negative, positive = to_host(self.classes_).tolist()
+        return negative, positive
 
     def _signed(self, y: Any, xp: Any, device: Any, dtype: Any) -> Any:
         """Labels T = +1 for ``classes_[1]``, -1 for ``classes_[0]``, in X's namespace, device and floating dtype."""
-        xp_y = array_namespace(y)
-        label = self.classes_[1] if array_namespace(self.classes_) is xp_y else to_host(self.classes_)[1].item()
-        return xp.astype(_moved(y == label, xp, device), dtype) * 2.0 - 1.0
+        return xp.astype(_moved(y == self._class_labels(y)[1], xp, device), dtype) * 2.0 - 1.0
 
     def _weights(self, sample_weight: Any, n: int, xp: Any, device: Any, dtype: Any) -> Any:
         """Weights scaled to sum n (so that sums over points divide by n, as unweighted), or None for all 1."""
@@ -388,7 +398,9 @@ class MoonxpClassifier(ClassifierMixin, BaseEstimator):
                 params = Params(*(xp.astype(p, X.dtype) for p in self.params_))
             if weights is None and self.loss == "log_loss":
                 weights = xp.ones((n,), dtype=X.dtype, device=device)
-            step = program(_step, policy_for(xp, device, X.dtype), self.compile, xp=xp, loss=self.loss)
+            policy = policy_for(xp, device, X.dtype)
+            compiled = compiles(policy, self.compile, steps, n * self.hidden)
+            step = program(_step, policy, self.compile, compiled, xp=xp, loss=self.loss)
             scale = self.lr / n
             for _ in range(steps):
                 updated, total = step(params, X, T, weights, scale)

@@ -80,9 +80,16 @@ def preactivation(params: Params, X: Array, xp: Namespace, fused: bool = False, 
     return z
 
 
+def relu(z: Array, xp: Namespace) -> Array:
+    """max(0, z), elementwise. The 0 is an array on z's device (a (..., 1) slice's zeros, so no device
+    lookup is traced): with a Python 0.0, array-api-compat's torch asks torch.result_type, which breaks
+    a torch.compile graph."""
+    return xp.maximum(z, xp.zeros_like(z[..., :1]))
+
+
 def readout(z: Array, v: Array, xp: Namespace, fused: bool = False) -> Array:
     """y = max(0, z) v: preactivations (..., N, H) -> outputs (..., N)."""
-    return matvec(xp.maximum(z, 0.0), v, xp, fused)
+    return matvec(relu(z, xp), v, xp, fused)
 
 
 def forward(params: Params, X: Array, *, xp: Namespace | None = None, fused: bool = False,
@@ -94,7 +101,7 @@ def forward(params: Params, X: Array, *, xp: Namespace | None = None, fused: boo
 
 def loss_terms(Y: Array, T: Array, xp: Namespace) -> Array:
     """max(0, -Y T) per point: outputs Y (..., N), labels T = +-1 -> (..., N)."""
-    return xp.maximum(-Y * T, 0.0)
+    return relu(-Y * T, xp)
 
 
 def loss(Y: Array, T: Array, *, xp: Namespace | None = None) -> Array:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from array_api_compat import is_array_api_obj
 
+from .arrays import all_true, common_device, namespace_of, values_readable
 from .defaults import MAX_SEED
-from .arrays import common_device, device_context, namespace_of, values_readable
 from .errors import InvalidInputError, InvalidTypeError
 from .kernels import Params
 
@@ -104,7 +104,7 @@ def _labels(xp: Any, T: Any, shape: tuple, dtype: Any, other: str) -> None:
     if T.ndim < 1 or T.shape[-1] != shape[-1] or not _broadcasts_into(tuple(T.shape), shape):
         raise InvalidInputError(f"T has shape {tuple(T.shape)} but {other} needs {shape}: one label per point, "
                                 f"(..., N)")
-    if values_readable(T) and not _all(xp, T, lambda t: (t == 1.0) | (t == -1.0)):
+    if values_readable(T) and not all_true(xp, [T], lambda xp, t: (t == 1.0) | (t == -1.0)):
         raise InvalidInputError("labels T must be -1 or +1; convert {0, 1} labels with moonxp.signed_labels")
 
 
@@ -192,20 +192,17 @@ def _floating(xp: Any, name: str, a: Any) -> None:
                                f"convert it with xp.astype({name}, xp.float64) or xp.float32")
 
 
-def _all(xp: Any, a: Any, test: Callable[[Any], Any]) -> bool:
-    """Whether `test(a)` holds everywhere: one read-back, computed with `a`'s device current
-    (CuPy launches on the current device)."""
-    with device_context(xp, common_device(a)):
-        return bool(xp.all(test(a)))
-
-
 def _finite(xp: Any, names: list[str], arrays: list) -> None:
     """One read-back for all `arrays`; the names of the bad ones only on failure."""
-    if not all(values_readable(a) for a in arrays) or _all(xp, arrays[0], lambda _: xp.stack([xp.all(xp.isfinite(a)) for a in arrays])):
+    if not all(values_readable(a) for a in arrays) or all_true(xp, arrays, _isfinite):
         return
-    bad = [name for name, a in zip(names, arrays) if not _all(xp, a, xp.isfinite)]
+    bad = [name for name, a in zip(names, arrays) if not all_true(xp, [a], _isfinite)]
     raise InvalidInputError(f"{' and '.join(bad)} hold{'s' if len(bad) == 1 else ''} NaN or infinity: "
                             f"give finite values")
+
+
+def _isfinite(xp: Any, a: Any) -> Any:
+    return xp.isfinite(a)
 
 
 def _broadcasts_into(shape: tuple, target: tuple) -> bool:

@@ -9,7 +9,7 @@ import importlib.util
 from .. import __version__
 from ..arrays import device_context
 from ..benchmark.limits import measure
-from ..defaults import DTYPES
+from ..defaults import DTYPES, HIDDEN, ITERS, SAMPLES
 from ..engine.backend import BACKENDS, resolve
 from ..engine.executor import execution
 from ..engine.policy import policy
@@ -20,8 +20,8 @@ MODULES = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "jax": "jax", "ar
 
 
 def backends() -> list[dict]:
-    """For each backend: installed version, on which devices it is usable (or why not), and how it runs there
-    by default (`execution`: "eager", "jax.jit", "torch.compile via DLPack", ...)."""
+    """For each backend: installed version, on which devices it is usable (or why not), and how the homework
+    runs there by default (`execution`: "eager (no compiler)", "jax.jit", "eager (too small to compile)", ...)."""
     found = []
     for name in BACKENDS:
         if importlib.util.find_spec(MODULES[name]) is None:
@@ -38,7 +38,8 @@ def backends() -> list[dict]:
                 continue
             usable.append(backend.device_name)
             with device_context(backend.xp, backend.device):
-                runs[backend.device_name] = execution(policy(backend.xp, backend.device, backend.dtype), None)
+                runs[backend.device_name] = execution(policy(backend.xp, backend.device, backend.dtype), None,
+                                                      ITERS, SAMPLES * HIDDEN)
         try:
             version = getattr(importlib.import_module(MODULES[name]), "__version__", None)
         except Exception as exc:  # a broken install: resolve has said why, as "not usable: <reason>"
@@ -81,7 +82,7 @@ def text(measure_limits: bool = True) -> str:
              "", "backends:"]
     for b in backends():
         why_not = dict(b["not_usable"])
-        state = ("usable on " + ", ".join(f"{d} ({b['execution'][d]})" for d in b["usable"]) if b["usable"] else
+        state = ("usable on " + "; ".join(f"{d}: {b['execution'][d]}" for d in b["usable"]) if b["usable"] else
                  "not usable" + (f": {why_not.pop('all')}" if "all" in why_not else ""))
         lines.append(f"  {b['name']:17} {b['version'] or '-':12} {state}")
         lines += [f"  {'':17} {'':12} {device}: {why}" for device, why in why_not.items()]

@@ -18,10 +18,10 @@ from .. import defaults
 from ..arrays import device_context, to_host
 from ..data import make_ensemble, make_problem, snapshot_iterations
 from ..engine.backend import resolve
-from ..engine.executor import execution
+from ..engine.executor import compiles, execution, fall_back
 from ..engine.policy import policy
 from ..engine.training import evaluate, train
-from ..errors import DivergedError, InvalidInputError, InvalidTypeError
+from ..errors import CompileError, DivergedError, InvalidInputError, InvalidTypeError
 from ..kernels import Params
 from . import budget
 from .model import Config, Run, Snapshot, check, frame_iterations
@@ -43,7 +43,22 @@ def start(config: Config, plots: bool = True) -> Run:
     else:
         X, T, initial = make_ensemble(config.seed, config.ensemble, config.samples, config.noise, config.hidden)
     _check_noise(config, X, initial)
-    return Run(config, backend, X, T, initial, execution(run_policy, config.compile))
+    units = config.ensemble * config.samples * config.hidden
+    return Run(config, backend, X, T, initial, execution(run_policy, config.compile, config.iters, units),
+               compiles(run_policy, config.compile, config.iters, units))
+
+
+def _segment(run: Run, trainer: Callable, params: Params, X, T, iters: int, progress) -> tuple:
+    """`iters` more iterations, compiled as decided; if compiling was moonxp's choice and the compiler fails,
+    one warning line and eager from there on (an asked-for --compile's failure is an error)."""
+    try:
+        return trainer(params, X, T, lr=run.config.lr, iters=iters, compile=run.compiled, progress=progress)
+    except CompileError as exc:
+        if run.config.compile:
+            raise
+        fall_back(exc.compiler, exc.reason)
+        run.compiled, run.execution = False, f"{exc.compiler} failed: eager"
+        return trainer(params, X, T, lr=run.config.lr, iters=iters, compile=False, progress=progress)
 
 
 def _check_noise(config: Config, X: np.ndarray, initial: Params) -> None:
@@ -78,8 +93,7 @@ def execute(run: Run, on_snapshot: Callable[[Snapshot], None] = lambda snapshot:
         tick = time.perf_counter()
         on_progress = None if progress is None else (lambda k, n, done=done: progress(done + k, config.iters))
         try:
-            params, errors = (trainer or train)(params, X, T, lr=config.lr, iters=target - done, compile=config.compile,
-                                                progress=on_progress)
+            params, errors = _segment(run, trainer or train, params, X, T, target - done, on_progress)
         except DivergedError as exc:
             raise exc.after(done) from None
         errors = to_host(errors).reshape(-1, target - done + 1)  # (B, updates + 1)

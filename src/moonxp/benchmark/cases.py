@@ -30,6 +30,7 @@ class Implementation:
     backend: str
     kind: str                  # "cpu" | "cuda"
     compile: bool | None = None
+    quick: bool = True         # part of `--quick` runs
 
 
 IMPLEMENTATIONS = (
@@ -42,9 +43,10 @@ IMPLEMENTATIONS = (
     *(Implementation(f"{name}-cpu" if peer.backend != "numpy" else name, name, peer.backend, "cpu")
       for name, peer in PEERS.items()),
     Implementation("moonxp-cupy", "moonxp", "cupy", "cuda", False),
-    Implementation("moonxp-cupy-compile", "moonxp", "cupy", "cuda", True),  # via DLPack (torch or JAX)
+    # torch.compile takes seconds to tens of seconds per program and shape: in full runs only
+    Implementation("moonxp-cupy-compile", "moonxp", "cupy", "cuda", True, quick=False),  # via DLPack
     Implementation("moonxp-torch-cuda", "moonxp", "torch", "cuda", False),
-    Implementation("moonxp-torch-cuda-compile", "moonxp", "torch", "cuda", True),
+    Implementation("moonxp-torch-cuda-compile", "moonxp", "torch", "cuda", True, quick=False),
     Implementation("moonxp-jax-gpu", "moonxp", "jax", "cuda", True),
     Implementation("moonxp-jax-gpu-eager", "moonxp", "jax", "cuda", False),
     *(Implementation(f"{name}-gpu", name, peer.backend, "cuda") for name, peer in PEERS.items()
@@ -141,7 +143,8 @@ def for_run(device: str, backend: str | None, mode: str) -> list[Case]:
     kind = device_kind(device)
     chosen = resolve(device, backend, "float32").name
     mine = [impl for impl in IMPLEMENTATIONS if impl.implementation == "moonxp" and impl.kind == kind
-            and impl.backend == chosen] or [Implementation(f"moonxp-{chosen}", "moonxp", chosen, kind)]
+            and impl.backend == chosen and (impl.quick or mode != "quick")] or [
+        Implementation(f"moonxp-{chosen}", "moonxp", chosen, kind)]
     peers = [impl for impl in IMPLEMENTATIONS if impl.implementation != "moonxp" and impl.kind == kind]
     out = [case for impl in mine + peers for case in _expand(impl, device, mode)]
     if kind == "cuda":  # the CPU baseline in the same run, at the smallest GPU size

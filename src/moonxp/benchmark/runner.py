@@ -23,7 +23,7 @@ from .. import __version__
 from ..app.model import BenchConfig
 from ..errors import InvalidInputError
 from ..environment import machine, versions
-from ..outputs import output_directory, writable, write_figure, write_json
+from ..outputs import output_directory, writable, write_bytes, write_figure, write_json
 from . import compare, results as res
 from .cases import Case, for_run
 from .workloads import WORKLOADS
@@ -62,7 +62,7 @@ def measure_all(todo: list[Case], mode: str, isolate: bool, stderr: TextIO,
     """Time every case, one backend at a time; (results in `todo`'s order, None where unusable; limits).
 
     The first backend on each device also measures its limits, in every dtype of the run.
-    `after_each(results, limits)` is called after each backend (to save what is done so far).
+    `after_each(results, limits)` is called after each case and each backend (to save what is done so far).
     """
     results: list[dict | None] = [None] * len(todo)
     limits: dict = {}
@@ -90,6 +90,8 @@ def measure_all(todo: list[Case], mode: str, isolate: bool, stderr: TextIO,
                              f"{r['implementation']} on {r['device']}: "
                              + (f"{r['median_s'] * 1e3:.2f} ms\n" if "median_s" in r else f"failed: {r['error']}\n"))
                 stderr.flush()
+                if after_each is not None:
+                    after_each(results, limits)
             elif message.get("exit"):  # the worker died (killed for memory, say): its other cases failed
                 for k in indices:
                     if results[k] is None:
@@ -157,16 +159,23 @@ def _run(config: BenchConfig, stdout: TextIO, stderr: TextIO) -> int:
     mode = config.sizes
     os.environ.update(ENVIRONMENT)  # before any backend is imported here, too
     json_path, plot_path = _checked(config.json, "--json"), _checked(config.plot, "--plot")
+    table_path = _checked(config.table, "--table")
     todo = for_run(config.device, config.backend, mode)
 
-    def save_so_far(timed: list, limits: dict) -> None:  # a run cut short still leaves its JSON
+    def save_so_far(timed: list, limits: dict) -> None:  # a run cut short still leaves its JSON and table
+        report = _report(todo, timed, limits, config.in_process, complete=False)
         if json_path is not None:
-            write_json(json_path, _report(todo, timed, limits, config.in_process, complete=False), "--json")
+            write_json(json_path, report, "--json")
+        if table_path is not None:
+            so_far = table(report["results"], limits) + "(incomplete: the run goes on)\n"
+            write_bytes(table_path, so_far.encode(), "--table")
 
     timed, limits = measure_all(todo, mode, not config.in_process, stderr, save_so_far)
     report = _report(todo, timed, limits, config.in_process, complete=True)
     found = report["results"]
     stdout.write(f"matmul precision: {report['matmul_precision']}\n" + table(found, limits))
+    if table_path is not None:
+        write_bytes(table_path, table(found, limits).encode(), "--table")
     if json_path is not None:
         write_json(json_path, report, "--json")
         stdout.write(f"wrote {json_path}\n")

@@ -1,6 +1,6 @@
 """A Dask cluster's lifetime and the connection to it: ``--scheduler`` parsed, a client opened and closed.
 
-Dask is optional (``pip install "moonxp[cluster]"``); it is imported only here
+Dask is optional (the ``cluster`` extra); it is imported only here
 (and in `workers`), and only when a cluster is asked for. Every worker of a
 cluster moonxp connects to runs `workers.WorkerSetup` once, when it starts.
 """
@@ -18,9 +18,9 @@ from concurrent.futures import CancelledError
 from typing import Any, Callable, Iterator, Sequence
 
 from ..environment import host_memory
-from ..errors import BackendError, InvalidInputError
+from ..errors import BackendError, InvalidInputError, install_hint
 
-EXTRA_HINT = 'install the cluster extra: pip install "moonxp[cluster]"'
+EXTRA_HINT = f"install the cluster extra: {install_hint('cluster')}"
 CONNECT_TIMEOUT_S = 2.0  # an address that does not answer within this is reported, not waited on
 LOCAL_HOST = "127.0.0.1"  # a local cluster listens on loopback only (scheduler, workers, dashboard)
 WORKER_WAIT_S = 120.0  # how long a run waits for a worker able to take its tasks, unless set in:

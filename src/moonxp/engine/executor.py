@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import functools
 import operator
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..arrays import is_out_of_memory
-from ..errors import DeviceMemoryError, InvalidTypeError
+from ..errors import BackendError, CompileError, CompileWarning, DeviceMemoryError, InvalidTypeError, MoonxpError
 from .policy import Policy, remember_fitted, tile_elements as fitted_tile_elements
 
 Tile = tuple[slice, slice]  # (first batch axis, points)
 ALL = slice(None)
 ALL_TILE = (ALL, ALL)
 MIN_TILE_ELEMENTS = 1 << 10  # below this, out-of-memory is not a tiling problem
+_failed: dict = {}  # compiler name ("torch.compile", ...) -> why it failed in this process; eager since
 
 
 def plan(networks: int, per_network: int, points: int, per_point: int, tile_elements: int) -> list[Tile]:
@@ -46,44 +48,102 @@ def _part(start: int, step: int, total: int) -> slice:
     return ALL if step >= total else slice(start, min(start + step, total))
 
 
-def program(fn: Callable, policy: Policy, compile: bool | None, /, **bound: Any) -> Callable:
-    """`fn` with keyword arguments bound, compiled by the policy's compiler when asked.
+def compiles(policy: Policy, compile: bool | None, steps: int, units: int) -> bool:
+    """Whether a call runs compiled: as `compile` says, or (None) where the policy's cost model says it pays
+    for `steps` steps of `units` (network, point, hidden unit) each (see `policy.CompileCost`).
 
-    compile=None takes the policy's default (JAX, and PyTorch and CuPy on CUDA: compiled;
-    others: eager). `fn` takes ``fused``: compiled, it gets the policy's choice of kernel
-    forms; eager, the matmul forms. Under a `Bridge` the program computes in the bridge's
-    namespace (``xp`` rebound) on the same memory, through DLPack. Cached, so a compiled
-    function is traced once per shape, not once per call; a compiled program holds its
-    tiles, so the tile size in force is part of the key.
+    Raises
+    ------
+    InvalidTypeError
+        compile=True where the namespace has no compiler.
     """
     if compile and policy.compiler is None:
         raise InvalidTypeError("these arrays' namespace has no compiler: compile=True needs JAX or PyTorch arrays "
                                "(or CuPy arrays with PyTorch or JAX installed for CUDA)")
-    return _program(fn, policy, compiled(policy, compile), fitted_tile_elements(policy), **bound)
+    if compile is not None:
+        return compile
+    return policy.compiler is not None and policy.cost is not None and policy.cost.pays(steps, units)
 
 
-def compiled(policy: Policy, compile: bool | None) -> bool:
-    """Whether work under `policy` runs compiled, for the `compile` flag of a public entry."""
-    return policy.compile_by_default if compile is None else compile
+def execution(policy: Policy, compile: bool | None, steps: int, units: int) -> str:
+    """How such a call runs, and why, in words: "jax.jit", "torch.compile via DLPack", "eager (too small to
+    compile)", "eager (compiling off)", "torch.compile failed: eager", ..."""
+    if policy.compiler is None:
+        return "eager (no compiler)"
+    if policy.compiled_as in _failed:
+        return f"{policy.compiled_as} failed: eager"
+    if compiles(policy, compile, steps, units):
+        return policy.compiled_as
+    if compile is False:
+        return "eager (compiling off)"
+    return "eager (too small to compile)" if policy.cost is not None else "eager (compiles only when asked)"
 
 
-def execution(policy: Policy, compile: bool | None) -> str:
-    """How work under `policy` runs: "eager", or the compiler ("jax.jit", "torch.compile via DLPack", ...)."""
-    return policy.compiled_as if compiled(policy, compile) and policy.compiler else "eager"
+def program(fn: Callable, policy: Policy, compile: bool | None, compiled: bool, /, **bound: Any) -> Callable:
+    """`fn` with keyword arguments bound, compiled by the policy's compiler if `compiled` (see `compiles`).
+
+    `fn` takes ``fused``: compiled, it gets the policy's choice of kernel forms; eager, the
+    matmul forms. Under a `Bridge` the program computes in the bridge's namespace (``xp``
+    rebound) on the same memory, through DLPack. Cached, so a compiled function is
+    traced once per input shape, not once per call. `fn` must read no state of moonxp's
+    modules (a compiled program would keep what it read while tracing).
+
+    A compiler that fails (a graph break, a missing C compiler or Triton, an XLA error)
+    raises CompileError where `compile` is True; otherwise the program runs eager from then
+    on, after one `CompileWarning`, and `execution` says so.
+    """
+    return _program(fn, policy, compiled, compile is True, **bound)
+
+
+def fall_back(compiler: str, reason: str) -> None:
+    """Run eager from now on where `compiler` would have compiled by moonxp's own choice; warn once."""
+    if compiler not in _failed:
+        _failed[compiler] = reason
+        warnings.warn(f"{reason}; running eager", CompileWarning, stacklevel=3)
 
 
 @functools.lru_cache(maxsize=32)
-def _program(fn: Callable, policy: Policy, compile: bool, tile_elements: int, /, **bound: Any) -> Callable:
-    if not compile:
-        return functools.partial(fn, fused=False, **bound)
-    bridge = policy.bridge
+def _program(fn: Callable, policy: Policy, compiled: bool, asked: bool, /, **bound: Any) -> Callable:
+    eager = functools.partial(fn, fused=False, **bound)
+    if not compiled:
+        return eager
+    built: list = []
+
+    def run(*args: Any) -> Any:
+        if policy.compiled_as in _failed and not asked:
+            return eager(*args)
+        try:
+            if not built:
+                built.append(_compile(fn, policy, bound))
+            return built[0](*args)
+        except Exception as exc:
+            if is_out_of_memory(exc) or isinstance(exc, MoonxpError) and not isinstance(exc, BackendError):
+                raise  # tiles halve (`fit`); moonxp's own errors are the input's (a bridge's is the compiler's)
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else "no message"
+            reason = f"{policy.compiled_as} failed ({type(exc).__name__}: {message})"
+            if asked:
+                raise CompileError(policy.compiled_as, reason) from None
+            fall_back(policy.compiled_as, reason)
+            return eager(*args)
+    return run
+
+
+def _compile(fn: Callable, policy: Policy, bound: dict) -> Callable:
+    """`fn` compiled by the policy's compiler, in the bridge's namespace if there is one.
+
+    The compiler gets `fn` itself, its keyword arguments static: a program's code is its own,
+    so compilers count its versions per program (torch.compile would count the versions of every
+    `functools.partial` it compiles together, against one recompile limit).
+    """
+    bridge = None if policy.bridge is None else policy.bridge()
+    static = {"fused": policy.fused, **bound, **({} if bridge is None else {"xp": bridge.xp})}
+    compiled = policy.compiler(fn, tuple(static))
     if bridge is None:
-        return policy.compiler(functools.partial(fn, fused=policy.fused, **bound))
-    inner = policy.compiler(functools.partial(fn, fused=policy.fused, **{**bound, "xp": bridge.xp}))
+        return lambda *args: compiled(*args, **static)
 
     def bridged(*args: Any) -> Any:
         into = _tree(lambda x: bridge.into(x) if hasattr(x, "__dlpack__") else x, args)
-        return _tree(bridge.back, inner(*into))
+        return _tree(bridge.back, compiled(*into, **static))
     return bridged
 
 
@@ -112,18 +172,18 @@ def run(work: Callable[[Tile], Any], tiles: Sequence[Tile], workers: int) -> lis
     return first + [r for f in others for r in f.result()]
 
 
-def map_tiles(work: Callable[[Tile], Any], planner: Callable[[int], list], total: int,
-              policy: Policy) -> tuple[list, list]:
-    """Run `work` on each tile of `planner(tile_elements)`, for work holding `total` elements in all.
+def fit(work: Callable[[list], Any], planner: Callable[[int], list], total: int, policy: Policy) -> tuple[list, Any]:
+    """`work(tiles)` with tiles = `planner(tile_elements)`, for work holding `total` elements in all.
 
-    Out of device memory, the tiles halve until they fit (the size that fitted is kept
-    for later calls with this policy, see `policy.reset`) or become too small to help. Returns (tiles, results).
+    Out of device memory (at run time, compiled programs included), the tiles halve until
+    they fit (the size that fitted is kept for later calls with this policy, see
+    `policy.reset`) or become too small to help. Returns (tiles, work's result).
     """
     tile_elements = fitted_tile_elements(policy)
     while True:
         tiles = planner(tile_elements)
         try:
-            return tiles, [work(tiles[0])] if len(tiles) == 1 else run(work, tiles, policy.workers)
+            return tiles, work(tiles)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -134,6 +194,13 @@ def map_tiles(work: Callable[[Tile], Any], planner: Callable[[int], list], total
                     f"or use fewer networks or points") from None
             tile_elements = min(tile_elements, total) // 2
             remember_fitted(policy, tile_elements)
+
+
+def map_tiles(work: Callable[[Tile], Any], planner: Callable[[int], list], total: int,
+              policy: Policy) -> tuple[list, list]:
+    """Run `work` on each tile of `planner(tile_elements)` (see `fit`). Returns (tiles, results)."""
+    return fit(lambda tiles: [work(tiles[0])] if len(tiles) == 1 else run(work, tiles, policy.workers),
+               planner, total, policy)
 
 
 def _groups(tiles: Sequence[tuple], results: list) -> list[tuple[list, list]]:

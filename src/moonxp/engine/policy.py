@@ -1,12 +1,17 @@
 """Execution policy: how work on one namespace/device runs (tile size, CPU threads, compiler, kernel forms).
 
-On CUDA, compiling is the default (torch.compile, jax.jit), with the kernels'
-fusion-friendly forms (`kernels`, ``fused=True``); CuPy arrays reach a compiler
-through DLPack (`Bridge`), zero-copy, when PyTorch with CUDA (else JAX with a GPU)
-is installed. On the CPU the eager matmul forms stay: they measured faster there.
+Compiling is chosen per call, where it pays (`CompileCost`, measured figures in
+docs/gpu.md): JAX always (eager JAX compiles every op anyway, so one small jitted
+program costs less), torch.compile on CUDA only for work large enough to win back
+its compile time, on the CPU only when asked. Compiled programs use the kernels'
+fusion-friendly forms (`kernels`, ``fused=True``) on GPUs; CuPy arrays reach a
+compiler through DLPack (`Bridge`), zero-copy, when PyTorch with CUDA (else JAX
+with a GPU) is installed; that library is imported only when a program compiles.
+On the CPU the eager matmul forms stay: they measured faster there.
 
 The policy is a pure function of (namespace, device, dtype), except for the
-process-wide state below, which lives here and only here:
+process-wide state below, which lives here and only here (and is read outside
+compiled programs only):
 
 - ``_gpu_tiles``: a GPU's tile size, fixed from its free memory at first use, so
   that compiled programs (traced per tile shape) stay cached;
@@ -27,26 +32,55 @@ import contextlib
 import ctypes
 import functools
 import importlib.util
+import inspect
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from array_api_compat import is_cupy_namespace, is_jax_namespace, is_numpy_namespace, is_torch_namespace
 
 from ..arrays import device_context
+from ..environment import cores
+from ..errors import BackendError
 
 # Elements that all live temporaries of one tile hold together. On a CPU, cache-sized
 # tiles run many times faster than temporaries of hundreds of MB (see docs/design.md);
 # 2**20 measured best for both training and grids on a 2-core EPYC (bench/RESULTS.md).
 CPU_TILE_ELEMENTS = 1 << 20
 GPU_MEMORY_SHARE = 0.5  # of free device memory, for one tile's temporaries
-# Past 2**31 elements CuPy indexes in 64 bits, and a GPU is saturated long before: cap GPU tiles.
-GPU_TILE_CAP = 1 << 28
-# XLA fuses part of the temporaries; larger tiles train faster, but each tile of each
-# step is traced, so compile time grows as tiles shrink. 2**23 balanced both here.
+# Past 2**31 elements one array needs 64-bit indexing (CuPy, Triton): cap a GPU tile's temporaries there,
+# well above what a GPU needs to be saturated, so only work that does not fit the device is split.
+GPU_TILE_CAP = 1 << 31
+# Eager JAX on the CPU: larger tiles train faster (XLA fuses part of the temporaries).
 JAX_TILE_ELEMENTS = 1 << 23
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+@dataclass(frozen=True)
+class CompileCost:
+    """When compiling pays on one device: once the eager time it saves,
+    ``steps * (step_s + units * unit_s)``, reaches its cost `compile_s` (with empty caches).
+
+    A unit is one (network, point, hidden unit) of one step, or one (network, grid point,
+    hidden unit) of a grid. The figures and how they were found are in docs/gpu.md.
+    """
+
+    compile_s: float  # seconds to compile a call's programs, caches empty
+    step_s: float     # eager seconds saved per step (kernel launches, Python dispatch)
+    unit_s: float     # eager seconds saved per unit (memory passes that compiled programs fuse away)
+
+    def pays(self, steps: int, units: int) -> bool:
+        return steps * (self.step_s + units * self.unit_s) >= self.compile_s
+
+
+# Eager JAX compiles every distinct op itself, so one jitted step program always costs less (docs/gpu.md).
+ALWAYS = CompileCost(0.0, 0.0, 0.0)
+# torch.compile (Dynamo, Inductor, Triton) on CUDA: estimates for an H200, not yet measured on one (docs/gpu.md).
+TORCH_CUDA = CompileCost(compile_s=10.0, step_s=200e-6, unit_s=1e-11)
+# jax.jit of CuPy arrays through DLPack: XLA compiles a step in about a second; eager CuPy compiles nothing.
+JAX_BRIDGE = CompileCost(compile_s=1.0, step_s=200e-6, unit_s=1e-11)
 
 
 @dataclass(frozen=True)
@@ -66,17 +100,21 @@ class Bridge:
 class Policy:
     """How work on one namespace/device runs: tile size, CPU threads, a compiler if any, and its name.
 
-    `fused`: compiled programs use the kernels' fusion-friendly forms. `bridge`: the
-    compiler belongs to another library, reached through DLPack.
+    `cost`: when compiling pays by default (None: only when asked). `fused`: compiled
+    programs use the kernels' fusion-friendly forms. `bridge`: the compiler belongs to
+    another library, reached through DLPack; called when a program compiles, it
+    imports that library and returns the `Bridge`. `writes_tiles`: tiles write their
+    results into one preallocated array (NumPy) instead of being concatenated.
     """
 
     tile_elements: int
     workers: int
-    compiler: Callable[[Callable], Callable] | None = None
-    compile_by_default: bool = False
-    fused: bool = False
-    bridge: Bridge | None = None
+    compiler: Callable[[Callable, tuple[str, ...]], Callable] | None = None  # (fn, its static keyword names)
     compiled_as: str = ""
+    cost: CompileCost | None = None
+    fused: bool = False
+    bridge: Callable[[], Bridge] | None = None
+    writes_tiles: bool = False
 
 
 def policy(xp: Any, device: Any, dtype: Any) -> Policy:
@@ -88,25 +126,25 @@ def policy(xp: Any, device: Any, dtype: Any) -> Policy:
     itemsize = xp.finfo(dtype).bits // 8
     if is_jax_namespace(xp):
         if getattr(device, "platform", "cpu") == "gpu":
-            return Policy(_gpu_tile_elements(xp, device, itemsize), 1, _jax_jit, True, fused=True,
-                          compiled_as="jax.jit")
-        return Policy(JAX_TILE_ELEMENTS, 1, _jax_jit, True, compiled_as="jax.jit")  # eager JAX: op by op
+            return Policy(_gpu_tile_elements(xp, device, itemsize), 1, _jax_jit, "jax.jit", ALWAYS, fused=True)
+        return Policy(JAX_TILE_ELEMENTS, 1, _jax_jit, "jax.jit", ALWAYS)
     if is_cupy_namespace(xp):
         tiles = _gpu_tile_elements(xp, device, itemsize)
-        bridged = _cupy_bridge(xp, itemsize)
-        if bridged is None:
-            return Policy(tiles, 1)  # eager CuPy only
-        bridge, compiler, name = bridged
-        return Policy(tiles, 1, compiler, True, fused=True, bridge=bridge, compiled_as=name)
+        for library, compiler, name, cost in (("torch", _torch_compile, "torch.compile", TORCH_CUDA),
+                                              ("jax", _jax_jit, "jax.jit", JAX_BRIDGE)):
+            if importlib.util.find_spec(library) is not None:  # imported only when a program compiles
+                return Policy(tiles, 1, compiler, f"{name} via DLPack", cost, fused=True,
+                              bridge=_bridge(library, itemsize))
+        return Policy(tiles, 1)  # eager CuPy only
     if is_torch_namespace(xp) and getattr(device, "type", "cpu") == "cuda":
-        return Policy(_gpu_tile_elements(xp, device, itemsize), 1, _torch_compile, True, fused=True,
-                      compiled_as="torch.compile")
+        return Policy(_gpu_tile_elements(xp, device, itemsize), 1, _torch_compile, "torch.compile", TORCH_CUDA,
+                      fused=True)
     if is_numpy_namespace(xp):
         # NumPy releases the GIL in its loops, so tiles run on all cores.
         keep_freed_memory()
-        return Policy(CPU_TILE_ELEMENTS, cores())
+        return Policy(CPU_TILE_ELEMENTS, cores(), writes_tiles=True)
     if is_torch_namespace(xp):  # torch threads each op itself; on the CPU torch.compile only when asked
-        return Policy(CPU_TILE_ELEMENTS, 1, _torch_compile, compiled_as="torch.compile")
+        return Policy(CPU_TILE_ELEMENTS, 1, _torch_compile, "torch.compile")
     return Policy(CPU_TILE_ELEMENTS, 1)
 
 
@@ -138,11 +176,6 @@ def reset() -> None:
     _fitted.clear()
 
 
-def cores() -> int:
-    """Cores this process may run on (affinity and container limits included, where the OS tells)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 @functools.lru_cache(maxsize=1)
 def keep_freed_memory() -> None:
     """Let glibc's malloc reuse freed tile temporaries instead of returning them to the OS.
@@ -162,34 +195,75 @@ def keep_freed_memory() -> None:
         pass
 
 
-def _jax_jit(fn: Callable) -> Callable:
+def cache_folder() -> Path:
+    """moonxp's folder for compilation caches: $MOONXP_CACHE_DIR, else moonxp/ in the user's cache home.
+
+    A compilation cache holds code that is loaded and run: never share it with users you do not trust.
+    """
+    if os.environ.get("MOONXP_CACHE_DIR"):
+        return Path(os.environ["MOONXP_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "moonxp"
+
+
+def _jax_jit(fn: Callable, static: tuple[str, ...]) -> Callable:
+    """`fn` compiled by jax.jit (float32 matmuls at full precision), with moonxp's persistent compilation cache."""
     import jax
-    return jax.jit(fn)
+    jax_cache()
+    jitted = jax.jit(fn, static_argnames=static)
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with jax.default_matmul_precision("highest"):  # not TF32 on NVIDIA GPUs: the numbers of every backend
+            return jitted(*args, **kwargs)
+    return run
 
 
-def _torch_compile(fn: Callable) -> Callable:
+def jax_cache() -> None:
+    """Keep JAX's compiled programs in moonxp's cache folder, unless the user chose a cache.
+
+    It takes effect only before JAX compiles anything (its first op included): `backend.resolve`
+    calls it as it imports JAX; arrays brought from elsewhere may have compiled before.
+    """
+    import jax
+    if jax.config.jax_compilation_cache_dir is None:
+        jax.config.update("jax_compilation_cache_dir", str(cache_folder() / "jax"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # moonxp's programs compile fast
+
+
+def _torch_compile(fn: Callable, static: tuple[str, ...] = ()) -> Callable:
+    """`fn` compiled by torch.compile as one whole graph per input shape, with moonxp's persistent caches
+    (Dynamo specializes on the `static` keyword arguments by itself)."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_folder() / "torchinductor"))
     import torch
-    return torch.compile(fn, dynamic=False)
+    # fullgraph: a graph break, or a recompile past the limit, raises instead of running part of it eager
+    limit = {"recompile_limit": 64} if "recompile_limit" in inspect.signature(torch.compile).parameters else {}
+    return torch.compile(fn, dynamic=False, fullgraph=True, **limit)
 
 
-@functools.lru_cache(maxsize=4)
-def _cupy_bridge(xp: Any, itemsize: int) -> tuple[Bridge, Callable, str] | None:
-    """PyTorch with CUDA, else JAX with a GPU, as the compiler of CuPy arrays (None: neither is usable)."""
-    if importlib.util.find_spec("torch") is not None:
-        import torch
-        if torch.cuda.is_available():
+@functools.lru_cache(maxsize=None)
+def _bridge(library: str, itemsize: int) -> Callable[[], Bridge]:
+    """The `Policy.bridge` of CuPy arrays into `library` (torch or jax) for `itemsize`-byte floats."""
+    @functools.lru_cache(maxsize=1)
+    def connect() -> Bridge:
+        import cupy
+        if library == "torch":
+            import torch
+            if not torch.cuda.is_available():
+                raise BackendError("PyTorch cannot use CUDA here, so it cannot compile CuPy's work")
             import array_api_compat.torch as torch_xp
-            return Bridge(torch_xp, torch.from_dlpack, xp.from_dlpack), _torch_compile, "torch.compile via DLPack"
-    if importlib.util.find_spec("jax") is not None:
+            return Bridge(torch_xp, torch.from_dlpack, cupy.from_dlpack)
+        quiet_xla()
         import jax
-        try:
-            jax.devices("gpu")
-        except RuntimeError:
-            return None
+        jax.devices("gpu")  # RuntimeError without a GPU
         if itemsize == 8:
             jax.config.update("jax_enable_x64", True)  # else JAX computes float64 in float32
-        return Bridge(jax.numpy, jax.numpy.from_dlpack, xp.from_dlpack), _jax_jit, "jax.jit via DLPack"
-    return None
+        return Bridge(jax.numpy, jax.numpy.from_dlpack, cupy.from_dlpack)
+    return connect
+
+
+def quiet_xla() -> None:
+    """Keep JAX from taking 75% of each GPU when it starts (unless the user set XLA_PYTHON_CLIENT_PREALLOCATE):
+    it would leave CuPy and PyTorch, and moonxp's own tile sizing, without that memory."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 def _gpu_tile_elements(xp: Any, device: Any, itemsize: int) -> int:
@@ -222,9 +296,12 @@ def free_device_memory(xp: Any, device: Any) -> int | None:
 def _free_gpu_memory(xp: Any, device: Any) -> int | None:
     """Bytes free on `device` for new arrays, its library's pool included (None: not told);
     CuPy: `device` must be current."""
-    if is_cupy_namespace(xp):
+    if is_cupy_namespace(xp):  # compiled through torch, outputs live in torch's cache: count its free blocks too
         import cupy
         free, _ = cupy.cuda.runtime.memGetInfo()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            free += torch.cuda.memory_reserved(device.id) - torch.cuda.memory_allocated(device.id)
         return free + cupy.get_default_memory_pool().free_bytes()
     if is_jax_namespace(xp):  # XLA's allocator holds its share of the device (75% unless told otherwise)
         stats = device.memory_stats() or {}

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import validate
-from ..arrays import to_host
+from ..arrays import device_context, to_host
 from ..data import initial_params, moons
 from ..defaults import CHECK_EVERY, HIDDEN, ITERS, LR, NOISE, SEED
 from ..errors import DivergedError
@@ -51,13 +51,16 @@ def draw_shard(index: int, *, seed: int, samples: int, shards: int, noise: float
 
 
 def _shard_sums(shard: tuple[Any, Any], state: tuple[Params, Any], spec: Spec) -> tuple:
-    """(error sum, gradient sums) of one shard for the parameters in `state`, as host arrays."""
+    """(error sum, gradient sums) of one shard for the parameters in `state`, as host arrays.
+
+    With the shard's device current: CuPy launches there (cuda:N, N >= 1), and the tiles are
+    sized from that device's free memory."""
     backend = task_backend(spec)
     X, T = shard
     params = Params(*(backend.asarray(p) for p in state[0]))
     xp = backend.xp
-    policy = policy_for(xp, backend.device, backend.dtype)
-    with np.errstate(over="ignore", invalid="ignore"):
+    with device_context(xp, backend.device), np.errstate(over="ignore", invalid="ignore"):
+        policy = policy_for(xp, backend.device, backend.dtype)
         e, sums = tiled_sums(functools.partial(error_and_gradient_sums, xp=xp), params, X, T, xp, policy)
     return (to_host(e), Params(*(to_host(g) for g in sums)))
 

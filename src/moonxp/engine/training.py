@@ -4,8 +4,9 @@ One iteration is one `step`: the error and gradient sums of the kernels over
 tiles of (networks x points) (`executor`), divided by N, then `descent`.
 Errors stay on the device; every `check_every` iterations a single boolean is
 read back to stop a diverging run, so a GPU is not synchronized every step.
-Where the namespace has a compiler (``jax.jit``, ``torch.compile``), those
-`check_every` steps are compiled, from the same source, as one program.
+Where compiling pays (``jax.jit``, ``torch.compile``, see `executor.compiles`), one
+step is compiled, from the same source, as one small program: small programs
+compile in a fraction of the time an unrolled chunk of steps would.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import validate
-from ..arrays import device_context, to_host, values_readable
+from ..arrays import all_true, device_context, to_host, values_readable
 from ..defaults import CHECK_EVERY, ITERS, LR
 from ..errors import DivergedError, InvalidTypeError
 from ..kernels import STEP_TEMPORARIES, Params, descent, error_and_gradient_sums, forward, loss_terms, with_ones
-from .executor import ALL, ALL_TILE, Tile, compiled, map_tiles, plan, program, run, sum_over_points
+from .executor import ALL, ALL_TILE, Tile, compiles, fit, map_tiles, plan, program, run, sum_over_points
 from .policy import Policy, policy as policy_for
 
 Array = Any
@@ -43,40 +44,65 @@ def _tile(params: Params, X: Array, T: Array, tile: Tile) -> tuple[Params, Array
     return params, X, T
 
 
+def _shape(params: Params, X: Array) -> tuple[int, int, int, int]:
+    """(networks on the first batch axis, networks per entry, points, elements per point and network): `plan`'s
+    sizes of one step's temporaries."""
+    W = params.W
+    return (W.shape[0] if W.ndim > 2 else 1, math.prod(W.shape[1:-2]), X.shape[-2],
+            STEP_TEMPORARIES * W.shape[-1] + W.shape[-2])  # per point: (H,) temporaries and x dy (D,)
+
+
+def _units(params: Params, X: Array) -> int:
+    """(network, point, hidden unit) triples of one step: the cost model's measure of work."""
+    return math.prod(params.v.shape) * X.shape[-2]
+
+
 def tiled_sums(work: Callable, params: Params, X: Array, T: Array, xp: Any, policy: Policy) -> tuple:
     """Sum `work(params, X, T)` (per-network sums over points, a tuple) over all tiles."""
-    W = params.W
-    shape = (W.shape[0] if W.ndim > 2 else 1, math.prod(W.shape[1:-2]), X.shape[-2],
-             STEP_TEMPORARIES * W.shape[-1] + W.shape[-2])  # per point: (H,) temporaries and x dy (D,)
+    shape = _shape(params, X)
     tiles, results = map_tiles(lambda tile: work(*_tile(params, X, T, tile)), functools.partial(plan, *shape),
                                math.prod(shape), policy)
     return sum_over_points(tiles, results, xp)
 
 
-def _step(params: Params, X: Array, T: Array, lr: float, xp: Any, policy: Policy,
-          fused: bool) -> tuple[Params, Array]:
-    """(params after one descent step, the loss sum before it), for X = [X, 1] (`kernels.with_ones`).
+def _step(params: Params, X: Array, T: Array, lr: float, xp: Any, fused: bool) -> tuple[Params, Array]:
+    """(params after one descent step on all of X = [X, 1] (`kernels.with_ones`), T; the loss sum before it).
 
     lr / N turns the gradient sums into means.
     """
-    e, sums = tiled_sums(functools.partial(error_and_gradient_sums, xp=xp, fused=fused, ones_column=True),
-                         params, X, T, xp, policy)
+    e, sums = error_and_gradient_sums(params, X, T, xp, fused, ones_column=True)
     return descent(params, sums, lr / X.shape[-2]), e
 
 
-def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any,
-           policy: Policy, fused: bool) -> tuple[Params, Array]:
-    """`count` descent steps on X = [X, 1]: (params after them, errors (..., count) before each).
+def _gradient_sums(params: Params, X: Array, T: Array, xp: Any, fused: bool) -> tuple[Array, Params]:
+    """`kernels.error_and_gradient_sums` of one tile of X = [X, 1]."""
+    return error_and_gradient_sums(params, X, T, xp, fused, ones_column=True)
 
-    Compiled, the steps form one program, so a compiler reuses buffers across them
-    and the host dispatches once per `count` steps (on a GPU: a few fused kernels
-    per step, one launch sequence per `count` steps instead of ~30 launches per step).
+
+def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any, policy: Policy,
+           compile: bool | None, compiled: bool) -> tuple[Params, tuple]:
+    """`count` descent steps on X = [X, 1]: (params after them, (the loss sum (...) before each step)).
+
+    Tiles are planned here, outside any compiled program. Where one tile holds all the
+    work, each step is one program (`_step`: a few fused kernels on a GPU); else the
+    per-tile sums are the program (at most two tile shapes), added up and applied here.
+    Out of device memory, the steps run again from `params` in smaller tiles (`fit`).
     """
-    sums = []
-    for _ in range(count):
-        params, e = _step(params, X, T, lr, xp, policy, fused)
-        sums.append(e)
-    return params, xp.stack(sums, axis=-1) / X.shape[-2]  # the mean, in one division per chunk
+    step = program(_step, policy, compile, compiled, xp=xp)
+    sums = program(_gradient_sums, policy, compile, compiled, xp=xp)
+
+    def attempt(tiles: list) -> tuple[Params, tuple]:
+        current, errors = params, []
+        for _ in range(count):
+            if len(tiles) == 1:
+                current, e = step(current, X, T, lr)
+            else:
+                e, gradient_sums = tiled_sums(sums, current, X, T, xp, policy)
+                current = descent(current, gradient_sums, lr / X.shape[-2])
+            errors.append(e)
+        return current, tuple(errors)
+    shape = _shape(params, X)
+    return fit(attempt, functools.partial(plan, *shape), math.prod(shape), policy)[1]
 
 
 def _network_blocks(params: Params, policy: Policy, compiled: bool) -> list[Tile]:
@@ -93,23 +119,24 @@ def _network_blocks(params: Params, policy: Policy, compiled: bool) -> list[Tile
     return [(slice(networks * k // workers, networks * (k + 1) // workers), ALL) for k in range(workers)]
 
 
-def _in_blocks(chunk: Callable, blocks: list[Tile], params: Params, X: Array, T: Array, lr: float, xp: Any,
-               workers: int) -> tuple[Params, Array]:
-    """`chunk(params, X, T, lr)` on each block of networks side by side, the blocks' results put back together."""
+def _in_blocks(chunk: Callable, blocks: list[Tile], params: Params, X: Array, T: Array, xp: Any,
+               workers: int) -> tuple[Params, tuple]:
+    """`chunk(params, X, T)` on each block of networks side by side, the blocks' results put back together."""
     if len(blocks) == 1:
-        return chunk(params, X, T, lr)
-    return sum_over_points(blocks, run(lambda block: chunk(*_tile(params, X, T, block), lr), blocks, workers), xp)
+        return chunk(params, X, T)
+    return sum_over_points(blocks, run(lambda block: chunk(*_tile(params, X, T, block)), blocks, workers), xp)
 
 
-def _scores(params: Params, X: Array, T: Array, xp: Any, policy: Policy, fused: bool) -> tuple[Array, Array]:
-    """Error E (...) and accuracy (...) on X = [X, 1] (`kernels.with_ones`), T: forward only, tile by tile."""
-    def sums(p, x, t):
-        y = forward(p, x, xp=xp, fused=fused, ones_column=True)
-        return xp.sum(loss_terms(y, t, xp), axis=-1), xp.sum(xp.astype(y * t > 0, y.dtype), axis=-1)
+def _score_sums(params: Params, X: Array, T: Array, xp: Any, fused: bool) -> tuple[Array, Array]:
+    """Sums over the points of X = [X, 1] (`kernels.with_ones`) of the loss terms and of the correct signs."""
+    y = forward(params, X, xp=xp, fused=fused, ones_column=True)
+    return xp.sum(loss_terms(y, T, xp), axis=-1), xp.sum(xp.astype(y * T > 0, y.dtype), axis=-1)
 
-    n = X.shape[-2]
-    e, correct = tiled_sums(sums, params, X, T, xp, policy)
-    return e / n, correct / n
+
+def _scores(params: Params, X: Array, T: Array, xp: Any, policy: Policy, compile: bool | None,
+            compiled: bool) -> tuple[Array, Array]:
+    """Loss sum (...) and correct signs (...) over X = [X, 1], T: forward only, tile by tile."""
+    return tiled_sums(program(_score_sums, policy, compile, compiled, xp=xp), params, X, T, xp, policy)
 
 
 def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = ITERS,
@@ -130,10 +157,11 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
     iters : int
         Descent steps (the homework's 128).
     compile : bool, optional
-        None: the policy's default (JAX, and any library on CUDA, compile); True: `jax.jit` or
-        `torch.compile` (CuPy through DLPack); False: eager.
+        None: compile where it pays (`moonxp.engine.policy.CompileCost`: JAX always, torch.compile
+        on CUDA for large work; a failing compiler then warns once and runs eager); True: `jax.jit`
+        or `torch.compile` (CuPy through DLPack), a compiler failure raising CompileError; False: eager.
     check_every : int
-        Steps run as one program between the single boolean read back to detect divergence.
+        Steps between the single boolean read back to detect divergence.
     progress : callable, optional
         Called as ``progress(done, iters)`` after each such chunk.
 
@@ -166,46 +194,42 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
     check_every = validate.count("check_every", check_every, 1)
     validate.compile_flag(compile)
     validate.callback("progress", progress)
-    chunks, done = [], 0
+    errors, done = [], 0  # the loss sums (...) before each update, on the device
     # Overflow on the way to divergence is expected: `_check_finite` reports it as DivergedError.
     with device_context(xp, device), np.errstate(over="ignore", invalid="ignore"):
         policy = policy_for(xp, device, params.W.dtype)
         validate.points(xp, X, params, into_batch=True)
         validate.labels(xp, T, X, params)
+        compiled = compiles(policy, compile, iters, _units(params, X))
         X = with_ones(X, xp)
-        blocks = _network_blocks(params, policy, compiled(policy, compile))
+        blocks = _network_blocks(params, policy, compiled)
         inner = policy if len(blocks) == 1 else dataclasses.replace(policy, workers=1)  # a block's own tiles: in turn
         while done < iters:
             count = min(check_every, iters - done)
-            # a shorter chunk runs one-step programs: two compiled programs at most (torch.compile: seconds each)
-            step = program(_steps, inner, compile, count=count if count == check_every else 1, xp=xp, policy=inner)
-            parts = []
-            for _ in range(1 if count == check_every else count):
-                params, errors = _in_blocks(step, blocks, params, X, T, lr, xp, policy.workers)
-                parts.append(errors)
-            chunks.append(parts[0] if len(parts) == 1 else xp.concat(parts, axis=-1))
-            _check_finite(xp, chunks, params, lr)
+            chunk = functools.partial(_steps, lr=lr, count=count, xp=xp, policy=inner, compile=compile,
+                                      compiled=compiled)
+            params, sums = _in_blocks(chunk, blocks, params, X, T, xp, policy.workers)
+            errors += sums
+            _check_finite(xp, errors, count, params, lr)
             done += count
             if progress is not None:
                 progress(done, iters)
-        final, _ = program(_scores, policy, compile, xp=xp, policy=policy)(params, X, T)
-        chunks.append(final[..., None])
-        _check_finite(xp, chunks, params, lr)
-        return params, chunks[0] if len(chunks) == 1 else xp.concat(chunks, axis=-1)
+        errors.append(_scores(params, X, T, xp, policy, compile, compiled)[0])
+        _check_finite(xp, errors, 1, params, lr)
+        return params, xp.stack(errors, axis=-1) / X.shape[-2]  # one stack and one division per call
 
 
-def _check_finite(xp: Any, chunks: list, params: Params, lr: float) -> None:
-    """Raise DivergedError unless the latest chunk of errors and the parameters are finite (one read-back).
+def _check_finite(xp: Any, errors: list, latest: int, params: Params, lr: float) -> None:
+    """Raise DivergedError unless the `latest` loss sums and the parameters are finite (one read-back).
 
     Non-finite parameters usually make the next error non-finite (the loss sum y . dE/dy
     turns inf * 0 into NaN), but not always: an output of +inf on the correct side has
     error 0. So the parameters are checked too; when only they are bad, divergence is
     dated at the iteration after the last error, the first state holding them.
     """
-    finite = [xp.all(xp.isfinite(chunks[-1]))] + [xp.all(xp.isfinite(p)) for p in params]
-    if bool(xp.all(xp.stack(finite))):
+    if all_true(xp, [*errors[-latest:], *params], lambda xp, a: xp.isfinite(a)):
         return
-    bad = ~np.isfinite(to_host(xp.concat(chunks, axis=-1)))  # (..., iterations so far)
+    bad = ~np.isfinite(np.stack([to_host(e) for e in errors], axis=-1))  # (..., iterations so far)
     if not bad.any():  # the parameters after the last update, the state of the next iteration
         params_bad = ~np.all([np.isfinite(to_host(p)).reshape(bad.shape[:-1] + (-1,)).all(axis=-1)
                               for p in params], axis=0)
@@ -242,4 +266,6 @@ def evaluate(params: Params, X: Array, T: Array, *, compile: bool | None = None)
         policy = policy_for(xp, device, params.W.dtype)
         validate.points(xp, X, params, into_batch=True)
         validate.labels(xp, T, X, params)
-        return program(_scores, policy, compile, xp=xp, policy=policy)(params, with_ones(X, xp), T)
+        compiled = compiles(policy, compile, 1, _units(params, X))
+        e, correct = _scores(params, with_ones(X, xp), T, xp, policy, compile, compiled)
+        return e / X.shape[-2], correct / X.shape[-2]
