@@ -115,7 +115,7 @@ def _remote(distributed: Any, address: str, timeout: float) -> Any:
                            f"(dask scheduler) or check the address") from None
 
 
-_prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # client -> the gate its tasks ask for
+_prepared: weakref.WeakSet = weakref.WeakSet()  # clients whose cluster runs `WorkerSetup`
 _checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # client -> {backend: versions found}
 
 
@@ -137,8 +137,7 @@ def prepare(client: Any, backend: str | None = None, say: Callable[[str], None] 
     Waits for a worker (saying so through `say`, up to `worker_wait_s()`), checks that the
     scheduler and every worker run this moonxp and the packages that change results (with
     `backend`'s library: `handshake.check`), then has every worker, present and future, run
-    `WorkerSetup` once: moonxp's set-up and, where its versions match, the gate resource that
-    `task_options` asks for.
+    `WorkerSetup` once: moonxp's set-up, and a worker joining later with other versions closes.
 
     Returns
     -------
@@ -164,7 +163,7 @@ def prepare(client: Any, backend: str | None = None, say: Callable[[str], None] 
                                    f"start workers (dask worker {client.scheduler.address}) or set "
                                    f"{WORKER_WAIT_ENV}") from None
     checked = _checked.setdefault(client, {})
-    if backend is None and checked:  # checked already; workers joining since are gated (WorkerSetup)
+    if backend is None and checked:  # checked already; workers joining since check themselves (WorkerSetup)
         backend = next(iter(checked))
     if backend not in checked:
         checked[backend] = handshake.check(client, backend)
@@ -172,53 +171,38 @@ def prepare(client: Any, backend: str | None = None, say: Callable[[str], None] 
         from .workers import WorkerSetup
         setup = WorkerSetup(handshake.compared(checked[backend]["client"], None))
         client.register_plugin(setup, name=setup.name)
-        _prepared[client] = handshake.gate(setup.expected)
+        _prepared.add(client)
     return checked[backend]
 
 
-def task_options(client: Any) -> dict:
-    """Keyword arguments for `client.submit`/`map`: the gate resource, so that only workers that run this
-    moonxp take the task (`prepare`)."""
-    return {"resources": {_prepared[client]: 1}}
-
-
-def completed(client: Any, futures: Sequence) -> Iterator[Any]:
-    """Each of `futures` as it finishes (its result is there to take), never waiting forever.
+def completed(client: Any, futures: Sequence) -> Iterator[tuple[Any, Any]]:
+    """(future, result) of each of `futures` as it finishes, never waiting forever; a task's error is raised.
 
     Raises
     ------
     BackendError
         The scheduler is lost (one line naming it), or no worker able to take moonxp's tasks
-        has been there for `worker_wait_s()` seconds (all died, or none runs this moonxp).
+        has been there for `worker_wait_s()` seconds (all died).
+    CancelledError
+        A future was cancelled with the scheduler still there (its inputs were lost with a worker).
     """
     distributed = import_distributed()
-    finished = distributed.as_completed(futures)
+    finished = distributed.as_completed(futures, with_results=True)  # results fetched as soon as each is done
     wait, idle_since = worker_wait_s(), None
     while not finished.is_empty():
         if finished.has_ready():
-            future = finished.next()
-            if future.status == "cancelled":
+            future, result = finished.next()
+            if isinstance(result, CancelledError):
                 check_connection(client)
-            yield future
+                raise result
+            yield future, result
             continue
         check_connection(client)
-        gate = _prepared.get(client)
-        able = [a for a, w in client.scheduler_info(n_workers=-1).get("workers", {}).items()
-                if gate is None or gate in w.get("resources", {})]
-        idle_since = None if able else idle_since or time.monotonic()
+        idle_since = None if client.scheduler_info().get("workers") else idle_since or time.monotonic()
         if idle_since is not None and time.monotonic() - idle_since > wait:
             raise BackendError(_no_worker(client, wait))
         with finished.thread_condition:
             finished.thread_condition.wait(timeout=POLL_S)
-
-
-def result(client: Any, future: Any) -> Any:
-    """`future`'s result; a BackendError naming the scheduler when the connection to it was lost on the way."""
-    try:
-        return future.result()
-    except (CancelledError, OSError):  # cancelled with the connection, or the connection closed while reading
-        check_connection(client)
-        raise
 
 
 def check_connection(client: Any) -> None:
@@ -230,12 +214,8 @@ def check_connection(client: Any) -> None:
 
 
 def _no_worker(client: Any, wait: float) -> str:
-    workers = client.scheduler_info(n_workers=-1).get("workers", {})
-    if not workers:
-        return (f"no worker has been connected to the scheduler at {client.scheduler.address} for {wait:g} s (all "
-                f"left or died); start workers, or set {WORKER_WAIT_ENV} to wait longer")
-    return (f"none of the {len(workers)} workers at {client.scheduler.address} runs this moonxp (checked as they "
-            f"joined) for {wait:g} s; install the same moonxp and packages on them")
+    return (f"no worker has been connected to the scheduler at {client.scheduler.address} for {wait:g} s (all "
+            f"left or died); start workers, or set {WORKER_WAIT_ENV} to wait longer")
 
 
 def describe(client: Any) -> str:

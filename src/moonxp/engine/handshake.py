@@ -9,9 +9,8 @@ installed metadata, which does not tell whether moonxp imports.
 
 Workers that join later are checked as they join: `workers.WorkerSetup`, a
 WorkerPlugin, compares the worker's versions with this process's in the worker
-itself and, only when they match, gives it the resource `gate(expected)` that
-every moonxp task asks for. A worker with another moonxp (or none, where the
-plugin cannot even be loaded) never takes a task.
+itself, and a worker whose versions differ closes before it takes a task. A
+worker without moonxp cannot even load the plugin, and Dask stops it.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from ..errors import BackendError
 
 RESULT_PACKAGES = ("moonxp", "numpy", "array-api-compat")  # + the backend's (environment)
 _PROBE = "__import__('moonxp.environment', fromlist=['versions']).versions({backend!r})"
-GATE_AMOUNT = 1 << 30  # a gated worker's amount of its resource: never the limit on its tasks
 
 
 def compared(found: dict, backend: str | None) -> dict:
@@ -34,8 +32,8 @@ def compared(found: dict, backend: str | None) -> dict:
     return {name: found.get(name) for name in names}
 
 
-def gate(expected: dict) -> str:
-    """The Dask resource that workers of exactly the `expected` versions hold."""
+def fingerprint(expected: dict) -> str:
+    """A short name for the `expected` versions."""
     return "moonxp-" + hashlib.sha256(json.dumps(expected, sort_keys=True).encode()).hexdigest()[:16]
 
 

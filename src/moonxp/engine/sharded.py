@@ -22,7 +22,7 @@ from ..data import initial_params, moons
 from ..defaults import CHECK_EVERY, HIDDEN, ITERS, LR, NOISE, SEED
 from ..errors import DivergedError
 from ..kernels import Params, descent, error_and_gradient_sums
-from .cluster import check_connection, completed, prepare, task_options
+from .cluster import completed, prepare
 from .policy import policy as policy_for
 from .tasks import Spec, task_backend
 from .training import tiled_sums
@@ -33,10 +33,7 @@ RETRIES = 3  # times the steps since the last read-back run again after workers 
 
 def _submitter(client: Any) -> Callable:
     """submit(fn, *args): a future on the cluster, or the value computed here now."""
-    if client is None:
-        return lambda fn, *args: fn(*args)
-    options = task_options(client)
-    return lambda fn, *args: client.submit(fn, *args, **options)
+    return (lambda fn, *args: fn(*args)) if client is None else (lambda fn, *args: client.submit(fn, *args))
 
 
 def draw_shard(index: int, *, seed: int, samples: int, shards: int, noise: float,
@@ -156,13 +153,10 @@ def train_shards(shards: Sequence, params: Params, samples: int, *, lr: float = 
 
 def _gather(client: Any, futures: Any) -> Any:
     """The results of `futures` (a list, in order, or one future), never waiting forever (`cluster.completed`)."""
-    for _ in completed(client, futures if isinstance(futures, list) else [futures]):
-        pass
-    try:
-        return client.gather(futures)
-    except (CancelledError, OSError):  # a worker's futures lost, or the connection closed while reading
-        check_connection(client)
-        raise
+    listed = futures if isinstance(futures, list) else [futures]
+    found = {future.key: result for future, result in completed(client, listed)}
+    results = [found[future.key] for future in listed]
+    return results if isinstance(futures, list) else results[0]
 
 
 def _on_backend(shard: tuple, spec: Spec) -> tuple[Any, Any]:
@@ -179,7 +173,7 @@ def scatter_shards(X: np.ndarray, T: np.ndarray, shards: int, spec: Spec,
     parts = [(X[bounds[k]:bounds[k + 1]], T[bounds[k]:bounds[k + 1]]) for k in range(shards)]
     if client is None:
         return [_on_backend(part, spec) for part in parts]
-    return client.map(_on_backend, client.scatter(parts), spec=spec, pure=True, **task_options(client))
+    return client.map(_on_backend, client.scatter(parts), spec=spec, pure=True)
 
 
 def train_sharded(seed: int = SEED, samples: int = 1_000_000, shards: int = 8, *, noise: float = NOISE,
@@ -204,8 +198,7 @@ def train_sharded(seed: int = SEED, samples: int = 1_000_000, shards: int = 8, *
     prepare(client)
     params = initial_params(np.random.RandomState(seed), hidden)
     draw = functools.partial(draw_shard, seed=seed, samples=samples, shards=shards, noise=noise, spec=spec)
-    parts = [draw(k) for k in range(shards)] if client is None else client.map(draw, range(shards), pure=True,
-                                                                                **task_options(client))
+    parts = [draw(k) for k in range(shards)] if client is None else client.map(draw, range(shards), pure=True)
     return train_shards(parts, params, samples, lr=lr, iters=iters, check_every=check_every, spec=spec,
                         client=client, progress=progress)
 

@@ -13,7 +13,7 @@ import functools
 from typing import Any, Callable, Sequence
 
 from .backend import Backend, resolve
-from .cluster import completed, prepare, result as cluster_result, task_options
+from .cluster import completed, prepare
 
 Spec = tuple[str, "str | None", str]  # (device, backend, dtype) as `resolve` takes them
 
@@ -44,12 +44,11 @@ def map_tasks(client: Any, fn: Callable, items: Sequence, progress: Callable[[in
                 progress(len(results), total)
         return results
     prepare(client)
-    futures = client.map(fn, items, pure=True, **task_options(client), **kwargs)
+    futures = client.map(fn, items, pure=True, **kwargs)
     index = {future.key: k for k, future in enumerate(futures)}
     results: list = [None] * total
     try:
-        for done, future in enumerate(completed(client, futures), 1):
-            result = cluster_result(client, future)
+        for done, (future, result) in enumerate(completed(client, futures), 1):
             results[index[future.key]] = result
             if on_result is not None:
                 on_result(index[future.key], result)

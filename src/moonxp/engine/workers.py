@@ -6,6 +6,7 @@ Imported only where a cluster is used (`cluster.prepare` registers it), since it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from typing import Any
@@ -13,25 +14,25 @@ from typing import Any
 from distributed import WorkerPlugin
 
 from ..environment import versions
-from .handshake import GATE_AMOUNT, compared, gate
+from .handshake import compared, fingerprint
 from .policy import keep_freed_memory
 
 QUIET_LOGGERS = ("distributed", "tornado", "asyncio")
 
 
 class WorkerSetup(WorkerPlugin):
-    """Applies moonxp's malloc tuning (`policy.keep_freed_memory`) in the worker's process, then, when the
-    worker's versions are `expected` (`handshake.compared`), gives it the resource `handshake.gate(expected)`
-    that moonxp's tasks ask for: a worker of another moonxp, joining late, never takes one."""
+    """Applies moonxp's malloc tuning (`policy.keep_freed_memory`) in the worker's process; a worker whose
+    versions are not `expected` (`handshake.compared`: it joined after the client's check) closes instead,
+    before it takes a task (plugins run before a joining worker handles the scheduler's messages)."""
 
     def __init__(self, expected: dict):
         self.expected = expected
-        self.name = "moonxp-setup-" + gate(expected)
+        self.name = "moonxp-setup-" + fingerprint(expected)
 
-    async def setup(self, worker: Any) -> None:
+    def setup(self, worker: Any) -> None:
         keep_freed_memory()
-        if compared(versions(), None) == self.expected:
-            await worker.set_resources(**{gate(self.expected): GATE_AMOUNT})
+        if compared(versions(), None) != self.expected:
+            asyncio.get_running_loop().create_task(worker.close(reason="moonxp-versions-differ"))
 
 
 def dask_setup(worker: Any) -> None:
