@@ -91,7 +91,7 @@ WORKLOADS = {w.name: w for w in (
                     {"smoke": (SAMPLES,), "quick": (SAMPLES,), "full": (SAMPLES,)}),
              "points", "run", iters=ITERS, dtypes=DTYPES[:1]),  # the homework's own float64
     Workload("grid-eval", "points/s", "{0}x{0}",
-             _sizes({"smoke": (64,), "quick": (2048, 8192), "full": (512, 2048, 4096, 8192)},
+             _sizes({"smoke": (64,), "quick": (2048,), "full": (512, 2048, 4096, 8192)},
                     {"smoke": (64,), "quick": (2048, 16384), "full": (2048, 8192, 16384)}),
              "grid", "grid-point", streamed_values=1),  # the outputs are written
     Workload("train-batched", "network-iterations/s", "B={}",
