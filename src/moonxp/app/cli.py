@@ -171,6 +171,10 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO, started: f
             from . import info
             stdout.write(info.text())
             return EXIT_OK
+        from ..engine.policy import keep_freed_memory, use_jax_x64
+        keep_freed_memory()  # malloc tuned for this process (docs/design.md); a library user opts in
+        if "float64" in ([args.dtype] if args.command == "train" else args.dtype if args.command == "sweep" else []):
+            use_jax_x64()  # float64 on JAX (or CuPy compiled through JAX) computes in float64
         if args.command == "sweep":
             from . import sweep
             return sweep.main(_sweep_config(args), stdout, functools.partial(_progress_bar, stderr, args.quiet))

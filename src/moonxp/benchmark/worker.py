@@ -22,6 +22,7 @@ import sys
 from typing import Iterator
 
 from ..engine.backend import resolve
+from ..engine.policy import keep_freed_memory, use_jax_x64
 from .cases import Case, device_kind, usable
 from .limits import measure, median_time
 from .workloads import make_call
@@ -35,7 +36,9 @@ TIMING = {"smoke": {"min_repeats": 1, "min_seconds": 0.0, "max_repeats": 1},
 
 
 def fair_precision(backend: str) -> None:
-    """Set `backend`'s float32 matmul precision to `MATMUL_PRECISION` (process-wide, for the benchmark)."""
+    """Set `backend`'s float32 matmul precision to `MATMUL_PRECISION`, and JAX's x64 mode for the float64 cases
+    (of JAX, and of CuPy compiled through JAX): process-wide, for the benchmark."""
+    use_jax_x64()
     if backend == "jax":
         import jax
         jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION)
@@ -97,6 +100,7 @@ def run(request: dict) -> Iterator[dict]:
 
 def main() -> None:
     os.environ.update(ENVIRONMENT)
+    keep_freed_memory()  # moonxp is timed as the command line runs it
     for message in run(json.load(sys.stdin)):
         sys.stdout.write(json.dumps(message) + "\n")
         sys.stdout.flush()

@@ -18,7 +18,7 @@ import numpy as np
 from ..arrays import device_context
 from ..defaults import DTYPES
 from ..errors import BackendError, InvalidInputError, InvalidTypeError, install_hint
-from .policy import jax_cache, quiet_xla
+from .policy import jax_cache, quiet_xla, require_x64
 
 BACKENDS = ("numpy", "cupy", "torch", "jax", "array-api-strict")
 GPU_BACKENDS = ("cupy", "torch", "jax")
@@ -52,7 +52,7 @@ class Backend:
                 x = self.xp.asarray(np.asarray(host, dtype=self.dtype_name), dtype=self.dtype, device=self.device)
             except (ValueError, TypeError) as exc:
                 raise InvalidTypeError(f"{self.device_name} on {self.name} cannot hold {self.dtype_name} "
-                                       f"({exc}); use --dtype float32") from None
+                                       f"({exc}); use --dtype float32") from exc
         if x.dtype != self.dtype:
             raise InvalidTypeError(f"{self.name} turned {self.dtype_name} into {x.dtype} on "
                                    f"{self.device_name}; use --dtype float32")
@@ -111,11 +111,11 @@ def _import(module: str, hint: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise BackendError(f"{module} is not installed ({exc}): {hint}") from None
+        raise BackendError(f"{module} is not installed ({exc}): {hint}") from exc
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else ""
         raise BackendError(f"{module} is installed but cannot be imported ({type(exc).__name__}: {reason}): "
-                           f"reinstall it, or {hint}") from None
+                           f"reinstall it, or {hint}") from exc
 
 
 def _check_index(index: int, count: int, what: str) -> None:
@@ -144,7 +144,7 @@ def _cupy(kind: str, index: int, dtype: str) -> Backend:
         count = cupy.cuda.runtime.getDeviceCount()
     except cupy.cuda.runtime.CUDARuntimeError as exc:
         raise BackendError(f"no CUDA device is usable by CuPy ({exc}): check the NVIDIA driver "
-                           f"(nvidia-smi), or use --device cpu") from None
+                           f"(nvidia-smi), or use --device cpu") from exc
     _check_index(index, count, "CuPy")
     import array_api_compat.cupy as xp
     return Backend("cupy", xp, cupy.cuda.Device(index), getattr(xp, dtype), f"cuda:{index}", dtype,
@@ -165,8 +165,7 @@ def _jax(kind: str, index: int, dtype: str) -> Backend:
     jax = _import("jax", f'{install_hint("jax")} (CPU; pip install "jax[cuda12]" for a GPU)')
     jax_cache()
     if dtype == "float64":
-        # Without x64, JAX silently computes float64 requests in float32.
-        jax.config.update("jax_enable_x64", True)
+        require_x64(jax)
     try:
         devices = jax.devices("cpu" if kind == "cpu" else "gpu")
     except RuntimeError:

@@ -122,7 +122,7 @@ def _program(fn: Callable, policy: Policy, compiled: bool, asked: bool, /, **bou
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else "no message"
             reason = f"{policy.compiled_as} failed ({type(exc).__name__}: {message})"
             if asked:
-                raise CompileError(policy.compiled_as, reason) from None
+                raise CompileError(policy.compiled_as, reason) from exc
             fall_back(policy.compiled_as, reason)
             return eager(*args)
     return run
@@ -191,7 +191,7 @@ def fit(work: Callable[[list], Any], planner: Callable[[int], list], total: int,
                 raise DeviceMemoryError(
                     f"out of device memory even in tiles of {tile_elements} elements "
                     f"({str(exc).splitlines()[0]}); free device memory (other processes?), use float32, "
-                    f"or use fewer networks or points") from None
+                    f"or use fewer networks or points") from exc
             tile_elements = min(tile_elements, total) // 2
             remember_fitted(policy, tile_elements)
 
