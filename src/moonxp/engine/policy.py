@@ -104,7 +104,8 @@ class Policy:
     `cost`: when compiling pays by default (None: only when asked). `fused`: compiled
     programs use the kernels' fusion-friendly forms. `bridge`: the compiler belongs to
     another library, reached through DLPack; called when a program compiles, it
-    imports that library and returns the `Bridge`.
+    imports that library and returns the `Bridge`. `writes_tiles`: tiles write their
+    results into one preallocated array (NumPy) instead of being concatenated.
     """
 
     tile_elements: int
@@ -114,6 +115,7 @@ class Policy:
     cost: CompileCost | None = None
     fused: bool = False
     bridge: Callable[[], Bridge] | None = None
+    writes_tiles: bool = False
 
 
 def policy(xp: Any, device: Any, dtype: Any) -> Policy:
@@ -140,7 +142,7 @@ def policy(xp: Any, device: Any, dtype: Any) -> Policy:
                       fused=True)
     if is_numpy_namespace(xp):
         # NumPy releases the GIL in its loops, so tiles run on all cores.
-        return Policy(CPU_TILE_ELEMENTS, cores())
+        return Policy(CPU_TILE_ELEMENTS, cores(), writes_tiles=True)
     if is_torch_namespace(xp):  # torch threads each op itself; on the CPU torch.compile only when asked
         return Policy(CPU_TILE_ELEMENTS, 1, _torch_compile, "torch.compile")
     return Policy(CPU_TILE_ELEMENTS, 1)
