@@ -18,6 +18,7 @@ import time
 from moonxp import resolve, synchronize
 from moonxp.benchmark.workloads import WORKLOADS, make_call
 from moonxp.benchmark.worker import ENVIRONMENT, fair_precision
+from moonxp.engine.policy import keep_freed_memory
 
 # row: (workload, size, moonxp's backend, dtype, peer (None: moonxp alone), goal as text)
 ROWS = {
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     os.environ.update(ENVIRONMENT)
+    keep_freed_memory()  # as `moonxp bench` times moonxp (and the peers in its process)
     fair_precision("jax")
     print(f"load average before: {os.getloadavg()[0]:.1f}")
     print("| row | goal | moonxp | peer | peer / moonxp | moonxp throughput |")
