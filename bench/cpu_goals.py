@@ -42,7 +42,7 @@ def timed(call):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("rows", nargs="*", choices=[[], *ROWS], default=list(ROWS))
+    parser.add_argument("rows", nargs="*", choices=[[], *ROWS], default=[], help="rows to time (default: all)")
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     os.environ.update(ENVIRONMENT)
