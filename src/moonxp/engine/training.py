@@ -215,7 +215,10 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
             done += count
             if progress is not None:
                 progress(done, iters)
-        errors.append(_scores(params, X, T, xp, policy, compile, compiled)[0] / X.shape[-2])
+        if compiled:  # the step program's error at the final params, its update dropped: no second program
+            errors.append(_steps(params, X, T, lr, 1, xp, policy, compile, compiled)[1][0])
+        else:
+            errors.append(_scores(params, X, T, xp, policy, compile, compiled)[0] / X.shape[-2])
         _check_finite(xp, errors, 1, params, lr)
         return params, xp.stack(errors, axis=-1)  # one op per call (JAX compiles every distinct eager op)
 
