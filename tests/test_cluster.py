@@ -114,7 +114,7 @@ def test_cli_train_on_a_cluster_matches_in_process(client, tmp_path):
 def test_ctrl_c_stops_the_local_cluster_and_leaves_whole_partial_results(tmp_path):
     out = tmp_path / "sweep"
     process = subprocess.Popen([sys.executable, "-m", "moonxp", "sweep", "--scheduler", "local:2", "--seeds",
-                                "0:200000", "--block", "20", "--out", str(out)],
+                                "0:200000", "--block", "20", "--format", "parquet", "--out", str(out)],
                                env={**os.environ, "PYTHONPATH": SRC}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     parent = psutil.Process(process.pid)

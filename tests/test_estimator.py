@@ -207,6 +207,11 @@ def test_bad_parameters_fail_in_fit_naming_the_parameter_and_range(params, phras
             call()
 
 
+def test_compile_without_a_compiler_is_one_clear_error():
+    with pytest.raises(TypeError, match="no compiler: compile=True needs JAX or PyTorch arrays"):
+        MoonxpClassifier(compile=True).fit(*moons(20))  # NumPy arrays, no dispatch
+
+
 def test_a_problem_too_large_for_memory_is_refused_before_any_work(monkeypatch):
     import moonxp.estimator as estimator
     X, y = moons(100)

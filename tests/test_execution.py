@@ -62,8 +62,11 @@ def test_fused_forms_are_the_same_math(case, batch):
             assert_close(g, g_ref, case, scale=30)
     rng = np.random.default_rng(0)
     row, col, v, col_v = rng.normal(size=(5, 7)), rng.normal(size=(7, 9)), rng.normal(size=7), rng.normal(size=9)
-    expected = grid._rows(row, col, v, col_v, np_xp, False)
-    assert_close(grid._rows(*on(case, row, col, v, col_v), xp, True), expected, case, scale=10)
+    expected = grid._rows(row, grid.ones_over(col, np_xp), v, col_v, np_xp, False)
+    np.testing.assert_allclose(expected, (np.abs(row[:, None, :] + col.T) @ v + (row @ v)[:, None] + col_v) / 2,
+                               rtol=1e-13)
+    row, col, v, col_v = on(case, row, col, v, col_v)
+    assert_close(grid._rows(row, grid.ones_over(col, xp), v, col_v, xp, True), expected, case, scale=10)
 
 
 # ---------------------------------------------------------------- policies on GPUs (stand-ins)

@@ -21,7 +21,7 @@ from hypothesis.extra.array_api import make_strategies_namespace  # noqa: E402
 import moonxp
 from moonxp import Params
 
-xps = make_strategies_namespace(xs)
+xps = make_strategies_namespace(xs, api_version="2023.12")  # what hypothesis 6.100 (the floor) knows
 DEVICES = [xs.Device("CPU_DEVICE"), xs.Device("device1")]
 FAST = settings(max_examples=40, deadline=None)
 BOUND = 10.0  # |values| <= BOUND: products of a few of them stay far from overflow in float32

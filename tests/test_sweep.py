@@ -72,7 +72,7 @@ def test_cli_sweep_writes_table_figures_and_summary(tmp_path):
     import pyarrow.parquet as pq
     out = io.StringIO()
     code = main(["sweep", "--lr", "0.1,1", "--hidden", "4,6", "--samples", "30", "--iters", "5", "--seeds", "0:3",
-                 "--out", str(tmp_path)], stdout=out, stderr=io.StringIO())
+                 "--format", "parquet", "--out", str(tmp_path)], stdout=out, stderr=io.StringIO())
     assert code == 0, out.getvalue()
     table = pq.read_table(tmp_path / "results.parquet")
     assert table.column_names == list(COLUMNS) and table.num_rows == 12
@@ -85,10 +85,10 @@ def test_cli_sweep_writes_table_figures_and_summary(tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
-def test_table_falls_back_to_exact_csv_without_pyarrow(monkeypatch):
+def test_csv_table_round_trips_exactly_without_pyarrow(monkeypatch):
     columns = moonxp.sweep(lr=(0.3,), hidden=(3,), samples=(20,), iters=(4,), seeds=range(0, 3))
     monkeypatch.setitem(sys.modules, "pyarrow", None)
-    name, data = sweep_app.table_bytes(columns, "ok")
+    name, data = sweep_app.table_bytes(columns, "ok", "csv")
     assert name == "results.csv"
     lines = data.decode().splitlines()
     assert lines[0].split(",") == list(COLUMNS) and len(lines) == 4
@@ -142,8 +142,27 @@ def test_scheduler_without_the_cluster_extra_names_it(tmp_path, monkeypatch, com
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if dask[distributed] were not installed
     err = io.StringIO()
     code = main([*command, "--scheduler", "local:2", "--out", str(tmp_path)], stdout=io.StringIO(), stderr=err)
-    assert code == 2 and 'pip install "moonxp[cluster]"' in err.getvalue()
+    assert code == 2 and 'pip install -e ".[cluster]"' in err.getvalue()
     assert len(err.getvalue().strip().splitlines()) == 1
+
+
+def test_parquet_without_pyarrow_is_one_line_naming_it_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    err = io.StringIO()
+    code = main(["sweep", "--format", "parquet", "--out", str(tmp_path / "o")], stdout=io.StringIO(), stderr=err)
+    assert code == 2 and err.getvalue() == ('moonxp: error: --format parquet needs pyarrow, which is not installed: '
+                                            'pip install -e ".[parquet]" in the moonxp checkout, or use --format csv\n')
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_table_format_is_what_was_asked(tmp_path):
+    options = ["sweep", "--hidden", "3", "--samples", "20", "--iters", "3", "--seeds", "0:4", "--no-plot"]
+    assert main([*options, "--out", str(tmp_path / "a")], stdout=io.StringIO(), stderr=io.StringIO()) == 0
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["results.csv", "sweep.json"]
+    pytest.importorskip("pyarrow")
+    assert main([*options, "--format", "parquet", "--out", str(tmp_path / "b")], stdout=io.StringIO(),
+                stderr=io.StringIO()) == 0
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["results.parquet", "sweep.json"]
 
 
 def test_bench_refuses_a_scheduler_in_one_line():
@@ -314,7 +333,7 @@ def test_ctrl_c_in_process_writes_the_finished_rows_marked_interrupted(tmp_path,
     monkeypatch.setattr(engine, "train_block", interrupted_on_the_third_task)
     err = io.StringIO()
     code = main(["sweep", "--hidden", "3", "--samples", "20", "--iters", "3", "--seeds", "0:10", "--block", "2",
-                 "--out", str(tmp_path)], stdout=io.StringIO(), stderr=err)
+                 "--format", "parquet", "--out", str(tmp_path)], stdout=io.StringIO(), stderr=err)
     assert code == 130 and err.getvalue() == "moonxp: interrupted\n"
     summary = json.loads((tmp_path / "sweep.json").read_text())
     assert (summary["status"], summary["tasks_done"], summary["tasks"]) == ("interrupted", 2, 5)

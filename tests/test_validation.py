@@ -335,7 +335,7 @@ def test_cli_bad_input(case, tmp_path):
 def test_cli_no_cuda_device(tmp_path):
     """Without a usable GPU, --device cuda names the fix: the driver, or installing CuPy where it is missing."""
     code, out, err = run_cli(["--device", "cuda"], tmp_path)
-    fix = "or use --device cpu" if importlib.util.find_spec("cupy") else 'pip install "moonxp[cuda12]"'
+    fix = "or use --device cpu" if importlib.util.find_spec("cupy") else 'pip install -e ".[cuda12]"'
     assert code == 2 and fix in err and err.count("\n") == 1
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 from importlib import metadata
 from pathlib import Path
 
 from . import __version__
 
-PACKAGES = ("numpy", "array-api-compat", "scikit-learn", "matplotlib")
 BACKEND_PACKAGES = {"cupy": ("cupy-cuda12x", "cupy-cuda13x", "cupy"), "torch": ("torch",), "jax": ("jax", "jaxlib"),
                     "array-api-strict": ("array-api-strict",), "numpy": ()}
 
@@ -17,7 +17,7 @@ BACKEND_PACKAGES = {"cupy": ("cupy-cuda12x", "cupy-cuda13x", "cupy"), "torch": (
 def versions(backend: str | None = None) -> dict:
     """Python, moonxp's dependencies and (if given) the backend's packages, by installed version."""
     found = {"python": platform.python_version(), "moonxp": __version__}
-    for name in PACKAGES + BACKEND_PACKAGES.get(backend or "numpy", ()):
+    for name in dependencies() + BACKEND_PACKAGES.get(backend or "numpy", ()):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -25,16 +25,30 @@ def versions(backend: str | None = None) -> dict:
     return found
 
 
+def dependencies() -> tuple[str, ...]:
+    """The packages moonxp requires, as its installed metadata (pyproject.toml) lists them, extras left out;
+    none when moonxp runs from a source tree that was never installed."""
+    try:
+        requires = metadata.requires("moonxp") or []
+    except metadata.PackageNotFoundError:
+        return ()
+    return tuple(re.split(r"[\s;<>=!~\[(]", line, maxsplit=1)[0] for line in requires if "extra ==" not in line)
+
+
+def cores() -> int:
+    """Cores this process may run on (affinity and container limits included, where the OS tells)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
 
 def machine() -> dict:
-    """Where this runs: CPU model, cores, system, Python."""
+    """Where this runs: CPU model, the cores this process may use, system, Python."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform(), "python": platform.python_version()}
+    return {"cpu": cpu, "cores": cores(), "system": platform.platform(), "python": platform.python_version()}
 
 
 def host_memory() -> int:

@@ -7,6 +7,11 @@ RuntimeError, OSError) and `MoonxpError`, which the CLI catches.
 from __future__ import annotations
 
 
+def install_hint(extra: str) -> str:
+    """How to install one of moonxp's extras (pyproject.toml), from the moonxp checkout."""
+    return f'pip install -e ".[{extra}]" in the moonxp checkout'
+
+
 class MoonxpError(Exception):
     """Base of every error whose message names the problem and the fix."""
 

@@ -46,11 +46,11 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import data, kernels
-from .app.budget import host_memory
 from .arrays import detached, device_context, to_host
 from .defaults import HIDDEN
 from .engine.executor import compiles, program
 from .engine.policy import free_device_memory, policy as policy_for
+from .environment import host_memory
 from .errors import DivergedError
 from .kernels import STEP_TEMPORARIES, Params
 

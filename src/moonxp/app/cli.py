@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Sequence, TextIO
@@ -21,7 +22,7 @@ from ..defaults import DTYPES, GRID, HIDDEN, ITERS, LR, MAX_SEED, NOISE, SAMPLES
 from ..errors import BackendError, CompileWarning, DivergedError, MoonxpError, OutputError
 from ..outputs import output_directory, writable
 from . import process
-from .model import MAX_PLOT_GRID, BenchConfig, Config, SweepConfig, name, number, seeds, values
+from .model import MAX_PLOT_GRID, TABLE_FORMATS, BenchConfig, Config, SweepConfig, name, number, seeds, values
 
 PROGRESS_DELAY_S = 1.0  # runs shorter than this never show a progress bar
 
@@ -118,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"networks per task (default {SWEEP_BLOCK})")
     sweep.add_argument("--scheduler", metavar="ADDRESS", help=SCHEDULER_HELP)
     sweep.add_argument("--out", type=name, default="moonxp-sweep", help="output directory (default moonxp-sweep)")
+    sweep.add_argument("--format", choices=TABLE_FORMATS, default=TABLE_FORMATS[0],
+                       help="the results table: results.csv (default) or results.parquet (needs pyarrow)")
     sweep.add_argument("--no-plot", action="store_true", help="write the table and sweep.json only")
     sweep.add_argument("--quiet", action="store_true", help="print nothing but errors")
     _device_options(sweep)
@@ -126,8 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
-    """Run the command line `argv` (default sys.argv[1:]); return the exit code."""
+def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr: TextIO | None = None, *,
+         started: float | None = None) -> int:
+    """Run the command line `argv` (default sys.argv[1:]); return the exit code.
+
+    `started`: the `time.perf_counter()` the command's wall time counts from (default: now).
+    """
+    started = time.perf_counter() if started is None else started
     stdout = process.GuardedStdout(sys.stdout if stdout is None else stdout)  # a closed or full stdout: one line
     stderr = stderr or sys.stderr
     try:
@@ -136,7 +144,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
             warnings.showwarning = lambda message, category, *where: (  # moonxp's warnings: one line each
                 stderr.write(f"moonxp: warning: {message}\n") if issubclass(category, CompileWarning)
                 else shown(message, category, *where))
-            return _main(argv, stdout, stderr)
+            return _main(argv, stdout, stderr, started)
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGHUP, or stdout closed by its reader
         stderr.write(process.message(exc))
         return process.exit_code(exc)
@@ -145,7 +153,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO | None = None, stderr
         return EXIT_USAGE
 
 
-def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> int:
+def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO, started: float) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not (argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--version"))):
         argv.insert(0, "train")
@@ -172,7 +180,7 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> int:
                                    "run `moonxp bench` on each worker machine instead")
             from ..benchmark import runner
             return runner.main(_bench_config(args), stdout, stderr)
-        return _train(args, stdout, stderr)
+        return _train(args, stdout, stderr, started)
     except MoonxpError as exc:
         stderr.write(f"moonxp: error: {exc}\n")
         return EXIT_USAGE
@@ -194,8 +202,8 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO) -> int:
 def _sweep_config(args: argparse.Namespace) -> SweepConfig:
     return SweepConfig(lr=args.lr, hidden=args.hidden, samples=args.samples, noise=args.noise, iters=args.iters,
                        dtype=args.dtype, seeds=args.seeds, block=args.block, device=args.device,
-                       backend=args.backend, scheduler=args.scheduler, out=args.out, plots=not args.no_plot,
-                       quiet=args.quiet)
+                       backend=args.backend, scheduler=args.scheduler, out=args.out, format=args.format,
+                       plots=not args.no_plot, quiet=args.quiet)
 
 
 def _bench_config(args: argparse.Namespace) -> BenchConfig:
@@ -213,7 +221,7 @@ def _progress_bar(stderr: TextIO, quiet: bool, total: int, unit: str) -> Any:
                 leave=False, dynamic_ncols=True)
 
 
-def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, started: float) -> int:
     from ..engine.cluster import check_scheduler, connect
     from ..saved import save_params
     from . import job, report
@@ -281,5 +289,5 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         return EXIT_DIVERGED
     if args.json and not args.quiet:
         stdout.write(json.dumps(metrics, indent=2) + "\n")
-    say(report.summary(run, written))
+    say(report.summary(run, written, time.perf_counter() - started))
     return EXIT_OK

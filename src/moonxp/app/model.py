@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # NumPy loads with the work, not with the command line
 
 MAX_PLOT_GRID = 4096    # a bigger grid is for moonxp.evaluate_grid or `moonxp bench`, not a PNG
 MAX_FRAMES = 200        # frames of an automatic animation: a long run shows every k-th iteration
+TABLE_FORMATS = ("csv", "parquet")  # of a sweep's results table; the first is the default
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class SweepConfig:
     backend: str | None = None
     scheduler: str | None = None
     out: str = "moonxp-sweep"
+    format: str = TABLE_FORMATS[0]  # of the results table (TABLE_FORMATS)
     plots: bool = True
     quiet: bool = False
 

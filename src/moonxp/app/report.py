@@ -31,8 +31,9 @@ def snapshot_line(snapshot: Snapshot) -> str:
     return line
 
 
-def summary(run: Run, written: list[Path]) -> str:
-    """One line: final error, accuracy, time, files written."""
+def summary(run: Run, written: list[Path], wall_s: float) -> str:
+    """One line: final error, accuracy, the training's time and the command's wall time `wall_s` (from its start
+    to the last file written), files written."""
     final, accuracy = run.errors[:, -1], run.accuracy
     if len(final) == 1:
         result = f"final error {final[0]:.3f}, accuracy {accuracy[0]:.1%}"
@@ -40,7 +41,7 @@ def summary(run: Run, written: list[Path]) -> str:
         result = (f"final error {final[0]:.3f} ({_spread(final, '.3f')}), "
                   f"accuracy {accuracy[0]:.1%} ({_spread(accuracy, '.1%')})")
     files = f" | wrote {', '.join(str(p) for p in written)}" if written else ""
-    return f"Done: {result} | trained in {run.timings['train_s']:.3f} s, total {run.timings['total_s']:.2f} s{files}"
+    return f"Done: {result} | trained in {run.timings['train_s']:.3f} s, {wall_s:.2f} s in all{files}"
 
 
 def _spread(values: np.ndarray, fmt: str) -> str:

@@ -1,8 +1,9 @@
 """``moonxp sweep``: the run, the results table file, the summary figures and sweep.json.
 
-The table is ``results.parquet`` (pyarrow installed) or ``results.csv``, one row
-per network. ``heatmaps.png`` shows the median final error and accuracy over
-the seeds against lr x hidden, one pair per combination of the other settings;
+The table is ``results.csv`` (``--format csv``, the default) or
+``results.parquet`` (``--format parquet``, which needs pyarrow), one row per
+network. ``heatmaps.png`` shows the median final error and accuracy over the
+seeds against lr x hidden, one pair per combination of the other settings;
 ``distributions.png`` shows each configuration's spread over the seeds. Files
 depend only on the results, so a sweep writes the same bytes in-process and on
 a cluster. An interrupted or failed sweep writes the finished tasks' rows,
@@ -24,9 +25,9 @@ import numpy as np
 
 from ..engine.cluster import check_scheduler, connect, describe, parse_scheduler
 from ..engine.sweep import COLUMNS, plan, run, table
-from ..errors import MoonxpError
+from ..errors import BackendError, MoonxpError, install_hint
 from ..outputs import locked, output_directory, remove, write_bytes, write_figure, write_json
-from .model import SweepConfig
+from .model import TABLE_FORMATS, SweepConfig
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -36,18 +37,28 @@ MAX_BOXES = 48          # configurations drawn in distributions.png
 OTHER = ("samples", "noise", "iters", "dtype")
 
 
-def table_bytes(columns: dict[str, np.ndarray], status: str) -> tuple[str, bytes]:
-    """(file name, contents) of the results table: Parquet when pyarrow is installed, else CSV."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
+def check_format(format: str) -> None:
+    """Fail early (BackendError) when the table's `format` needs a package that is missing: Parquet, pyarrow."""
+    if format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError as exc:
+            raise BackendError(f"--format parquet needs pyarrow, which is not installed: {install_hint('parquet')}, "
+                               f"or use --format csv") from exc
+
+
+def table_bytes(columns: dict[str, np.ndarray], status: str, format: str) -> tuple[str, bytes]:
+    """(file name, contents) of the results table in `format`: CSV (floats exact) or Parquet (`status` in its
+    metadata)."""
+    if format == "csv":
         text = io.StringIO()
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow(COLUMNS)
         for row in zip(*(columns[name].tolist() for name in COLUMNS)):
             writer.writerow([repr(v) if isinstance(v, float) else v for v in row])  # repr: exact round trip
         return "results.csv", text.getvalue().encode()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
     arrays = {name: pa.array(columns[name].astype(str) if name == "dtype" else columns[name]) for name in COLUMNS}
     data = pa.table(arrays).replace_schema_metadata({"moonxp.status": status})
     buffer = pa.BufferOutputStream()
@@ -124,8 +135,9 @@ def distributions(columns: dict[str, np.ndarray]) -> Figure:
 FILES = ("results.parquet", "results.csv", "heatmaps.png", "distributions.png", "sweep.json")  # all a sweep writes
 
 
-def write(directory: Path, columns: dict[str, np.ndarray], summary: dict, plots: bool) -> list[Path]:
-    """Write the table, the figures (when `plots` and there are rows) and sweep.json; return the paths.
+def write(directory: Path, columns: dict[str, np.ndarray], summary: dict, plots: bool,
+          format: str = TABLE_FORMATS[0]) -> list[Path]:
+    """Write the table (in `format`), the figures (when `plots` and there are rows) and sweep.json; return the paths.
 
     The figures are drawn first. Then, under a lock on the directory: sweep.json of this run
     with status "writing", every file of an earlier sweep removed, this run's table (its
@@ -133,7 +145,7 @@ def write(directory: Path, columns: dict[str, np.ndarray], summary: dict, plots:
     A failure or interruption on the way leaves sweep.json "writing" for the caller to mark
     (`abandon`), never files of two runs presented as one.
     """
-    name, data = table_bytes(columns, summary["status"])
+    name, data = table_bytes(columns, summary["status"], format)
     figures = {file: draw(columns) for file, draw in (("heatmaps.png", heatmaps), ("distributions.png", distributions))
                } if plots and len(columns["seed"]) else {}
     written = [directory / name] + [directory / file for file in figures] + [directory / "sweep.json"]
@@ -148,10 +160,11 @@ def write(directory: Path, columns: dict[str, np.ndarray], summary: dict, plots:
     return written
 
 
-def abandon(directory: Path, columns: dict[str, np.ndarray], summary: dict) -> None:
-    """Leave this run's rows (their table marked `summary["status"]`) and sweep.json, and no figure: sweep.json
-    first (it names this run), each earlier file removed where it can be, the table, sweep.json listing it."""
-    name, data = table_bytes(columns, summary["status"])
+def abandon(directory: Path, columns: dict[str, np.ndarray], summary: dict, format: str = TABLE_FORMATS[0]) -> None:
+    """Leave this run's rows (their table in `format`, marked `summary["status"]`) and sweep.json, and no figure:
+    sweep.json first (it names this run), each earlier file removed where it can be, the table, sweep.json
+    listing it."""
+    name, data = table_bytes(columns, summary["status"], format)
     with locked(directory):
         write_json(directory / "sweep.json", {**summary, "files": []})
         for file in FILES[:-1]:
@@ -180,6 +193,7 @@ def main(config: SweepConfig, stdout: TextIO, progress_bar: Callable[[int, str],
     options = config.settings()
     tasks = plan(**options, seeds=config.seeds, device=config.device, backend=config.backend, block=config.block,
                  concurrent=_concurrent(config.scheduler), option="--")  # before --out or a cluster
+    check_format(config.format)
     directory = output_directory(config.out)
     bar = progress_bar(len(tasks), "task")
     summary = {"options": {k: list(v) for k, v in options.items()},
@@ -203,7 +217,7 @@ def main(config: SweepConfig, stdout: TextIO, progress_bar: Callable[[int, str],
     if status == "failed":
         summary["message"] = str(stop) or repr(stop)
     try:
-        written = write(directory, columns, summary, config.plots)
+        written = write(directory, columns, summary, config.plots, config.format)
         if stop is None and not config.quiet:
             diverged = int(columns["diverged"].sum())
             stdout.write(f"Done: {len(columns['seed'])} networks in {len({task[0] for task in tasks})} "
@@ -212,14 +226,14 @@ def main(config: SweepConfig, stdout: TextIO, progress_bar: Callable[[int, str],
     except (KeyboardInterrupt, Exception) as exc:
         kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         _abandon(directory, columns, {**summary, "status": status if stop is not None else kind,
-                                      "message": summary.get("message") or str(exc) or repr(exc)})
+                                      "message": summary.get("message") or str(exc) or repr(exc)}, config.format)
         raise stop or exc from None
     if stop is not None:
         raise stop
     return 0
 
 
-def _abandon(directory: Path, columns: dict[str, np.ndarray], summary: dict) -> None:
+def _abandon(directory: Path, columns: dict[str, np.ndarray], summary: dict, format: str) -> None:
     """`abandon`, best effort: the error that stopped the run is the news, not a second one."""
     with contextlib.suppress(MoonxpError):
-        abandon(directory, columns, summary)
+        abandon(directory, columns, summary, format)

@@ -17,14 +17,14 @@ import numpy as np
 
 from ..arrays import device_context
 from ..defaults import DTYPES
-from ..errors import BackendError, InvalidInputError, InvalidTypeError
+from ..errors import BackendError, InvalidInputError, InvalidTypeError, install_hint
 from .policy import jax_cache, quiet_xla
 
 BACKENDS = ("numpy", "cupy", "torch", "jax", "array-api-strict")
 GPU_BACKENDS = ("cupy", "torch", "jax")
 CPU_BACKENDS = ("numpy", "torch", "jax", "array-api-strict")
 _DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
-CUPY_HINT = 'install CuPy: pip install "moonxp[cuda12]" (CUDA 12) or "moonxp[cuda13]" (CUDA 13)'
+CUPY_HINT = f'install CuPy: {install_hint("cuda12")} (CUDA 12; ".[cuda13]" for CUDA 13)'
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def _numpy(kind: str, index: int, dtype: str) -> Backend:
 
 
 def _strict(kind: str, index: int, dtype: str) -> Backend:
-    xp = _import("array_api_strict", "pip install array-api-strict")
+    xp = _import("array_api_strict", install_hint("array-api-strict"))
     device = xp.__array_namespace_info__().default_device()
     return Backend("array-api-strict", xp, device, getattr(xp, dtype), "cpu", dtype, xp.__version__)
 
@@ -152,7 +152,7 @@ def _cupy(kind: str, index: int, dtype: str) -> Backend:
 
 
 def _torch(kind: str, index: int, dtype: str) -> Backend:
-    torch = _import("torch", "pip install torch")
+    torch = _import("torch", install_hint("torch"))
     if kind == "cuda":
         _check_index(index, torch.cuda.device_count() if torch.cuda.is_available() else 0, "PyTorch")
     name = "cpu" if kind == "cpu" else f"cuda:{index}"
@@ -162,7 +162,7 @@ def _torch(kind: str, index: int, dtype: str) -> Backend:
 
 def _jax(kind: str, index: int, dtype: str) -> Backend:
     quiet_xla()  # before JAX starts its backends, a GPU's included (even when asked for the CPU)
-    jax = _import("jax", 'pip install jax (CPU) or "jax[cuda12]" (GPU)')
+    jax = _import("jax", f'{install_hint("jax")} (CPU; pip install "jax[cuda12]" for a GPU)')
     jax_cache()
     if dtype == "float64":
         # Without x64, JAX silently computes float64 requests in float32.

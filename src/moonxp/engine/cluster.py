@@ -1,6 +1,6 @@
 """A Dask cluster's lifetime and the connection to it: ``--scheduler`` parsed, a client opened and closed.
 
-Dask is optional (``pip install "moonxp[cluster]"``); it is imported only here
+Dask is optional (the ``cluster`` extra); it is imported only here
 (and in `workers`), and only when a cluster is asked for. Every worker of a
 cluster moonxp connects to runs `workers.WorkerSetup` once, when it starts.
 """
@@ -14,9 +14,9 @@ import weakref
 from typing import Any, Iterator
 
 from ..environment import host_memory
-from ..errors import BackendError, InvalidInputError
+from ..errors import BackendError, InvalidInputError, install_hint
 
-EXTRA_HINT = 'install the cluster extra: pip install "moonxp[cluster]"'
+EXTRA_HINT = f"install the cluster extra: {install_hint('cluster')}"
 CONNECT_TIMEOUT_S = 2.0  # an address that does not answer within this is reported, not waited on
 LOCAL_HOST = "127.0.0.1"  # a local cluster listens on loopback only (scheduler, workers, dashboard)
 LOCAL_WORKER_BYTES = 256 << 20  # a local worker process: Python, NumPy, Dask and moonxp (~75 MB) and its tasks

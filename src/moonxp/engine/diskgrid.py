@@ -23,7 +23,7 @@ import numpy as np
 from .. import validate
 from ..arrays import to_host
 from ..defaults import GRID_HI, GRID_LO
-from ..errors import BackendError, OutputError
+from ..errors import BackendError, OutputError, install_hint
 from ..kernels import Params
 from .tasks import Spec, map_tasks, task_backend
 from .grid import evaluate_grid
@@ -132,8 +132,8 @@ def grid_to_disk(params: Params, path: str | os.PathLike, size: int, lo: float =
         try:
             import zarr  # noqa: F401
         except ImportError:
-            raise BackendError(f'{path!r} needs zarr, which is not installed: pip install "moonxp[cluster]", '
-                               f'or write a .npy file') from None
+            raise BackendError(f"{path!r} needs zarr (Python 3.11 or newer), which is not installed: "
+                               f"{install_hint('cluster')}, or write a .npy file") from None
     spec = (device, backend, dtype)
     task_backend(spec)  # a bad device or backend fails here, before anything is written
     shape = params.W.shape[:-2] + (size, size)

@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterator
 from array_api_compat import is_cupy_namespace, is_jax_namespace, is_numpy_namespace, is_torch_namespace
 
 from ..arrays import device_context
+from ..environment import cores
 from ..errors import BackendError
 
 # Elements that all live temporaries of one tile hold together. On a CPU, cache-sized
@@ -102,7 +103,8 @@ class Policy:
     `cost`: when compiling pays by default (None: only when asked). `fused`: compiled
     programs use the kernels' fusion-friendly forms. `bridge`: the compiler belongs to
     another library, reached through DLPack; called when a program compiles, it
-    imports that library and returns the `Bridge`.
+    imports that library and returns the `Bridge`. `writes_tiles`: tiles write their
+    results into one preallocated array (NumPy) instead of being concatenated.
     """
 
     tile_elements: int
@@ -112,6 +114,7 @@ class Policy:
     cost: CompileCost | None = None
     fused: bool = False
     bridge: Callable[[], Bridge] | None = None
+    writes_tiles: bool = False
 
 
 def policy(xp: Any, device: Any, dtype: Any) -> Policy:
@@ -139,7 +142,7 @@ def policy(xp: Any, device: Any, dtype: Any) -> Policy:
     if is_numpy_namespace(xp):
         # NumPy releases the GIL in its loops, so tiles run on all cores.
         keep_freed_memory()
-        return Policy(CPU_TILE_ELEMENTS, cores())
+        return Policy(CPU_TILE_ELEMENTS, cores(), writes_tiles=True)
     if is_torch_namespace(xp):  # torch threads each op itself; on the CPU torch.compile only when asked
         return Policy(CPU_TILE_ELEMENTS, 1, _torch_compile, "torch.compile")
     return Policy(CPU_TILE_ELEMENTS, 1)
@@ -171,11 +174,6 @@ def reset() -> None:
     """Forget the GPU tile sizes and the tile sizes learned from out-of-memory errors."""
     _gpu_tiles.clear()
     _fitted.clear()
-
-
-def cores() -> int:
-    """Cores this process may run on (affinity and container limits included, where the OS tells)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @functools.lru_cache(maxsize=1)
