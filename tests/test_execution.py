@@ -226,6 +226,7 @@ def test_every_public_entry_runs_on_its_arrays_device(monkeypatch, homework):
     """forward, loss, backprop, descent, train, evaluate, evaluate_grid: the math and the policy (free memory)
     run with the arrays' device current."""
     recorder, seen, real = Recorder(), [], moonxp.arrays.device_context
+    [getattr(moonxp, name) for name in moonxp.__all__]  # import all first: one imported while patched keeps it
     for name, module in list(sys.modules.items()):  # wherever `device_context` was imported
         if name.startswith("moonxp") and getattr(module, "device_context", None) is real:
             monkeypatch.setattr(module, "device_context", recorder)
