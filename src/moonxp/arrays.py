@@ -33,10 +33,10 @@ def namespace_of(*arrays: Array) -> Namespace:
     """
     try:
         return array_namespace(*arrays)
-    except TypeError:
+    except TypeError as exc:
         kinds = sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in arrays})
         raise InvalidTypeError(f"arrays from different libraries ({', '.join(kinds)}): move them to one "
-                               f"namespace first") from None
+                               f"namespace first") from exc
 
 
 def common_device(*arrays: Array) -> Device:

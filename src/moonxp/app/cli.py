@@ -19,7 +19,7 @@ from typing import Any, Sequence, TextIO
 
 from .. import __version__
 from ..defaults import DTYPES, GRID, HIDDEN, ITERS, LR, MAX_SEED, NOISE, SAMPLES, SEED, SWEEP_BLOCK
-from ..errors import BackendError, CompileWarning, DivergedError, MoonxpError, OutputError
+from ..errors import BackendError, CompileWarning, DivergedError, MoonxpError, OutputError, first_line
 from ..outputs import output_directory, writable
 from . import process
 from .model import MAX_PLOT_GRID, TABLE_FORMATS, BenchConfig, Config, SweepConfig, name, number, seeds, values
@@ -171,6 +171,10 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO, started: f
             from . import info
             stdout.write(info.text())
             return EXIT_OK
+        from ..engine.policy import keep_freed_memory, use_jax_x64
+        keep_freed_memory()  # malloc tuned for this process (docs/design.md); a library user opts in
+        if "float64" in ([args.dtype] if args.command == "train" else args.dtype if args.command == "sweep" else []):
+            use_jax_x64()  # float64 on JAX (or CuPy compiled through JAX) computes in float64
         if args.command == "sweep":
             from . import sweep
             return sweep.main(_sweep_config(args), stdout, functools.partial(_progress_bar, stderr, args.quiet))
@@ -188,7 +192,7 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO, started: f
         from ..arrays import is_out_of_memory
         # device first: CuPy's OutOfMemoryError is a MemoryError too
         if is_out_of_memory(exc):  # e.g. a compiled program (jax.jit) ran out of device memory
-            stderr.write(f"moonxp: error: out of device memory ({str(exc).splitlines()[0]}): free device memory, "
+            stderr.write(f"moonxp: error: out of device memory ({first_line(exc)}): free device memory, "
                          f"use --dtype float32, or a smaller problem\n")
             return EXIT_USAGE
         if not isinstance(exc, MemoryError):

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..data import make_problem
+from ..data import initial_scales, make_problem
 from ..defaults import DTYPES, GRID_HI, GRID_LO, HIDDEN, ITERS, LR, SAMPLES, SEED
 from ..engine.backend import Backend
 from ..engine.grid import evaluate_grid
@@ -121,8 +121,9 @@ def host_problem(workload: Workload, size: int, seed: int = SEED) -> tuple[Param
     networks = workload.networks(size)
     if networks is not None:
         rng, H = np.random.RandomState(seed), workload.hidden
-        params = Params(rng.normal(0, 1 / 2**0.5, (networks, 2, H)), rng.normal(0, 1, (networks, H)),
-                        rng.normal(0, 1 / H**0.5, (networks, H)))
+        w, b, v = initial_scales(H)
+        params = Params(rng.normal(0, w, (networks, 2, H)), rng.normal(0, b, (networks, H)),
+                        rng.normal(0, v, (networks, H)))
     return params, X, T
 
 
