@@ -231,7 +231,7 @@ def _check_finite(xp: Any, errors: list, latest: int, params: Params, lr: float)
     error 0. So the parameters are checked too; when only they are bad, divergence is
     dated at the iteration after the last error, the first state holding them.
     """
-    if all_true(xp, [*errors[-latest:], *params], lambda xp, a: xp.isfinite(a)):
+    if all_true(xp, [xp.stack(errors[-latest:], axis=-1), *params], lambda xp, a: xp.isfinite(a)):
         return
     bad = ~np.isfinite(np.stack([to_host(e) for e in errors], axis=-1))  # (..., iterations so far)
     if not bad.any():  # the parameters after the last update, the state of the next iteration
