@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="time the workloads against this machine's limits")
     _device_options(bench)
-    bench.add_argument("--quick", action="store_true", help="one size per workload: about a minute on 2 cores")
+    bench.add_argument("--quick", action="store_true", help="the headline sizes (small and large per workload): a few minutes on 2 cores")
     bench.add_argument("--json", type=name, metavar="FILE", help="also write the results as JSON to FILE "
                        "(rewritten after every case: a run cut short keeps what it measured)")
     bench.add_argument("--table", type=name, metavar="FILE", help="also write the text table to FILE "
