@@ -138,7 +138,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     while exc is not None:
         if "OutOfMemory" in type(exc).__name__ or "RESOURCE_EXHAUSTED" in str(exc):
             return True
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return False
 
 

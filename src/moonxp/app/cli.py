@@ -177,7 +177,8 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO, started: f
             use_jax_x64()  # float64 on JAX (or CuPy compiled through JAX) computes in float64
         if args.command == "sweep":
             from . import sweep
-            return sweep.main(_sweep_config(args), stdout, functools.partial(_progress_bar, stderr, args.quiet))
+            return sweep.main(_sweep_config(args), stdout, functools.partial(_progress_bar, stderr, args.quiet),
+                              started)
         if args.command == "bench":
             if args.scheduler is not None:
                 raise BackendError("bench does not run on a cluster: it times this machine's own devices; "

@@ -108,9 +108,9 @@ def _program(fn: Callable, policy: Policy, compiled: bool, asked: bool, /, **bou
     eager = functools.partial(fn, fused=False, **bound)
     if not compiled:
         return eager
-    built: list = []
+    built: list = []  # the compiled program, built at the first call
 
-    def run(*args: Any) -> Any:
+    def call(*args: Any) -> Any:
         if policy.compiled_as in _failed and not asked:
             return eager(*args)
         try:
@@ -125,7 +125,7 @@ def _program(fn: Callable, policy: Policy, compiled: bool, asked: bool, /, **bou
                 raise CompileError(policy.compiled_as, reason) from exc
             fall_back(policy.compiled_as, reason)
             return eager(*args)
-    return run
+    return call
 
 
 def _compile(fn: Callable, policy: Policy, bound: dict) -> Callable:

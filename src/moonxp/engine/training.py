@@ -66,12 +66,13 @@ def tiled_sums(work: Callable, params: Params, X: Array, T: Array, xp: Any, poli
 
 
 def _step(params: Params, X: Array, T: Array, lr: float, xp: Any, fused: bool) -> tuple[Params, Array]:
-    """(params after one descent step on all of X = [X, 1] (`kernels.with_ones`), T; the loss sum before it).
+    """(params after one descent step on all of X = [X, 1] (`kernels.with_ones`), T; the error before it).
 
     lr / N turns the gradient sums into means.
     """
     e, sums = error_and_gradient_sums(params, X, T, xp, fused, ones_column=True)
-    return descent(params, sums, lr / X.shape[-2]), e
+    n = X.shape[-2]
+    return descent(params, sums, lr / n), e / n
 
 
 def _gradient_sums(params: Params, X: Array, T: Array, xp: Any, fused: bool) -> tuple[Array, Params]:
@@ -81,7 +82,7 @@ def _gradient_sums(params: Params, X: Array, T: Array, xp: Any, fused: bool) -> 
 
 def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any, policy: Policy,
            compile: bool | None, compiled: bool) -> tuple[Params, tuple]:
-    """`count` descent steps on X = [X, 1]: (params after them, (the loss sum (...) before each step)).
+    """`count` descent steps on X = [X, 1]: (params after them, (the error E (...) before each step)).
 
     Tiles are planned here, outside any compiled program. Where one tile holds all the
     work, each step is one program (`_step`: a few fused kernels on a GPU); else the
@@ -98,7 +99,7 @@ def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any, p
                 current, e = step(current, X, T, lr)
             else:
                 e, gradient_sums = tiled_sums(sums, current, X, T, xp, policy)
-                current = descent(current, gradient_sums, lr / X.shape[-2])
+                current, e = descent(current, gradient_sums, lr / X.shape[-2]), e / X.shape[-2]
             errors.append(e)
         return current, tuple(errors)
     shape = _shape(params, X)
@@ -194,7 +195,7 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
     check_every = validate.count("check_every", check_every, 1)
     validate.compile_flag(compile)
     validate.callback("progress", progress)
-    errors, done = [], 0  # the loss sums (...) before each update, on the device
+    errors, done = [], 0  # E (...) before each update, on the device
     # Overflow on the way to divergence is expected: `_check_finite` reports it as DivergedError.
     with device_context(xp, device), np.errstate(over="ignore", invalid="ignore"):
         policy = policy_for(xp, device, params.W.dtype)
@@ -214,13 +215,16 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
             done += count
             if progress is not None:
                 progress(done, iters)
-        errors.append(_scores(params, X, T, xp, policy, compile, compiled)[0])
+        if compiled:  # the step program's error at the final params, its update dropped: no second program
+            errors.append(_steps(params, X, T, lr, 1, xp, policy, compile, compiled)[1][0])
+        else:
+            errors.append(_scores(params, X, T, xp, policy, compile, compiled)[0] / X.shape[-2])
         _check_finite(xp, errors, 1, params, lr)
-        return params, xp.stack(errors, axis=-1) / X.shape[-2]  # one stack and one division per call
+        return params, xp.stack(errors, axis=-1)  # one op per call (JAX compiles every distinct eager op)
 
 
 def _check_finite(xp: Any, errors: list, latest: int, params: Params, lr: float) -> None:
-    """Raise DivergedError unless the `latest` loss sums and the parameters are finite (one read-back).
+    """Raise DivergedError unless the `latest` errors and the parameters are finite (one read-back).
 
     Non-finite parameters usually make the next error non-finite (the loss sum y . dE/dy
     turns inf * 0 into NaN), but not always: an output of +inf on the correct side has
