@@ -387,6 +387,34 @@ def test_jax_compiles_one_program_per_kind_of_work(homework, monkeypatch):
         executor._program.cache_clear()
 
 
+def test_jax_training_compiles_no_eager_op(homework):
+    """Eager JAX compiles every distinct op (a stack of k errors, a transpose for the ones column): the
+    homework as the main job trains it (segments of 0, 1, 2, 4, ... 64 steps) lowers two XLA programs,
+    the ones column and the step, and nothing else (a lowering precedes every compile, cached or not)."""
+    jax = pytest.importorskip("jax")
+    from jax import monitoring
+    X, T, p = homework
+    P, Xd, Td = on(moonxp.resolve("cpu", "jax", "float64"), p, X, T)
+    few = Xd[:10], Td[:10]
+    jax.clear_caches()
+    executor._program.cache_clear()
+    moonxp.train(P, *few, iters=0)  # what JAX compiles once per process (array_api_compat's namespace, ...)
+    lowered = []
+
+    def listen(event, seconds, **kwargs):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            lowered.append(kwargs.get("fun_name"))
+    monitoring.register_event_duration_secs_listener(listen)
+    try:
+        for iters in (0, 1, 2, 4, 8, 16, 32, 64, 1):
+            P, errors = moonxp.train(P, Xd, Td, iters=iters)
+    finally:
+        monitoring.unregister_event_duration_listener(listen)
+        executor._program.cache_clear()
+    assert sorted(lowered) == ["jit(_step)", "jit(_with_ones)"], lowered
+    assert errors.shape == (2,) and float(errors[-1]) == 0.0
+
+
 def test_tiles_are_planned_outside_compiled_programs(homework, monkeypatch):
     """Tiled, the per-tile sums are the program: at most two tile shapes, so at most two traces, whatever the
     number of tiles and steps."""

@@ -102,6 +102,15 @@ def all_true(xp: Namespace, arrays: list, test: Callable[[Namespace, Array], Arr
         return bool(xp.all(xp.stack([xp.all(test(xp, a)) for a in arrays])))
 
 
+def stack(xp: Namespace, arrays: list, axis: int = -1) -> Array:
+    """``xp.stack(arrays, axis=axis)``; small JAX arrays are stacked on the host and moved back in one
+    transfer (eagerly, JAX would compile one stack per count of arrays)."""
+    if is_jax_namespace(xp) and sum(math.prod(a.shape) for a in arrays) <= HOST_CHECK_ELEMENTS:
+        import jax
+        return jax.device_put(np.stack([to_host(a) for a in arrays], axis=axis), device_of(arrays[0]))
+    return xp.stack(arrays, axis=axis)
+
+
 def synchronize(*results: Any) -> None:
     """Wait until the work producing `results` (arrays, or tuples of them) has finished, before a timer is read."""
     for x in results:

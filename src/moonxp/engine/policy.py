@@ -106,6 +106,8 @@ class Policy:
     another library, reached through DLPack; called when a program compiles, it
     imports that library and returns the `Bridge`. `writes_tiles`: tiles write their
     results into one preallocated array (NumPy) instead of being concatenated.
+    `eager_compiles`: every distinct eager op compiles (JAX), so a compiled call's setup
+    (the ones column) is a compiled program too.
     """
 
     tile_elements: int
@@ -116,6 +118,7 @@ class Policy:
     fused: bool = False
     bridge: Callable[[], Bridge] | None = None
     writes_tiles: bool = False
+    eager_compiles: bool = False
 
 
 def policy(xp: Any, device: Any, dtype: Any) -> Policy:
@@ -127,8 +130,9 @@ def policy(xp: Any, device: Any, dtype: Any) -> Policy:
     itemsize = xp.finfo(dtype).bits // 8
     if is_jax_namespace(xp):
         if getattr(device, "platform", "cpu") == "gpu":
-            return Policy(_gpu_tile_elements(xp, device, itemsize), 1, _jax_jit, "jax.jit", ALWAYS, fused=True)
-        return Policy(JAX_TILE_ELEMENTS, 1, _jax_jit, "jax.jit", ALWAYS)
+            return Policy(_gpu_tile_elements(xp, device, itemsize), 1, _jax_jit, "jax.jit", ALWAYS, fused=True,
+                          eager_compiles=True)
+        return Policy(JAX_TILE_ELEMENTS, 1, _jax_jit, "jax.jit", ALWAYS, eager_compiles=True)
     if is_cupy_namespace(xp):
         tiles = _gpu_tile_elements(xp, device, itemsize)
         for library, compiler, name, cost in (("torch", _torch_compile, "torch.compile", TORCH_CUDA),

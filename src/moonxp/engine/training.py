@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import validate
-from ..arrays import all_true, device_context, to_host, values_readable
+from ..arrays import all_true, device_context, stack, to_host, values_readable
 from ..defaults import CHECK_EVERY, ITERS, LR
 from ..errors import DivergedError, InvalidTypeError
 from ..kernels import STEP_TEMPORARIES, Params, descent, error_and_gradient_sums, forward, loss_terms, with_ones
@@ -27,6 +27,16 @@ from .executor import ALL, ALL_TILE, Tile, compiles, fit, map_tiles, plan, progr
 from .policy import Policy, policy as policy_for
 
 Array = Any
+
+
+def _with_ones(X: Array, xp: Any, fused: bool) -> Array:
+    """`kernels.with_ones` as a program (`fused` is not used)."""
+    return with_ones(X, xp)
+
+
+def _ones_column(X: Array, xp: Any, policy: Policy, compile: bool | None, compiled: bool) -> Array:
+    """[X, 1] (`kernels.with_ones`): a compiled program where eager ops would each compile (`Policy.eager_compiles`)."""
+    return program(_with_ones, policy, compile, compiled and policy.eager_compiles, xp=xp)(X)
 
 
 def _tile(params: Params, X: Array, T: Array, tile: Tile) -> tuple[Params, Array, Array]:
@@ -202,7 +212,7 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
         validate.points(xp, X, params, into_batch=True)
         validate.labels(xp, T, X, params)
         compiled = compiles(policy, compile, iters, _units(params, X))
-        X = with_ones(X, xp)
+        X = _ones_column(X, xp, policy, compile, compiled)
         blocks = _network_blocks(params, policy, compiled)
         inner = policy if len(blocks) == 1 else dataclasses.replace(policy, workers=1)  # a block's own tiles: in turn
         while done < iters:
@@ -220,7 +230,7 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
         else:
             errors.append(_scores(params, X, T, xp, policy, compile, compiled)[0] / X.shape[-2])
         _check_finite(xp, errors, 1, params, lr)
-        return params, xp.stack(errors, axis=-1)  # one op per call (JAX compiles every distinct eager op)
+        return params, stack(xp, errors)
 
 
 def _check_finite(xp: Any, errors: list, latest: int, params: Params, lr: float) -> None:
@@ -231,7 +241,7 @@ def _check_finite(xp: Any, errors: list, latest: int, params: Params, lr: float)
     error 0. So the parameters are checked too; when only they are bad, divergence is
     dated at the iteration after the last error, the first state holding them.
     """
-    if all_true(xp, [xp.stack(errors[-latest:], axis=-1), *params], lambda xp, a: xp.isfinite(a)):
+    if all_true(xp, [stack(xp, errors[-latest:]), *params], lambda xp, a: xp.isfinite(a)):
         return
     bad = ~np.isfinite(np.stack([to_host(e) for e in errors], axis=-1))  # (..., iterations so far)
     if not bad.any():  # the parameters after the last update, the state of the next iteration
@@ -271,5 +281,6 @@ def evaluate(params: Params, X: Array, T: Array, *, compile: bool | None = None)
         validate.points(xp, X, params, into_batch=True)
         validate.labels(xp, T, X, params)
         compiled = compiles(policy, compile, 1, _units(params, X))
-        e, correct = _scores(params, with_ones(X, xp), T, xp, policy, compile, compiled)
+        e, correct = _scores(params, _ones_column(X, xp, policy, compile, compiled), T, xp, policy, compile,
+                             compiled)
         return e / X.shape[-2], correct / X.shape[-2]
