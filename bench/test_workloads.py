@@ -28,8 +28,8 @@ def reference(workload: str, size: int) -> tuple:
 
 
 def test_workload(benchmark, case, limits, mode):
+    fair_precision(case.backend)  # before resolving: JAX's float64 cases need its x64 mode
     backend = resolve(case.device, case.backend, case.dtype)
-    fair_precision(case.backend)
     call = make_call(case.workload, case.size, backend, case.implementation, case.compile)
 
     def timed():

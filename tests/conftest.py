@@ -27,6 +27,9 @@ from moonxp import Backend, to_host
 
 # JAX would take 75% of a GPU's memory when first asked about it, and CuPy's and torch's cases share the GPU
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+# float64 on JAX needs JAX's process-wide x64 mode, the caller's to turn on (moonxp.resolve refuses without it);
+# JAX reads this when it loads
+os.environ.setdefault("JAX_ENABLE_X64", "true")
 
 
 def _strict_device1() -> Backend:

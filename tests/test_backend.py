@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -75,10 +76,37 @@ def test_cuda_defaults_to_cupy(device, monkeypatch):
 
 
 @needs["jax"]
+def test_jax_float64_needs_x64_turned_on_by_the_caller():
+    import jax
+    previous = jax.config.jax_enable_x64
+    try:
+        jax.config.update("jax_enable_x64", False)
+        with pytest.raises(moonxp.BackendError, match="x64 mode, which is process-wide"):
+            moonxp.resolve("cpu", "jax", "float64")
+        assert not jax.config.jax_enable_x64  # the library left the process as it was
+        moonxp.resolve("cpu", "jax", "float32")
+        assert not jax.config.jax_enable_x64
+    finally:
+        jax.config.update("jax_enable_x64", previous)
+
+
+@needs["jax"]
+def test_the_command_line_turns_x64_on_for_float64(tmp_path):
+    code = ("import sys; from moonxp.app.cli import main; "
+            "code = main(sys.argv[1:]); import jax; print(code, jax.config.jax_enable_x64)")
+    for dtype, on in (("float32", False), ("float64", True)):
+        done = subprocess.run([sys.executable, "-c", code, "--backend", "jax", "--dtype", dtype, "--iters", "2",
+                               "--no-plot", "--quiet", "--out", str(tmp_path / dtype)], capture_output=True,
+                              text=True, timeout=120,
+                              env={k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"})  # conftest's
+        assert done.stdout.split() == ["0", str(on)], done.stderr
+
+
+@needs["jax"]
 def test_jax_float64_really_computes_in_float64():
     import jax
+    jax.config.update("jax_enable_x64", True)
     b = moonxp.resolve("cpu", "jax", "float64")
-    assert jax.config.jax_enable_x64
     x = b.asarray(np.array([1.0]))
     assert x.dtype == b.xp.float64
     assert float(((x + 1e-12) - x)[0]) != 0.0  # lost in float32
@@ -140,6 +168,7 @@ def test_cupy_missing_names_the_extras(monkeypatch):
     message = str(info.value)
     assert 'pip install -e ".[cuda12]" in the moonxp checkout' in message and '".[cuda13]"' in message
     assert "\n" not in message
+    assert isinstance(info.value.__cause__, ImportError)  # a library user sees why (the CLI prints one line)
 
 
 def test_cupy_missing_via_import_module(monkeypatch):
@@ -316,3 +345,17 @@ def test_malloc_tuning_runs_once_and_can_be_turned_off(monkeypatch):
     policy.keep_freed_memory()
     assert calls == [(policy.M_MMAP_THRESHOLD, 32 << 20), (policy.M_TRIM_THRESHOLD, 256 << 20)]
     policy.keep_freed_memory.cache_clear()
+
+
+def test_malloc_is_tuned_by_the_command_line_not_by_library_calls(monkeypatch, tmp_path):
+    import io
+    from moonxp.app.cli import main
+    calls = []
+    monkeypatch.setattr(policy, "keep_freed_memory", lambda: calls.append("tuned"))
+    X, T, params = moonxp.make_problem(0)
+    moonxp.train(params, X, T, iters=3)
+    moonxp.evaluate_grid(params, size=8)
+    moonxp.sweep(hidden=(3,), samples=(10,), iters=(2,), seeds=range(2))
+    assert calls == []
+    assert main(["--iters", "2", "--no-plot", "--quiet", "--out", str(tmp_path)], stdout=io.StringIO()) == 0
+    assert calls == ["tuned"]

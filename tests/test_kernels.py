@@ -188,7 +188,7 @@ def test_backprop_equals_torch_autograd(inputs):
 @pytest.mark.parametrize("inputs", [2, 1, 3, 30])
 def test_backprop_equals_jax_grad(inputs):
     jax = pytest.importorskip("jax")
-    moonxp.resolve("cpu", "jax", "float64")  # enables x64, so the oracle runs in float64
+    jax.config.update("jax_enable_x64", True)  # so the oracle runs in float64
     jnp = jax.numpy
     X, T, p = smooth_network(np.random.default_rng(8 + 400 * inputs), n=20, hidden=8, inputs=inputs)
 

@@ -77,6 +77,16 @@ def test_a_bad_file_is_one_clear_error(tmp_path, content, phrase):
     assert phrase in str(info.value)
 
 
+def test_a_library_user_sees_the_cause_of_an_unreadable_file(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"not a zip file at all")
+    with pytest.raises(moonxp.InvalidInputError) as info:
+        moonxp.load_params(tmp_path / "bad.npz")
+    assert isinstance(info.value.__cause__, ValueError)  # NumPy's own reason, kept
+    with pytest.raises(moonxp.InvalidInputError) as info:
+        moonxp.load_params(tmp_path / "missing.npz")
+    assert isinstance(info.value.__cause__, FileNotFoundError)
+
+
 def test_truncated_file(tmp_path):
     moonxp.save_params(tmp_path / "p.npz", _ensemble())
     data = (tmp_path / "p.npz").read_bytes()

@@ -33,10 +33,10 @@ def namespace_of(*arrays: Array) -> Namespace:
     """
     try:
         return array_namespace(*arrays)
-    except TypeError:
+    except TypeError as exc:
         kinds = sorted({type(a).__module__.split(".")[0] + "." + type(a).__name__ for a in arrays})
         raise InvalidTypeError(f"arrays from different libraries ({', '.join(kinds)}): move them to one "
-                               f"namespace first") from None
+                               f"namespace first") from exc
 
 
 def common_device(*arrays: Array) -> Device:
@@ -102,6 +102,15 @@ def all_true(xp: Namespace, arrays: list, test: Callable[[Namespace, Array], Arr
         return bool(xp.all(xp.stack([xp.all(test(xp, a)) for a in arrays])))
 
 
+def stack(xp: Namespace, arrays: list, axis: int = -1) -> Array:
+    """``xp.stack(arrays, axis=axis)``; small JAX arrays are stacked on the host and moved back in one
+    transfer (eagerly, JAX would compile one stack per count of arrays)."""
+    if is_jax_namespace(xp) and sum(math.prod(a.shape) for a in arrays) <= HOST_CHECK_ELEMENTS:
+        import jax
+        return jax.device_put(np.stack([to_host(a) for a in arrays], axis=axis), device_of(arrays[0]))
+    return xp.stack(arrays, axis=axis)
+
+
 def synchronize(*results: Any) -> None:
     """Wait until the work producing `results` (arrays, or tuples of them) has finished, before a timer is read."""
     for x in results:
@@ -138,7 +147,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     while exc is not None:
         if "OutOfMemory" in type(exc).__name__ or "RESOURCE_EXHAUSTED" in str(exc):
             return True
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
     return False
 
 

@@ -77,16 +77,19 @@ def moons(rng: np.random.RandomState, n_samples: int, noise: float) -> tuple[np.
         return X * 2 - 1, labels * 2.0 - 1
 
 
-def initial_params(rng: np.random.RandomState, hidden: int, inputs: int = 2) -> Params:
-    """Initial W (D, H), b (H,), v (H,) drawn from `rng` in the homework's order and scales.
+def initial_scales(hidden: int, inputs: int = 2) -> tuple[float, float, float]:
+    """Standard deviations of the initial W, b, v: 1/sqrt(D), 1 and 1/sqrt(H).
 
     W ~ N(0, 1/D): at the homework's D = 2 inputs its N(0, 1/2); for any D, standardised inputs
     give preactivations of the same scale.
     """
-    W = rng.normal(0, 1 / float(inputs)**0.5, [inputs, hidden])
-    b = rng.normal(0, 1, [hidden])
-    v = rng.normal(0, 1 / hidden**0.5, [hidden])
-    return Params(W, b, v)
+    return 1 / float(inputs)**0.5, 1.0, 1 / hidden**0.5
+
+
+def initial_params(rng: np.random.RandomState, hidden: int, inputs: int = 2) -> Params:
+    """Initial W (D, H), b (H,), v (H,) drawn from `rng` in the homework's order and `initial_scales`."""
+    w, b, v = initial_scales(hidden, inputs)
+    return Params(rng.normal(0, w, [inputs, hidden]), rng.normal(0, b, [hidden]), rng.normal(0, v, [hidden]))
 
 
 def make_ensemble(seed: int = SEED, networks: int = 1, n_samples: int = SAMPLES, noise: float = NOISE,
@@ -109,9 +112,10 @@ def make_ensemble(seed: int = SEED, networks: int = 1, n_samples: int = SAMPLES,
         if noise:
             rng.standard_normal(2 * n_samples)
         gauss[k] = rng.standard_normal(4 * hidden)
-    W = 0.0 + 1 / 2.0**0.5 * gauss[:, :2 * hidden].reshape(networks, 2, hidden)
-    b = 0.0 + 1.0 * gauss[:, 2 * hidden:3 * hidden]
-    v = 0.0 + 1 / hidden**0.5 * gauss[:, 3 * hidden:]
+    w_scale, b_scale, v_scale = initial_scales(hidden)
+    W = 0.0 + w_scale * gauss[:, :2 * hidden].reshape(networks, 2, hidden)
+    b = 0.0 + b_scale * gauss[:, 2 * hidden:3 * hidden]
+    v = 0.0 + v_scale * gauss[:, 3 * hidden:]
     W[0], b[0], v[0] = first
     return X, T, Params(W, b, v)
 

@@ -26,12 +26,17 @@ def versions(backend: str | None = None) -> dict:
 
 
 def dependencies() -> tuple[str, ...]:
-    """The packages moonxp requires, as its installed metadata (pyproject.toml) lists them, extras left out;
-    none when moonxp runs from a source tree that was never installed."""
+    """The packages moonxp requires, as pyproject.toml lists them (extras left out): from moonxp's installed
+    metadata, or from the checkout's pyproject.toml when moonxp runs from a source tree never installed."""
     try:
         requires = metadata.requires("moonxp") or []
     except metadata.PackageNotFoundError:
-        return ()
+        try:
+            text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+        except OSError:
+            return ()
+        block = re.search(r"^dependencies = \[(.*?)^\]", text, re.S | re.M)
+        requires = re.findall(r'"([^"]+)"', block.group(1)) if block else []
     return tuple(re.split(r"[\s;<>=!~\[(]", line, maxsplit=1)[0] for line in requires if "extra ==" not in line)
 
 

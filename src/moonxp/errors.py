@@ -7,6 +7,17 @@ RuntimeError, OSError) and `MoonxpError`, which the CLI catches.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message ("" if it has none): what a one-line report quotes."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    return f"{type(exc).__name__}: {first_line(exc)}"
+
+
 def install_hint(extra: str) -> str:
     """How to install one of moonxp's extras (pyproject.toml), from the moonxp checkout."""
     return f'pip install -e ".[{extra}]" in the moonxp checkout'

@@ -147,7 +147,7 @@ def backprop(params: Params, X: Array, T: Array, *, xp: Namespace | None = None)
 
 def descent(params: Params, grads: Params, lr: float) -> Params:
     """One gradient-descent step: theta - lr * dE/dtheta."""
-    return Params(*(p - lr * g for p, g in zip(params, grads)))
+    return Params(params.W - lr * grads.W, params.b - lr * grads.b, params.v - lr * grads.v)
 
 
 # ---------------------------------------------------------------- the estimator's loss: logistic, weighted

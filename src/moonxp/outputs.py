@@ -46,12 +46,12 @@ def output_directory(path: str | os.PathLike, option: str = "--out") -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=directory):
             pass
-    except FileExistsError:
+    except FileExistsError as exc:
         raise OutputError(f"cannot use {str(directory)!r} as output directory: a file is in the way; "
-                          f"choose another {option}") from None
+                          f"choose another {option}") from exc
     except OSError as exc:
         raise OutputError(f"cannot write into {str(directory)!r}: {exc.strerror or exc}; "
-                          f"choose another {option}") from None
+                          f"choose another {option}") from exc
     _replaceable(directory, option)
     return directory
 
@@ -71,7 +71,7 @@ def writable(path: str | os.PathLike, option: str) -> None:
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as exc:
-        raise OutputError(f"cannot write into {str(directory)!r}: {exc.strerror or exc}; choose another {option}") from None
+        raise OutputError(f"cannot write into {str(directory)!r}: {exc.strerror or exc}; choose another {option}") from exc
     _replaceable(directory, option)
 
 
@@ -108,7 +108,7 @@ def locked(directory: Path) -> Iterator[None]:
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError as exc:
-        raise OutputError(f"cannot open {str(directory)!r}: {exc.strerror or exc}; choose another --out") from None
+        raise OutputError(f"cannot open {str(directory)!r}: {exc.strerror or exc}; choose another --out") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -127,7 +127,7 @@ def remove(path: Path) -> None:
     try:
         path.unlink(missing_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot remove {str(path)!r}: {exc.strerror or exc}; remove it by hand") from None
+        raise OutputError(f"cannot remove {str(path)!r}: {exc.strerror or exc}; remove it by hand") from exc
 
 
 def _atomic(path: Path, write: Callable[[IO[bytes]], None], option: str, suffix: str = ".tmp") -> None:
@@ -147,7 +147,7 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], None], option: str, suffix:
         with contextlib.suppress(OSError):  # cleanup never masks the error that stopped the write
             temporary.unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise _unwritable(path, exc, option) from None
+            raise _unwritable(path, exc, option) from exc
         raise
 
 

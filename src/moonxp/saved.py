@@ -81,11 +81,11 @@ def _read(path: str | os.PathLike) -> dict:
         with data:
             _check_sizes(name)
             contents = {key: data[key] for key in data.files}
-    except FileNotFoundError:
-        raise InvalidInputError(f"cannot load {name!r}: no such file") from None
+    except FileNotFoundError as exc:
+        raise InvalidInputError(f"cannot load {name!r}: no such file") from exc
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise InvalidInputError(f"{name!r} is not a readable moonxp params file ({exc}); write one with "
-                                f"moonxp.save_params or --save") from None
+                                f"moonxp.save_params or --save") from exc
     if contents.get("format") is None or contents["format"].shape != () or str(contents["format"]) != FORMAT:
         raise InvalidInputError(f"{name!r} is not a moonxp params file (no {FORMAT!r} tag); write one with "
                                 f"moonxp.save_params or --save")
@@ -121,7 +121,7 @@ def load_params(path: str | os.PathLike, backend: Any = None) -> Params:
     try:
         validate.arrays(params)
     except MoonxpError as exc:
-        raise InvalidInputError(f"{os.fspath(path)!r} holds unusable params ({exc}): save them again") from None
+        raise InvalidInputError(f"{os.fspath(path)!r} holds unusable params ({exc}): save them again") from exc
     return params if backend is None else Params(*(backend.asarray(p) for p in params))
 
 
@@ -142,7 +142,7 @@ def load_metadata(path: str | os.PathLike) -> dict:
         metadata = json.loads(text, parse_constant=no_constant)
     except (ValueError, RecursionError) as exc:
         reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
-        raise InvalidInputError(f"{os.fspath(path)!r} has damaged metadata ({reason}): save it again") from None
+        raise InvalidInputError(f"{os.fspath(path)!r} has damaged metadata ({reason}): save it again") from exc
     if not isinstance(metadata, dict):
         raise InvalidInputError(f"{os.fspath(path)!r} has damaged metadata (a JSON {type(metadata).__name__}, "
                                 f"not an object): save it again")

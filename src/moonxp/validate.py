@@ -70,8 +70,8 @@ def points(xp: Any, X: Any, params: Params, *, into_batch: bool) -> None:
     batch, pbatch = tuple(X.shape[:-2]), tuple(params.W.shape[:-2])
     try:
         joint = np.broadcast_shapes(batch, pbatch)
-    except ValueError:
-        raise InvalidInputError(f"X's batch dims {batch} do not broadcast with the params' {pbatch}") from None
+    except ValueError as exc:
+        raise InvalidInputError(f"X's batch dims {batch} do not broadcast with the params' {pbatch}") from exc
     if into_batch and joint != pbatch:
         raise InvalidInputError(f"X's batch dims {batch} exceed the params' {pbatch}: each network "
                                 f"needs its own parameters; stack params to batch {joint}")
@@ -148,7 +148,7 @@ def problem(seed: Any, n_samples: Any, noise: Any, hidden: Any, networks: Any = 
         count(name["seed"], seed, 0, MAX_SEED - networks + 1)
     except InvalidInputError as exc:
         raise InvalidInputError(f"{exc} (NumPy seeds stay below 2**32, and {networks} networks use seeds "
-                                f"seed to seed + {networks - 1})" if networks > 1 else str(exc)) from None
+                                f"seed to seed + {networks - 1})" if networks > 1 else str(exc)) from exc
     count(name["n_samples"], n_samples, 1)
     count(name["hidden"], hidden, 1)
     if not _finite_number(noise) or noise < 0:

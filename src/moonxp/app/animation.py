@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..arrays import namespace_of
-from ..defaults import ANIMATION_DPI, GRID_HI, GRID_LO, PANEL_INCHES
+from ..defaults import ANIMATION_DPI, GRID_HI, GRID_LO
 from ..kernels import Params
 from ..outputs import write_animation
 from .model import Run
@@ -31,7 +31,7 @@ def write(path: Path, run: Run) -> None:
     axis, images = plot.grids(stacked, config.grid, GRID_LO, GRID_HI, compile=config.compile)
     images = images.reshape(len(run.frames), -1, config.grid, config.grid)  # (F, P, G, G)
     panels = images.shape[1]
-    figure = plot.MoonxpFigure(figsize=(PANEL_INCHES * panels, PANEL_INCHES), layout="constrained")
+    figure = plot.panel_figure(1, panels)
     axes = [figure.add_subplot(1, panels, k + 1) for k in range(panels)]
 
     def draw(frame: int) -> None:

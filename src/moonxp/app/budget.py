@@ -51,7 +51,7 @@ def needs(config: Config, backend: Backend, plots: bool) -> tuple[int, int]:
     if plots:
         host += PLOT_BYTES_PER_POINT * (panels * G * G + iters + 1)
     device = itemsize * (PARAM_COPIES_DEVICE * B * 4 * H + 3 * N + 2 * errors + 2 * panels * G * G)
-    if backend.device_name == "cpu":  # a GPU's tiles are a share of its free memory by design; a CPU's are not
+    if backend.kind == "cpu":  # a GPU's tiles are a share of its free memory by design; a CPU's are not
         rules = policy(backend.xp, backend.device, backend.dtype)
         device += itemsize * rules.tile_elements * rules.workers
     frames_host, frames_device = animation_needs(config, itemsize)
@@ -78,7 +78,7 @@ def check(config: Config, backend: Backend, plots: bool) -> None:
     InvalidInputError
         Naming the option furthest over budget and the largest value of it that fits.
     """
-    on_cpu = backend.device_name == "cpu"  # one memory for the host's and the device's share
+    on_cpu = backend.kind == "cpu"  # one memory for the host's and the device's share
     gpu = None if on_cpu else free_device_memory(backend.xp, backend.device)  # None: not known (JAX)
     host_free = host_memory()
 

@@ -19,7 +19,8 @@ from typing import Any, Sequence, TextIO
 
 from .. import __version__
 from ..defaults import DTYPES, GRID, HIDDEN, ITERS, LR, MAX_SEED, NOISE, SAMPLES, SEED, SWEEP_BLOCK
-from ..errors import BackendError, CompileWarning, DivergedError, InvalidInputError, MoonxpError, OutputError
+from ..errors import BackendError, CompileWarning, DivergedError, InvalidInputError, MoonxpError, OutputError, \
+    first_line
 from ..outputs import output_directory, writable
 from . import process
 from .model import MAX_PLOT_GRID, TABLE_FORMATS, BenchConfig, Config, SweepConfig, name, number, seeds, values
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="time the workloads against this machine's limits")
     _device_options(bench)
-    bench.add_argument("--quick", action="store_true", help="one size per workload: about a minute on 2 cores")
+    bench.add_argument("--quick", action="store_true", help="the headline sizes (small and large per workload): a few minutes on 2 cores")
     bench.add_argument("--json", type=name, metavar="FILE", help="also write the results as JSON to FILE "
                        "(rewritten after every case: a run cut short keeps what it measured)")
     bench.add_argument("--table", type=name, metavar="FILE", help="also write the text table to FILE "
@@ -171,9 +172,14 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO, started: f
             from . import info
             stdout.write(info.text())
             return EXIT_OK
+        from ..engine.policy import keep_freed_memory, use_jax_x64
+        keep_freed_memory()  # malloc tuned for this process (docs/design.md); a library user opts in
+        if "float64" in ([args.dtype] if args.command == "train" else args.dtype if args.command == "sweep" else []):
+            use_jax_x64()  # float64 on JAX (or CuPy compiled through JAX) computes in float64
         if args.command == "sweep":
             from . import sweep
-            return sweep.main(_sweep_config(args), stdout, functools.partial(_progress_bar, stderr, args.quiet))
+            return sweep.main(_sweep_config(args), stdout, functools.partial(_progress_bar, stderr, args.quiet),
+                              started)
         if args.command == "bench":
             if args.scheduler is not None:
                 raise BackendError("bench does not run on a cluster: it times this machine's own devices; "
@@ -188,7 +194,7 @@ def _main(argv: Sequence[str] | None, stdout: TextIO, stderr: TextIO, started: f
         from ..arrays import is_out_of_memory
         # device first: CuPy's OutOfMemoryError is a MemoryError too
         if is_out_of_memory(exc):  # e.g. a compiled program (jax.jit) ran out of device memory
-            stderr.write(f"moonxp: error: out of device memory ({str(exc).splitlines()[0]}): free device memory, "
+            stderr.write(f"moonxp: error: out of device memory ({first_line(exc)}): free device memory, "
                          f"use --dtype float32, or a smaller problem\n")
             return EXIT_USAGE
         if not isinstance(exc, MemoryError):

@@ -10,13 +10,12 @@ from .. import __version__
 from ..arrays import device_context
 from ..benchmark.limits import measure
 from ..defaults import DTYPES, HIDDEN, ITERS, SAMPLES
-from ..engine.backend import BACKENDS, resolve
+from ..engine.backend import BACKENDS, MODULES, resolve
 from ..engine.executor import execution
 from ..engine.policy import policy
 from ..environment import machine, versions
-from ..errors import MoonxpError
+from ..errors import MoonxpError, one_line
 
-MODULES = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "jax": "jax", "array-api-strict": "array_api_strict"}
 
 
 def backends() -> list[dict]:
@@ -44,7 +43,7 @@ def backends() -> list[dict]:
             version = getattr(importlib.import_module(MODULES[name]), "__version__", None)
         except Exception as exc:  # a broken install: resolve has said why, as "not usable: <reason>"
             version = None
-            problems = {"all": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+            problems = {"all": one_line(exc)}
         found.append({"name": name, "version": version, "usable": usable, "not_usable": problems, "execution": runs})
     return found
 

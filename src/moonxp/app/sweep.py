@@ -184,10 +184,12 @@ def _concurrent(scheduler: str | None) -> int | None:
     return (workers or os.cpu_count() or 1) if kind == "local" else None
 
 
-def main(config: SweepConfig, stdout: TextIO, progress_bar: Callable[[int, str], Any]) -> int:
+def main(config: SweepConfig, stdout: TextIO, progress_bar: Callable[[int, str], Any],
+         started: float | None = None) -> int:
     """Run `moonxp sweep`; the exit code (0), or MoonxpError / KeyboardInterrupt for the CLI to report.
 
-    `progress_bar(total, unit)`: a tqdm-like bar the tasks advance. Whatever stops the run (a
+    `progress_bar(total, unit)`: a tqdm-like bar the tasks advance; `started`: the `time.perf_counter()` the
+    command's wall time counts from (default: this call). Whatever stops the run (a
     signal, a lost scheduler, a failed write), the directory ends holding this run's finished
     rows and sweep.json with its status ("ok" only when every file of this run is whole).
     """
@@ -202,7 +204,7 @@ def main(config: SweepConfig, stdout: TextIO, progress_bar: Callable[[int, str],
                "seeds": [config.seeds.start, config.seeds.stop], "device": config.device, "backend": config.backend,
                "scheduler": config.scheduler, "tasks": len(tasks)}
     finished: list = []
-    started = time.perf_counter()
+    trained_from = time.perf_counter()
     stop: BaseException | None = None
     backend = task_backend((config.device, config.backend, config.dtype[0])).name
     summary["versions"] = versions(backend)
@@ -220,16 +222,17 @@ def main(config: SweepConfig, stdout: TextIO, progress_bar: Callable[[int, str],
     finally:
         bar.close()
     status = "ok" if stop is None else "interrupted" if isinstance(stop, KeyboardInterrupt) else "failed"
-    summary.update(status=status, tasks_done=len(finished), elapsed_s=time.perf_counter() - started)
+    summary.update(status=status, tasks_done=len(finished), elapsed_s=time.perf_counter() - trained_from)
     if status == "failed":
         summary["message"] = str(stop) or repr(stop)
     try:
         written = write(directory, columns, summary, config.plots, config.format)
         if stop is None and not config.quiet:
             diverged = int(columns["diverged"].sum())
+            wall = time.perf_counter() - (trained_from if started is None else started)
             stdout.write(f"Done: {len(columns['seed'])} networks in {len({task[0] for task in tasks})} "
-                         f"configurations, {diverged} diverged, {summary['elapsed_s']:.2f} s | wrote "
-                         f"{', '.join(str(p) for p in written)}\n")
+                         f"configurations, {diverged} diverged | trained in {summary['elapsed_s']:.2f} s, "
+                         f"{wall:.2f} s in all | wrote {', '.join(str(p) for p in written)}\n")
     except (KeyboardInterrupt, Exception) as exc:
         kind = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         _abandon(directory, columns, {**summary, "status": status if stop is not None else kind,

@@ -13,7 +13,7 @@ import importlib.util
 from dataclasses import dataclass
 
 from ..defaults import DTYPES
-from ..engine.backend import resolve
+from ..engine.backend import MODULES, device_kind, resolve
 from ..errors import MoonxpError
 from .peers import PEERS
 from .workloads import WORKLOADS, Workload
@@ -96,11 +96,6 @@ class Case:
         return cls(**{**spec, "workload": WORKLOADS[spec["workload"]]})
 
 
-def device_kind(device: str) -> str:
-    """"cpu" or "cuda" for a device string such as "cuda:1"."""
-    return "cuda" if device.startswith("cuda") else "cpu"
-
-
 def dtypes(workload: Workload, mode: str) -> tuple[str, ...]:
     """The dtypes a workload runs in: its own if it has any (the homework: float64); `--quick`: float32 only."""
     single_first = tuple(reversed(DTYPES))  # ("float32", "float64")
@@ -157,8 +152,7 @@ def for_run(device: str, backend: str | None, mode: str) -> list[Case]:
 @functools.lru_cache(maxsize=None)
 def usable(device: str, backend: str) -> bool:
     """Whether `backend` is installed and runs on `device` here (imports it)."""
-    module = {"array-api-strict": "array_api_strict"}.get(backend, backend)
-    if importlib.util.find_spec(module) is None:
+    if importlib.util.find_spec(MODULES[backend]) is None:
         return False
     try:
         resolve(device, backend, "float32")

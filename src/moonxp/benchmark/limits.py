@@ -71,7 +71,7 @@ def measure(backend: Backend, mode: str = "quick") -> dict:
     -------
     limits : {"matmul_flops", "copy_bandwidth", "matmul_n", "copy_bytes", "launches"}.
     """
-    xp, kind = backend.xp, "cuda" if backend.device_name.startswith("cuda") else "cpu"
+    xp, kind = backend.xp, backend.kind
     n, copy_bytes = SIZES[kind][mode]
     launches = LAUNCHES[kind]
     rng = np.random.default_rng(0)

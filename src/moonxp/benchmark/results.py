@@ -181,17 +181,17 @@ def load(path: str | Path) -> dict:
     try:
         data = json.loads(Path(path).read_text())
     except OSError as exc:
-        raise InvalidInputError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+        raise InvalidInputError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from exc
     except ValueError as exc:
-        raise InvalidInputError(f"{str(path)!r} is not JSON ({exc}): give a file from moonxp bench --json") from None
-    except RecursionError:  # nested deeper than Python's stack
+        raise InvalidInputError(f"{str(path)!r} is not JSON ({exc}): give a file from moonxp bench --json") from exc
+    except RecursionError as exc:  # nested deeper than Python's stack
         raise InvalidInputError(f"{str(path)!r} is JSON nested too deeply for a benchmark report: give a file "
-                                f"from moonxp bench --json") from None
+                                f"from moonxp bench --json") from exc
     try:
         report = upgrade(data)
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
         raise InvalidInputError(f"{str(path)!r} is not a benchmark JSON this moonxp reads ({type(exc).__name__}: "
-                                f"{exc}): give a file from moonxp bench --json") from None
+                                f"{exc}): give a file from moonxp bench --json") from exc
     found = problems(report)
     if found:
         raise InvalidInputError(f"{str(path)!r} is not a moonxp bench JSON ({found[0]}): give a file from "

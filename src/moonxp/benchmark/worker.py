@@ -21,8 +21,10 @@ import os
 import sys
 from typing import Iterator
 
-from ..engine.backend import resolve
-from .cases import Case, device_kind, usable
+from ..engine.backend import device_kind, resolve
+from ..engine.policy import keep_freed_memory, use_jax_x64
+from ..errors import one_line
+from .cases import Case, usable
 from .limits import measure, median_time
 from .workloads import make_call
 
@@ -35,7 +37,9 @@ TIMING = {"smoke": {"min_repeats": 1, "min_seconds": 0.0, "max_repeats": 1},
 
 
 def fair_precision(backend: str) -> None:
-    """Set `backend`'s float32 matmul precision to `MATMUL_PRECISION` (process-wide, for the benchmark)."""
+    """Set `backend`'s float32 matmul precision to `MATMUL_PRECISION`, and JAX's x64 mode for the float64 cases
+    (of JAX, and of CuPy compiled through JAX): process-wide, for the benchmark."""
+    use_jax_x64()
     if backend == "jax":
         import jax
         jax.config.update("jax_default_matmul_precision", MATMUL_PRECISION)
@@ -55,11 +59,6 @@ def free_pools(backend: str) -> None:
         torch.cuda.empty_cache()
 
 
-def error_text(exc: BaseException) -> str:
-    """One line naming a failure: its type and the first line of its message."""
-    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-
-
 def time_case(case: Case, timing: dict) -> dict:
     """Time one case: its record with "median_s", "repeats" and "backend_version", or with "error"."""
     result = case.record()
@@ -69,7 +68,7 @@ def time_case(case: Case, timing: dict) -> dict:
         call = make_call(case.workload, case.size, backend, case.implementation, case.compile)
         result["median_s"], result["repeats"] = median_time(call, **timing)
     except Exception as exc:  # a peer out of memory, say: report it, keep going
-        result["error"] = error_text(exc)
+        result["error"] = one_line(exc)
     return result
 
 
@@ -85,7 +84,7 @@ def run(request: dict) -> Iterator[dict]:
         try:
             found = measure(resolve(device, first.backend, dtype), mode)
         except Exception as exc:
-            found = {"error": error_text(exc)}
+            found = {"error": one_line(exc)}
         yield {"limits": {"device": device, "dtype": dtype, **found}}
     for index, spec in enumerate(specs):
         case = Case.from_spec(spec)
@@ -97,6 +96,7 @@ def run(request: dict) -> Iterator[dict]:
 
 def main() -> None:
     os.environ.update(ENVIRONMENT)
+    keep_freed_memory()  # moonxp is timed as the command line runs it
     for message in run(json.load(sys.stdin)):
         sys.stdout.write(json.dumps(message) + "\n")
         sys.stdout.flush()

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..data import make_problem
+from ..data import initial_scales, make_problem
 from ..defaults import DTYPES, GRID_HI, GRID_LO, HIDDEN, ITERS, LR, SAMPLES, SEED
 from ..engine.backend import Backend
 from ..engine.grid import evaluate_grid
@@ -91,15 +91,15 @@ WORKLOADS = {w.name: w for w in (
                     {"smoke": (SAMPLES,), "quick": (SAMPLES,), "full": (SAMPLES,)}),
              "points", "run", iters=ITERS, dtypes=DTYPES[:1]),  # the homework's own float64
     Workload("grid-eval", "points/s", "{0}x{0}",
-             _sizes({"smoke": (64,), "quick": (2048,), "full": (512, 2048, 4096)},
+             _sizes({"smoke": (64,), "quick": (2048,), "full": (512, 2048, 4096, 8192)},
                     {"smoke": (64,), "quick": (2048, 16384), "full": (2048, 8192, 16384)}),
              "grid", "grid-point", streamed_values=1),  # the outputs are written
     Workload("train-batched", "network-iterations/s", "B={}",
-             _sizes({"smoke": (4,), "quick": (512,), "full": (64, 512, 4096)},
+             _sizes({"smoke": (4,), "quick": (64, 512), "full": (64, 512, 4096)},
                     {"smoke": (4,), "quick": (4096,), "full": (512, 4096, 65536)}),
              "networks", "network-iteration", iters=ITERS),
     Workload("train-large", "sample-gradients/s", "N={}",
-             _sizes({"smoke": (1000,), "quick": (200_000,), "full": (20_000, 200_000, 1_000_000)},
+             _sizes({"smoke": (1000,), "quick": (20_000, 200_000), "full": (20_000, 200_000, 1_000_000)},
                     {"smoke": (1000,), "quick": (1_000_000, 10_000_000), "full": (1_000_000, 10_000_000)}),
              "points", "sample-gradient", iters=32, noise=0.1, streamed_values=3),  # X and T read
 )}
@@ -121,8 +121,9 @@ def host_problem(workload: Workload, size: int, seed: int = SEED) -> tuple[Param
     networks = workload.networks(size)
     if networks is not None:
         rng, H = np.random.RandomState(seed), workload.hidden
-        params = Params(rng.normal(0, 1 / 2**0.5, (networks, 2, H)), rng.normal(0, 1, (networks, H)),
-                        rng.normal(0, 1 / H**0.5, (networks, H)))
+        w, b, v = initial_scales(H)
+        params = Params(rng.normal(0, w, (networks, 2, H)), rng.normal(0, b, (networks, H)),
+                        rng.normal(0, v, (networks, H)))
     return params, X, T
 
 

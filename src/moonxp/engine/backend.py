@@ -17,10 +17,12 @@ import numpy as np
 
 from ..arrays import device_context
 from ..defaults import DTYPES
-from ..errors import BackendError, InvalidInputError, InvalidTypeError, install_hint
-from .policy import jax_cache, quiet_xla
+from ..errors import BackendError, InvalidInputError, InvalidTypeError, install_hint, one_line
+from .policy import jax_cache, quiet_xla, require_x64
 
-BACKENDS = ("numpy", "cupy", "torch", "jax", "array-api-strict")
+MODULES = {"numpy": "numpy", "cupy": "cupy", "torch": "torch", "jax": "jax",  # backend name -> its module
+           "array-api-strict": "array_api_strict"}
+BACKENDS = tuple(MODULES)
 GPU_BACKENDS = ("cupy", "torch", "jax")
 CPU_BACKENDS = ("numpy", "torch", "jax", "array-api-strict")
 _DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
@@ -39,6 +41,11 @@ class Backend:
     dtype_name: str
     version: str
 
+    @property
+    def kind(self) -> str:
+        """"cpu" or "cuda"."""
+        return device_kind(self.device_name)
+
     def asarray(self, host: Any) -> Any:
         """Move a host array to this backend's device in its dtype (one transfer).
 
@@ -52,7 +59,7 @@ class Backend:
                 x = self.xp.asarray(np.asarray(host, dtype=self.dtype_name), dtype=self.dtype, device=self.device)
             except (ValueError, TypeError) as exc:
                 raise InvalidTypeError(f"{self.device_name} on {self.name} cannot hold {self.dtype_name} "
-                                       f"({exc}); use --dtype float32") from None
+                                       f"({exc}); use --dtype float32") from exc
         if x.dtype != self.dtype:
             raise InvalidTypeError(f"{self.name} turned {self.dtype_name} into {x.dtype} on "
                                    f"{self.device_name}; use --dtype float32")
@@ -91,8 +98,7 @@ def resolve(device: str = "cpu", backend: str | None = None, dtype: str = DTYPES
     kind, index = match.group(1), int(match.group(2) or 0)
     if kind == "cpu" and match.group(2) is not None:
         raise InvalidInputError(f"unknown device {device!r}: the CPU is just 'cpu'")
-    if dtype not in DTYPES:
-        raise InvalidInputError(f"unknown dtype {dtype!r}: use float64 or float32")
+    check_dtype(dtype)
     name = backend or ("cupy" if kind == "cuda" else "numpy")
     if name not in BACKENDS:
         raise InvalidInputError(f"unknown backend {name!r}: use one of {', '.join(BACKENDS)}")
@@ -105,17 +111,28 @@ def resolve(device: str = "cpu", backend: str | None = None, dtype: str = DTYPES
     return _LOADERS[name](kind, index, dtype)
 
 
+def device_kind(device: str) -> str:
+    """"cpu" or "cuda" for a device name such as "cuda:1"."""
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def check_dtype(dtype: Any, option: str = "dtype") -> str:
+    """`dtype` if it is one moonxp computes in (`defaults.DTYPES`), else an InvalidInputError naming `option`."""
+    if dtype not in DTYPES:
+        raise InvalidInputError(f"unknown {option} {dtype!r}: use {' or '.join(DTYPES)}")
+    return dtype
+
+
 def _import(module: str, hint: str) -> Any:
     """Import an optional backend; any failure (a missing package, or a broken install whose import
     raises, e.g. a CUDA library mismatch) is a one-line BackendError."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise BackendError(f"{module} is not installed ({exc}): {hint}") from None
+        raise BackendError(f"{module} is not installed ({exc}): {hint}") from exc
     except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else ""
-        raise BackendError(f"{module} is installed but cannot be imported ({type(exc).__name__}: {reason}): "
-                           f"reinstall it, or {hint}") from None
+        raise BackendError(f"{module} is installed but cannot be imported ({one_line(exc)}): "
+                           f"reinstall it, or {hint}") from exc
 
 
 def _check_index(index: int, count: int, what: str) -> None:
@@ -144,7 +161,7 @@ def _cupy(kind: str, index: int, dtype: str) -> Backend:
         count = cupy.cuda.runtime.getDeviceCount()
     except cupy.cuda.runtime.CUDARuntimeError as exc:
         raise BackendError(f"no CUDA device is usable by CuPy ({exc}): check the NVIDIA driver "
-                           f"(nvidia-smi), or use --device cpu") from None
+                           f"(nvidia-smi), or use --device cpu") from exc
     _check_index(index, count, "CuPy")
     import array_api_compat.cupy as xp
     return Backend("cupy", xp, cupy.cuda.Device(index), getattr(xp, dtype), f"cuda:{index}", dtype,
@@ -165,8 +182,7 @@ def _jax(kind: str, index: int, dtype: str) -> Backend:
     jax = _import("jax", f'{install_hint("jax")} (CPU; pip install "jax[cuda12]" for a GPU)')
     jax_cache()
     if dtype == "float64":
-        # Without x64, JAX silently computes float64 requests in float32.
-        jax.config.update("jax_enable_x64", True)
+        require_x64(jax)
     try:
         devices = jax.devices("cpu" if kind == "cpu" else "gpu")
     except RuntimeError:

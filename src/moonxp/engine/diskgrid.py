@@ -93,7 +93,7 @@ def _write_band(band: tuple[int, int], *, path: str, params: Params, size: int, 
         (Path(path + ".bands") / f"{start}").touch()
     except OSError as exc:
         raise OutputError(f"cannot mark band {start} done in {path + '.bands'!r}: {exc.strerror or exc}; "
-                          f"choose another path") from None
+                          f"choose another path") from exc
     return stop - start
 
 
@@ -131,9 +131,9 @@ def grid_to_disk(params: Params, path: str | os.PathLike, size: int, lo: float =
     if path.endswith(".zarr"):
         try:
             import zarr  # noqa: F401
-        except ImportError:
+        except ImportError as exc:
             raise BackendError(f"{path!r} needs zarr (Python 3.11 or newer), which is not installed: "
-                               f"{install_hint('cluster')}, or write a .npy file") from None
+                               f"{install_hint('cluster')}, or write a .npy file") from exc
     spec = (device, backend, dtype)
     task_backend(spec)  # a bad device or backend fails here, before anything is written
     shape = params.W.shape[:-2] + (size, size)
@@ -151,7 +151,7 @@ def grid_to_disk(params: Params, path: str | os.PathLike, size: int, lo: float =
             _open(path, "w", shape, dtype, rows)
             stamp.write_text(fingerprint)
     except OSError as exc:
-        raise OutputError(f"cannot create {path!r}: {exc.strerror or exc}; choose another path") from None
+        raise OutputError(f"cannot create {path!r}: {exc.strerror or exc}; choose another path") from exc
     batch = len(shape) - 2
     todo = [band for band in bands if not ((markers / f"{band[0]}").exists() and _written(path, band, rows, batch))]
     skipped = len(bands) - len(todo)

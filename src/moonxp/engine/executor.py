@@ -20,7 +20,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..arrays import is_out_of_memory
-from ..errors import BackendError, CompileError, CompileWarning, DeviceMemoryError, InvalidTypeError, MoonxpError
+from ..errors import (BackendError, CompileError, CompileWarning, DeviceMemoryError, InvalidTypeError, MoonxpError,
+                      first_line, one_line)
 from .policy import Policy, remember_fitted, tile_elements as fitted_tile_elements
 
 Tile = tuple[slice, slice]  # (first batch axis, points)
@@ -107,9 +108,9 @@ def _program(fn: Callable, policy: Policy, compiled: bool, asked: bool, /, **bou
     eager = functools.partial(fn, fused=False, **bound)
     if not compiled:
         return eager
-    built: list = []
+    built: list = []  # the compiled program, built at the first call
 
-    def run(*args: Any) -> Any:
+    def call(*args: Any) -> Any:
         if policy.compiled_as in _failed and not asked:
             return eager(*args)
         try:
@@ -119,13 +120,12 @@ def _program(fn: Callable, policy: Policy, compiled: bool, asked: bool, /, **bou
         except Exception as exc:
             if is_out_of_memory(exc) or isinstance(exc, MoonxpError) and not isinstance(exc, BackendError):
                 raise  # tiles halve (`fit`); moonxp's own errors are the input's (a bridge's is the compiler's)
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else "no message"
-            reason = f"{policy.compiled_as} failed ({type(exc).__name__}: {message})"
+            reason = f"{policy.compiled_as} failed ({one_line(exc) if first_line(exc) else type(exc).__name__})"
             if asked:
-                raise CompileError(policy.compiled_as, reason) from None
+                raise CompileError(policy.compiled_as, reason) from exc
             fall_back(policy.compiled_as, reason)
             return eager(*args)
-    return run
+    return call
 
 
 def _compile(fn: Callable, policy: Policy, bound: dict) -> Callable:
@@ -190,8 +190,8 @@ def fit(work: Callable[[list], Any], planner: Callable[[int], list], total: int,
             if tile_elements <= MIN_TILE_ELEMENTS:
                 raise DeviceMemoryError(
                     f"out of device memory even in tiles of {tile_elements} elements "
-                    f"({str(exc).splitlines()[0]}); free device memory (other processes?), use float32, "
-                    f"or use fewer networks or points") from None
+                    f"({first_line(exc)}); free device memory (other processes?), use float32, "
+                    f"or use fewer networks or points") from exc
             tile_elements = min(tile_elements, total) // 2
             remember_fitted(policy, tile_elements)
 

@@ -19,9 +19,10 @@ compiled programs only):
   so the next call does not run out again;
 - ``_limit``: a cap on every tile, on every device, set by `limit_tiles` (to bound
   memory, or to make tests tile small problems);
-- glibc's malloc thresholds (`keep_freed_memory`), set once for the process at the
-  first NumPy policy, because freed tile temporaries are then reused instead of
-  being faulted in afresh (twice as fast here; ``MOONXP_MALLOC_TUNING=0`` opts out).
+- glibc's malloc thresholds (`keep_freed_memory`), which only the command line,
+  the benchmark and moonxp's Dask workers set, because freed tile temporaries are
+  then reused instead of being faulted in afresh; a library user calls it
+  explicitly (it changes the whole process; ``MOONXP_MALLOC_TUNING=0`` opts out).
 
 `reset()` forgets the two tile caches (malloc settings stay: they change speed only).
 """
@@ -105,6 +106,8 @@ class Policy:
     another library, reached through DLPack; called when a program compiles, it
     imports that library and returns the `Bridge`. `writes_tiles`: tiles write their
     results into one preallocated array (NumPy) instead of being concatenated.
+    `eager_compiles`: every distinct eager op compiles (JAX), so a compiled call's setup
+    (the ones column) is a compiled program too.
     """
 
     tile_elements: int
@@ -115,6 +118,7 @@ class Policy:
     fused: bool = False
     bridge: Callable[[], Bridge] | None = None
     writes_tiles: bool = False
+    eager_compiles: bool = False
 
 
 def policy(xp: Any, device: Any, dtype: Any) -> Policy:
@@ -126,8 +130,9 @@ def policy(xp: Any, device: Any, dtype: Any) -> Policy:
     itemsize = xp.finfo(dtype).bits // 8
     if is_jax_namespace(xp):
         if getattr(device, "platform", "cpu") == "gpu":
-            return Policy(_gpu_tile_elements(xp, device, itemsize), 1, _jax_jit, "jax.jit", ALWAYS, fused=True)
-        return Policy(JAX_TILE_ELEMENTS, 1, _jax_jit, "jax.jit", ALWAYS)
+            return Policy(_gpu_tile_elements(xp, device, itemsize), 1, _jax_jit, "jax.jit", ALWAYS, fused=True,
+                          eager_compiles=True)
+        return Policy(JAX_TILE_ELEMENTS, 1, _jax_jit, "jax.jit", ALWAYS, eager_compiles=True)
     if is_cupy_namespace(xp):
         tiles = _gpu_tile_elements(xp, device, itemsize)
         for library, compiler, name, cost in (("torch", _torch_compile, "torch.compile", TORCH_CUDA),
@@ -141,7 +146,6 @@ def policy(xp: Any, device: Any, dtype: Any) -> Policy:
                       fused=True)
     if is_numpy_namespace(xp):
         # NumPy releases the GIL in its loops, so tiles run on all cores.
-        keep_freed_memory()
         return Policy(CPU_TILE_ELEMENTS, cores(), writes_tiles=True)
     if is_torch_namespace(xp):  # torch threads each op itself; on the CPU torch.compile only when asked
         return Policy(CPU_TILE_ELEMENTS, 1, _torch_compile, "torch.compile")
@@ -255,9 +259,27 @@ def _bridge(library: str, itemsize: int) -> Callable[[], Bridge]:
         import jax
         jax.devices("gpu")  # RuntimeError without a GPU
         if itemsize == 8:
-            jax.config.update("jax_enable_x64", True)  # else JAX computes float64 in float32
+            require_x64(jax)  # else JAX would compute float64 in float32
         return Bridge(jax.numpy, jax.numpy.from_dlpack, cupy.from_dlpack)
     return connect
+
+
+def require_x64(jax: Any) -> None:
+    """Refuse float64 on JAX outside its x64 mode (where JAX silently computes float64 in float32): the mode is
+    process-wide, so it is the caller's to turn on; the command line does (`JAX_ENABLE_X64`)."""
+    if not jax.config.jax_enable_x64:
+        raise BackendError('JAX computes float64 only in its x64 mode, which is process-wide: call '
+                           'jax.config.update("jax_enable_x64", True) first (python -m moonxp does), or use float32')
+
+
+def use_jax_x64() -> None:
+    """Turn JAX's x64 mode on for this process (see `require_x64`): the command line's and the benchmark's choice.
+    JAX is not imported for it: before JAX loads, ``JAX_ENABLE_X64`` (which JAX reads then) says it."""
+    jax = sys.modules.get("jax")
+    if jax is None:
+        os.environ.setdefault("JAX_ENABLE_X64", "true")
+    else:
+        jax.config.update("jax_enable_x64", True)
 
 
 def quiet_xla() -> None:

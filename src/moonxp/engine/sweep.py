@@ -27,6 +27,7 @@ from ..defaults import CHECK_EVERY, DTYPES, HIDDEN, ITERS, LR, NOISE, SAMPLES, S
 from ..environment import host_memory
 from ..errors import DivergedError, InvalidInputError
 from ..kernels import Params
+from .backend import check_dtype
 from .tasks import map_tasks, task_backend
 from .training import evaluate, train
 
@@ -63,8 +64,7 @@ def settings(lr: Sequence[float], hidden: Sequence[int], samples: Sequence[int],
     list `option` + its name (the CLI gives "--")."""
     _check_lists(dict(lr=lr, hidden=hidden, samples=samples, noise=noise, iters=iters, dtype=dtype), option)
     for value in dtype:
-        if value not in DTYPES:
-            raise InvalidInputError(f"unknown {option}dtype {value!r}: use float64 or float32")
+        check_dtype(value, f"{option}dtype")
     names = {"n_samples": f"{option}samples", "noise": f"{option}noise", "hidden": f"{option}hidden"}
     for a in lr:
         validate.learning_rate(a, f"{option}lr")

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import validate
-from ..arrays import all_true, device_context, to_host, values_readable
+from ..arrays import all_true, device_context, stack, to_host, values_readable
 from ..defaults import CHECK_EVERY, ITERS, LR
 from ..errors import DivergedError, InvalidTypeError
 from ..kernels import STEP_TEMPORARIES, Params, descent, error_and_gradient_sums, forward, loss_terms, with_ones
@@ -27,6 +27,16 @@ from .executor import ALL, ALL_TILE, Tile, compiles, fit, map_tiles, plan, progr
 from .policy import Policy, policy as policy_for
 
 Array = Any
+
+
+def _with_ones(X: Array, xp: Any, fused: bool) -> Array:
+    """`kernels.with_ones` as a program (`fused` is not used)."""
+    return with_ones(X, xp)
+
+
+def _ones_column(X: Array, xp: Any, policy: Policy, compile: bool | None, compiled: bool) -> Array:
+    """[X, 1] (`kernels.with_ones`): a compiled program where eager ops would each compile (`Policy.eager_compiles`)."""
+    return program(_with_ones, policy, compile, compiled and policy.eager_compiles, xp=xp)(X)
 
 
 def _tile(params: Params, X: Array, T: Array, tile: Tile) -> tuple[Params, Array, Array]:
@@ -66,12 +76,13 @@ def tiled_sums(work: Callable, params: Params, X: Array, T: Array, xp: Any, poli
 
 
 def _step(params: Params, X: Array, T: Array, lr: float, xp: Any, fused: bool) -> tuple[Params, Array]:
-    """(params after one descent step on all of X = [X, 1] (`kernels.with_ones`), T; the loss sum before it).
+    """(params after one descent step on all of X = [X, 1] (`kernels.with_ones`), T; the error before it).
 
     lr / N turns the gradient sums into means.
     """
     e, sums = error_and_gradient_sums(params, X, T, xp, fused, ones_column=True)
-    return descent(params, sums, lr / X.shape[-2]), e
+    n = X.shape[-2]
+    return descent(params, sums, lr / n), e / n
 
 
 def _gradient_sums(params: Params, X: Array, T: Array, xp: Any, fused: bool) -> tuple[Array, Params]:
@@ -81,7 +92,7 @@ def _gradient_sums(params: Params, X: Array, T: Array, xp: Any, fused: bool) -> 
 
 def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any, policy: Policy,
            compile: bool | None, compiled: bool) -> tuple[Params, tuple]:
-    """`count` descent steps on X = [X, 1]: (params after them, (the loss sum (...) before each step)).
+    """`count` descent steps on X = [X, 1]: (params after them, (the error E (...) before each step)).
 
     Tiles are planned here, outside any compiled program. Where one tile holds all the
     work, each step is one program (`_step`: a few fused kernels on a GPU); else the
@@ -98,7 +109,7 @@ def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any, p
                 current, e = step(current, X, T, lr)
             else:
                 e, gradient_sums = tiled_sums(sums, current, X, T, xp, policy)
-                current = descent(current, gradient_sums, lr / X.shape[-2])
+                current, e = descent(current, gradient_sums, lr / X.shape[-2]), e / X.shape[-2]
             errors.append(e)
         return current, tuple(errors)
     shape = _shape(params, X)
@@ -194,14 +205,14 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
     check_every = validate.count("check_every", check_every, 1)
     validate.compile_flag(compile)
     validate.callback("progress", progress)
-    errors, done = [], 0  # the loss sums (...) before each update, on the device
+    errors, done = [], 0  # E (...) before each update, on the device
     # Overflow on the way to divergence is expected: `_check_finite` reports it as DivergedError.
     with device_context(xp, device), np.errstate(over="ignore", invalid="ignore"):
         policy = policy_for(xp, device, params.W.dtype)
         validate.points(xp, X, params, into_batch=True)
         validate.labels(xp, T, X, params)
         compiled = compiles(policy, compile, iters, _units(params, X))
-        X = with_ones(X, xp)
+        X = _ones_column(X, xp, policy, compile, compiled)
         blocks = _network_blocks(params, policy, compiled)
         inner = policy if len(blocks) == 1 else dataclasses.replace(policy, workers=1)  # a block's own tiles: in turn
         while done < iters:
@@ -214,20 +225,23 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
             done += count
             if progress is not None:
                 progress(done, iters)
-        errors.append(_scores(params, X, T, xp, policy, compile, compiled)[0])
+        if compiled:  # the step program's error at the final params, its update dropped: no second program
+            errors.append(_steps(params, X, T, lr, 1, xp, policy, compile, compiled)[1][0])
+        else:
+            errors.append(_scores(params, X, T, xp, policy, compile, compiled)[0] / X.shape[-2])
         _check_finite(xp, errors, 1, params, lr)
-        return params, xp.stack(errors, axis=-1) / X.shape[-2]  # one stack and one division per call
+        return params, stack(xp, errors)
 
 
 def _check_finite(xp: Any, errors: list, latest: int, params: Params, lr: float) -> None:
-    """Raise DivergedError unless the `latest` loss sums and the parameters are finite (one read-back).
+    """Raise DivergedError unless the `latest` errors and the parameters are finite (one read-back).
 
     Non-finite parameters usually make the next error non-finite (the loss sum y . dE/dy
     turns inf * 0 into NaN), but not always: an output of +inf on the correct side has
     error 0. So the parameters are checked too; when only they are bad, divergence is
     dated at the iteration after the last error, the first state holding them.
     """
-    if all_true(xp, [*errors[-latest:], *params], lambda xp, a: xp.isfinite(a)):
+    if all_true(xp, [stack(xp, errors[-latest:]), *params], lambda xp, a: xp.isfinite(a)):
         return
     bad = ~np.isfinite(np.stack([to_host(e) for e in errors], axis=-1))  # (..., iterations so far)
     if not bad.any():  # the parameters after the last update, the state of the next iteration
@@ -267,5 +281,6 @@ def evaluate(params: Params, X: Array, T: Array, *, compile: bool | None = None)
         validate.points(xp, X, params, into_batch=True)
         validate.labels(xp, T, X, params)
         compiled = compiles(policy, compile, 1, _units(params, X))
-        e, correct = _scores(params, with_ones(X, xp), T, xp, policy, compile, compiled)
+        e, correct = _scores(params, _ones_column(X, xp, policy, compile, compiled), T, xp, policy, compile,
+                             compiled)
         return e / X.shape[-2], correct / X.shape[-2]
