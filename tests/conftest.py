@@ -14,16 +14,16 @@ Check that, with array-api-strict and CuPy hidden as on the GPU machines:
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import os
 
 import numpy as np
 import pytest
-from array_api_compat import array_namespace, device as device_of
 
 import moonxp
-from moonxp import Backend, to_host
+from moonxp import Backend
+
+from helpers import cli, cuda, cuda_usable, needs
+
 
 # JAX would take 75% of a GPU's memory when first asked about it, and CuPy's and torch's cases share the GPU
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -38,33 +38,7 @@ def _strict_device1() -> Backend:
                    xps.__version__)
 
 
-def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
-def needs(module: str) -> pytest.MarkDecorator:
-    """Skip marker for a test (or parameter) that needs the optional package `module`."""
-    return pytest.mark.skipif(not _installed(module), reason=f"{module} missing")
-
-
 # What the homework prints with seed 0 (its notebook's output), the promise of `python -m moonxp`.
-HOMEWORK_LINES = ["It: 0, Error: 0.127", "It: 1, Error: 0.052", "It: 3, Error: 0.010", "It: 7, Error: 0.001",
-                  "It: 15, Error: 0.000", "It: 31, Error: 0.000", "It: 63, Error: 0.000", "It: 127, Error: 0.000"]
-
-
-@functools.lru_cache(maxsize=None)
-def cuda_usable(backend: str = "cupy", index: int = 0) -> bool:
-    """Whether moonxp can use CUDA device `index` through `backend` (cupy, torch or jax) here."""
-    try:
-        moonxp.resolve(f"cuda:{index}", backend, "float32")  # float32: no JAX x64 switch as a side effect
-        return True
-    except moonxp.MoonxpError:
-        return False
-
-
-def cuda(backend: str = "cupy", index: int = 0) -> pytest.MarkDecorator:
-    """Mark a test as needing CUDA device `index` through `backend`: skipped where that is not usable."""
-    return pytest.mark.cuda(backend=backend, index=index)
 
 
 CASES = [
@@ -133,31 +107,11 @@ def homework() -> tuple[np.ndarray, np.ndarray, moonxp.Params]:
 # Relative tolerance against the NumPy float64 reference, by dtype: a few hundred ulps of float64
 # (measured worst case here ~1e-16 relative), and float32's rounding over sums of up to a few
 # hundred terms (measured worst case ~3e-7). Absolute tolerances scale with the data.
-RTOL = {"float64": 1e-12, "float32": 1e-5}
 
 
-def tolerance(case: Backend) -> float:
-    """Relative comparison tolerance of the case's dtype."""
-    return RTOL[case.dtype_name]
-
-
-def assert_on_case(actual, case: Backend) -> None:
-    """`actual` lives in the case's namespace, on its device, in its dtype."""
-    assert array_namespace(actual) is array_namespace(case.asarray(np.zeros(1)))
-    assert device_of(actual) == case.device
-    assert actual.dtype == case.dtype
-
-
-def assert_near(actual: np.ndarray, expected: np.ndarray, case: Backend, scale: float = 1.0) -> None:
-    """Host `actual` matches `expected` within the case's dtype tolerance, absolute part scaled to |expected|."""
-    expected = np.asarray(expected, dtype=np.float64)
-    rtol = tolerance(case) * scale
-    magnitude = float(np.max(np.abs(expected))) if expected.size else 0.0
-    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), expected, rtol=rtol,
-                               atol=rtol * max(magnitude, 1e-3))
-
-
-def assert_close(actual, expected: np.ndarray, case: Backend, scale: float = 1.0) -> None:
-    """`actual` is on the case (namespace, device, dtype) and matches the float64 reference `expected`."""
-    assert_on_case(actual, case)
-    assert_near(to_host(actual), expected, case, scale)
+@pytest.fixture
+def previous_run(tmp_path):
+    """An output directory holding a finished earlier run (iters 3, figures and metrics)."""
+    assert cli("--iters", "3", "--grid", "8", "--out", str(tmp_path))[0] == 0
+    assert sorted(os.listdir(tmp_path)) == ["boundaries.png", "curve.png", "metrics.json"]
+    return tmp_path

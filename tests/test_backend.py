@@ -13,7 +13,8 @@ from array_api_compat import array_namespace, device as device_of
 
 import moonxp
 from moonxp.engine import backend, policy
-from conftest import assert_close, assert_on_case, needs as needs_module
+import moonxp.app.info
+from helpers import assert_close, assert_on_case, cli, needs as needs_module
 
 
 needs = {name: needs_module(module) for name, module in (("torch", "torch"), ("jax", "jax"),
@@ -359,3 +360,29 @@ def test_malloc_is_tuned_by_the_command_line_not_by_library_calls(monkeypatch, t
     assert calls == []
     assert main(["--iters", "2", "--no-plot", "--quiet", "--out", str(tmp_path)], stdout=io.StringIO()) == 0
     assert calls == ["tuned"]
+
+
+# ---------------------------------------------------------------- a broken backend install
+
+@pytest.fixture
+def broken_cupy(monkeypatch):
+    real = importlib.import_module
+
+    def import_module(name, package=None):
+        if name.split(".")[0] == "cupy":
+            raise RuntimeError("CUDA driver version is insufficient for CUDA runtime version\nmore")
+        return real(name, package)
+    monkeypatch.setattr(importlib, "import_module", import_module)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())  # "installed"
+
+
+def test_broken_backend_install_is_one_line(broken_cupy, tmp_path):
+    code, out, err = cli("--device", "cuda", "--out", str(tmp_path))
+    assert code == 2 and err.count("\n") == 1
+    assert "cupy is installed but cannot be imported (RuntimeError: CUDA driver version is insufficient" in err
+
+
+def test_broken_backend_install_in_info(broken_cupy):
+    text = moonxp.app.info.text(measure_limits=False)
+    line = next(line for line in text.splitlines() if line.strip().startswith("cupy"))
+    assert "not usable: " in line and "RuntimeError" in line

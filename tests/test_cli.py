@@ -15,16 +15,10 @@ import pytest
 import moonxp
 import moonxp.app.cli
 from moonxp.app.cli import main
-from conftest import HOMEWORK_LINES, cuda, cuda_usable, needs
+import moonxp.app.report
+from helpers import HOMEWORK_LINES, cli, cuda, cuda_usable, metrics_of, needs
 
 BLUE, ORANGE = (0x00 / 255, 0x88 / 255, 0xFF / 255), (0xFF / 255, 0x88 / 255, 0x00 / 255)
-
-
-def cli(*argv: str) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of main(argv), in-process."""
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 def it_lines(stdout: str) -> list[str]:
@@ -309,3 +303,61 @@ def test_a_failing_compiler_is_one_warning_line_or_with_compile_exit_2(tmp_path,
         assert len(err.splitlines()) == 1
     finally:
         executor._program.cache_clear()
+
+
+# ---------------------------------------------------------------- CLI messages name the right thing
+
+@pytest.mark.parametrize("argv", [["--noise", "1e308"], ["--noise", "1e37", "--dtype", "float32"]])
+def test_huge_noise_names_noise(tmp_path, argv):
+    code, out, err = cli(*argv, "--out", str(tmp_path))
+    assert code == 2 and err.count("\n") == 1 and "--noise" in err and "learning rate" not in err
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_bench_output_that_is_a_directory_fails_before_measuring(tmp_path, monkeypatch, option):
+    from moonxp.benchmark import runner
+    monkeypatch.setattr(runner, "measure_all", lambda *a, **k: pytest.fail(f"measured before checking {option}"))
+    code, out, err = cli("bench", "--quick", option, str(tmp_path))
+    assert code == 2 and err == f"moonxp: error: cannot write {str(tmp_path)!r}: it is a directory; give {option} " \
+                                f"a file name\n"
+
+
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_bench_output_below_a_file_names_its_option(tmp_path, monkeypatch, option):
+    from moonxp.benchmark import runner
+    monkeypatch.setattr(runner, "measure_all", lambda *a, **k: pytest.fail(f"measured before checking {option}"))
+    (tmp_path / "file").write_text("")
+    code, out, err = cli("bench", "--quick", option, str(tmp_path / "file" / "r.out"))
+    assert code == 2 and f"choose another {option}" in err and "--out" not in err
+
+
+def test_divergence_with_metrics_unwritable_keeps_both_messages(tmp_path):
+    (tmp_path / "metrics.json").mkdir()
+    code, out, err = cli("--lr", "1e6", "--no-plot", "--out", str(tmp_path))
+    lines = err.splitlines()
+    assert code == 3 and len(lines) == 2
+    assert lines[0].startswith("moonxp: training diverged at iteration ")
+    assert lines[1].startswith("moonxp: error: cannot write ") and "metrics.json" in lines[1]
+
+
+def test_failure_after_a_figure_was_written_says_what_happened(previous_run, monkeypatch):
+    real = moonxp.app.report.write_figure
+
+    def full_at_curve(path, figure):
+        if path.name == "curve.png":
+            raise moonxp.OutputError(f"cannot write {str(path)!r}: No space left on device; it was left as it was")
+        real(path, figure)
+    monkeypatch.setattr(moonxp.app.report, "write_figure", full_at_curve)
+    code, out, err = cli("--iters", "5", "--grid", "8", "--out", str(previous_run))
+    assert code == 2 and "curve.png" in err and "nothing was written" not in err
+    metrics = metrics_of(previous_run)                             # this run, marked failed, no figure set
+    assert metrics["status"] == "failed" and "curve.png" in metrics["message"] and metrics["config"]["iters"] == 5
+    assert os.listdir(previous_run) == ["metrics.json"]
+
+
+@pytest.mark.parametrize("argv", [["--out", ""], ["--backend", ""], ["--device", "cpu\n"], ["--out", " "],
+                                  ["bench", "--json", ""]])
+def test_empty_or_unprintable_names_are_refused(tmp_path, argv):
+    code, out, err = cli(*argv) if argv[0] == "bench" else cli(*argv, "--iters", "1")
+    assert code == 2 and "is not a name" in err and err.count("\n") == 1

@@ -25,7 +25,7 @@ import pytest
 import moonxp
 from moonxp.app.cli import main
 from moonxp.engine.sweep import COLUMNS
-from test_reliability import SRC, run_child
+from helpers import SRC, run_child
 
 distributed = pytest.importorskip("distributed")
 DASK = [sys.executable, "-m", "distributed.cli.dask_scheduler"]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from moonxp.data import make_problem, moons
+import moonxp
 
 make_moons = pytest.importorskip("sklearn.datasets").make_moons
 
@@ -32,3 +33,18 @@ def test_the_homework_problem_follows_make_moons():
     ours, T, _ = make_problem(0)
     np.testing.assert_array_equal(ours, X * 2 - 1)
     np.testing.assert_array_equal(T, labels * 2.0 - 1)
+
+
+# ---------------------------------------------------------------- the ensemble draw
+
+@pytest.mark.parametrize("seed, networks, n_samples, noise, hidden", [
+    (0, 6, 100, 0.0, 50), (7, 4, 1, 0.2, 1), (2**32 - 3, 3, 7, 0.05, 3), (123, 5, 2, 1.0, 2), (42, 3, 33, 0.1, 17),
+])
+def test_ensemble_network_k_is_bit_identical_to_the_run_of_seed_plus_k(seed, networks, n_samples, noise, hidden):
+    X, T, params = moonxp.make_ensemble(seed, networks, n_samples, noise, hidden)
+    X0, T0, _ = moonxp.make_problem(seed, n_samples, noise, hidden)
+    assert X.tobytes() == X0.tobytes() and T.tobytes() == T0.tobytes()
+    for k in range(networks):
+        single = moonxp.make_problem(seed + k, n_samples, noise, hidden)[2]
+        for field, a, b in zip("Wbv", params, single):
+            assert a[k].tobytes() == b.tobytes(), (field, k)

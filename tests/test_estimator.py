@@ -226,7 +226,7 @@ def test_a_problem_too_large_for_memory_is_refused_before_any_work(monkeypatch):
 
 def test_dispatch_keeps_namespace_device_and_dtype(case):
     """fit, partial_fit and the predictions on the case's arrays stay in its namespace, on its device, in its dtype."""
-    from conftest import assert_on_case
+    from helpers import assert_on_case
     if case.name == "jax":
         pytest.skip("scikit-learn's array API dispatch does not cover JAX")
     X, y = moons(60)

@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 import moonxp
-from moonxp import Params, kernels
+from moonxp import InvalidTypeError, Params, kernels
 from moonxp.engine import executor, grid, policy, training
 from moonxp.engine.policy import Bridge, Policy, limit_tiles
-from conftest import assert_close, assert_on_case, cuda
+from helpers import assert_close, assert_on_case, cuda
 
 
 def on(case, *arrays):
@@ -615,3 +615,36 @@ def test_cupy_work_on_cuda1_runs_on_cuda1(homework):
             assert result.device.id == 1
         assert cupy.cuda.Device().id == 0  # and the current device is left as it was
     assert_close(moonxp.train(P, Xd, Td, iters=4)[1], moonxp.train(p, X, T, iters=4)[1], case)
+
+
+# ---------------------------------------------------------------- tracers and transforms
+
+def test_public_functions_under_jax_transforms(homework):
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    X0, T0, p0 = homework                                          # NumPy float64: the references
+    X, T = jax.numpy.asarray(X0), jax.numpy.asarray(T0)
+    p = Params(*(jax.numpy.asarray(a) for a in p0))
+    np.testing.assert_allclose(jax.jit(lambda P: moonxp.forward(P, X))(p), moonxp.forward(p0, X0), rtol=1e-12)
+    grads = jax.grad(lambda P: moonxp.loss(moonxp.forward(P, X), T))(p)
+    np.testing.assert_allclose(grads.W, moonxp.backprop(p0, X0, T0).W, rtol=1e-10, atol=1e-12)
+    batch = Params(*(np.stack([a, 2 * a]) for a in p0))
+    np.testing.assert_allclose(jax.vmap(lambda P: moonxp.forward(P, X))(Params(*map(jax.numpy.asarray, batch))),
+                               moonxp.forward(batch, X0), rtol=1e-12)
+    np.testing.assert_allclose(jax.jit(lambda P: moonxp.evaluate_grid(P, 4))(p), moonxp.evaluate_grid(p0, 4),
+                               rtol=1e-12)
+    with pytest.raises(InvalidTypeError, match="moonxp.kernels"):
+        jax.jit(lambda P: moonxp.train(P, X, T, iters=2))(p)
+
+
+def test_public_functions_under_torch_func(homework):
+    torch = pytest.importorskip("torch")
+    X, T = torch.asarray(homework[0]), torch.asarray(homework[1])
+    p = Params(*(torch.asarray(a) for a in homework[2]))
+    stacked = torch.stack([p.W, 2 * p.W])
+    out = torch.func.vmap(lambda W: moonxp.forward(Params(W, p.b, p.v), X))(stacked)
+    np.testing.assert_allclose(out[1].numpy(), moonxp.forward(Params(2 * p.W, p.b, p.v), X).numpy(), rtol=1e-12)
+    grad = torch.func.grad(lambda W: moonxp.loss(moonxp.forward(Params(W, p.b, p.v), X), T))(p.W)
+    np.testing.assert_allclose(grad.numpy(), moonxp.backprop(p, X, T).W.numpy(), rtol=1e-10, atol=1e-12)
+    with pytest.raises(InvalidTypeError, match="moonxp.kernels"):
+        torch.func.vmap(lambda W: moonxp.train(Params(W, p.b, p.v), X, T, iters=1)[1])(stacked)

@@ -8,7 +8,7 @@ import pytest
 import moonxp
 import moonxp.engine.executor
 from moonxp.engine.policy import limit_tiles
-from conftest import assert_close, assert_near, assert_on_case
+from helpers import assert_close, assert_near, assert_on_case
 from moonxp import Params
 
 TINY_TILE = 64  # elements per tile: the small problems below split into 10 or more tiles

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import moonxp
-from conftest import assert_close, assert_on_case, tolerance
+from helpers import assert_close, assert_on_case, tolerance
 from moonxp import Params
-from test_kernels import on, ref_backprop, ref_forward, smooth_network
+from helpers import on, ref_backprop, ref_forward, smooth_network
 
 
 @pytest.mark.parametrize("inputs", [1, 3])

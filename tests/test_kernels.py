@@ -14,63 +14,12 @@ import pytest
 
 import moonxp
 import moonxp.kernels
-from conftest import assert_close, assert_near, assert_on_case
+from helpers import (SEEDS_AND_WIDTHS, assert_close, assert_near, assert_on_case, on, ref_backprop, ref_forward,
+                     ref_loss, smooth_batch, smooth_network)
 from moonxp import Params
-
-MARGIN = 0.05  # every |z| and |y| of a test problem is at least this far from a kink
 
 
 # ---------------------------------------------------------------- reference (homework style, one network)
-
-def ref_forward(W, B, V, X):
-    Z = X.dot(W) + B
-    A = np.maximum(0, Z)
-    return A.dot(V)
-
-
-def ref_loss(Y, T):
-    return np.maximum(0, -Y * T).mean()
-
-
-def ref_backprop(W, B, V, X, T):
-    Z = X.dot(W) + B
-    A = np.maximum(0, Z)
-    Y = A.dot(V)
-    DY = (-Y * T > 0) * (-T)
-    DZ = np.outer(DY, V) * (Z > 0)
-    N = len(X)
-    return X.T.dot(DZ) / N, DZ.sum(axis=0) / N, A.T.dot(DY) / N
-
-
-def smooth_network(rng: np.random.Generator, n: int = 12, hidden: int = 6, X: np.ndarray | None = None,
-                   T: np.ndarray | None = None, inputs: int = 2):
-    """(X (n, D), T (n,), Params) host float64 with every |z| and |y| >= MARGIN, some points misclassified."""
-    for _ in range(1000):
-        Xk = rng.uniform(-2, 2, (n, inputs)) if X is None else X
-        Tk = rng.choice([-1.0, 1.0], n) if T is None else T
-        W, B, V = rng.normal(0, 1, (inputs, hidden)), rng.normal(0, 1, hidden), rng.normal(0, 1, hidden)
-        Z = Xk @ W + B
-        Y = np.maximum(Z, 0) @ V
-        if np.abs(Z).min() > MARGIN and np.abs(Y).min() > MARGIN and 0 < (Y * Tk < 0).sum() < n:
-            return Xk, Tk, Params(W, B, V)
-    raise AssertionError("no smooth test problem found")
-
-
-def smooth_batch(rng: np.random.Generator, batch: tuple, n: int = 12, hidden: int = 6, shared_X: bool = False):
-    """Networks stacked to `batch`: data (X (n, 2), T (n,)) shared or (*batch, n, 2), (*batch, n); Params (*batch, ...)."""
-    X0, T0 = (rng.uniform(-2, 2, (n, 2)), rng.choice([-1.0, 1.0], n)) if shared_X else (None, None)
-    nets = [smooth_network(rng, n, hidden, X0, T0) for _ in range(int(np.prod(batch)))]
-    X = X0 if shared_X else np.stack([x for x, _, _ in nets]).reshape(*batch, n, 2)
-    T = T0 if shared_X else np.stack([t for _, t, _ in nets]).reshape(*batch, n)
-    params = Params(*(np.stack([p[k] for _, _, p in nets]).reshape(*batch, *nets[0][2][k].shape)
-                      for k in range(3)))
-    return X, T, params
-
-
-def on(case, *arrays):
-    """Host arrays (or Params) moved to the case."""
-    out = [Params(*(case.asarray(p) for p in a)) if isinstance(a, Params) else case.asarray(a) for a in arrays]
-    return out[0] if len(out) == 1 else out
 
 
 # ---------------------------------------------------------------- one network, every backend
@@ -153,7 +102,6 @@ def _loss_of(p: Params, X, T) -> float:
 
 
 # (seed, D inputs): the homework's D = 2 three times, and other widths (D-input networks)
-SEEDS_AND_WIDTHS = [(0, 2), (1, 2), (2, 2), (3, 1), (4, 3), (5, 30)]
 
 
 @pytest.mark.parametrize(("seed", "inputs"), SEEDS_AND_WIDTHS)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from array_api_compat import array_namespace, numpy as xp_np
 
-from conftest import assert_close, assert_on_case
+from helpers import assert_close, assert_on_case
 from moonxp import Params
 from moonxp.kernels import logistic_error_and_gradient_sums, logistic_terms
-from test_kernels import SEEDS_AND_WIDTHS, on, ref_forward, smooth_batch, smooth_network
+from helpers import SEEDS_AND_WIDTHS, on, ref_forward, smooth_batch, smooth_network
 
 
 def ref_logistic_loss(Y, T, w):

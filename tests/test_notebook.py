@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from test_reproduction import HOMEWORK_LINES
+from helpers import HOMEWORK_LINES
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOTEBOOK = EXAMPLES / "homework.ipynb"

@@ -9,7 +9,7 @@ import pytest
 import sklearn.datasets
 
 import moonxp
-from conftest import HOMEWORK_LINES
+from helpers import HOMEWORK_LINES
 from moonxp.app.cli import main
 
 SNAPSHOTS = [0, 1, 3, 7, 15, 31, 63, 127]

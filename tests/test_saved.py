@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import moonxp
-from conftest import assert_on_case
+from helpers import assert_on_case
 from moonxp import Params
 from moonxp.app.cli import main
 

@@ -23,16 +23,12 @@ import pytest
 
 import moonxp
 
+from helpers import strict_json
+
 SRC = os.path.dirname(os.path.dirname(moonxp.__file__))
 RUNS, DIRECTORIES = 50, 5
 SIGNALS = {"SIGINT": (130, "moonxp: interrupted\n"), "SIGTERM": (143, "moonxp: interrupted (SIGTERM)\n"),
            "SIGHUP": (129, "moonxp: interrupted (SIGHUP)\n")}
-
-
-def strict_json(path) -> dict:
-    def no_constant(name):
-        raise ValueError(f"{name} in strict JSON")
-    return json.loads(path.read_text(), parse_constant=no_constant)
 
 
 @pytest.mark.slow

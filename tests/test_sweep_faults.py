@@ -15,7 +15,7 @@ import pytest
 
 from moonxp.app import sweep as sweep_app
 from moonxp.app.cli import main
-from test_reliability import posix, run_child, signal_when
+from helpers import posix, run_child, signal_when
 
 pq = pytest.importorskip("pyarrow.parquet")
 SMALL = ["--hidden", "3", "--samples", "20", "--iters", "3", "--seeds", "0:4", "--block", "2", "--format", "parquet"]

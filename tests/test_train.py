@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import moonxp
-from conftest import assert_close, assert_near, assert_on_case
+from helpers import assert_close, assert_near, assert_on_case
 from moonxp import Params
 
 ITERS = 6  # short runs: the homework's 128 iterations are pinned in test_reproduction

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import moonxp
-from moonxp import InvalidInputError as Bad, InvalidTypeError as BadType, Params
+from moonxp import InvalidInputError, InvalidInputError as Bad, InvalidTypeError, InvalidTypeError as BadType, Params
 from moonxp.app.cli import main
-from conftest import cuda_usable
+from helpers import cuda_usable
 
 X0, T0, P0 = moonxp.make_problem(0, n_samples=8, hidden=4)
 NAN = float("nan")
@@ -362,3 +362,44 @@ def test_per_network_labels_on_shared_points_are_accepted():
             np.testing.assert_allclose(g[k], o, rtol=1e-12, atol=1e-15)
     assert moonxp.train(batched, X0, T, iters=2)[1].shape == (2, 3)
     assert moonxp.evaluate(batched, X0, T)[0].shape == (2,)
+
+
+# ---------------------------------------------------------------- only documented errors
+
+def _torch_meta(homework):
+    torch = pytest.importorskip("torch")
+    X, T, p = homework
+    p = Params(*(torch.asarray(a, device="meta") for a in p))
+    moonxp.train(p, torch.asarray(X, device="meta"), torch.asarray(T, device="meta"))
+
+
+EMPTY_BATCH = Params(np.zeros((3, 0, 2, 50)), np.zeros((3, 0, 50)), np.zeros((3, 0, 50)))
+RAW_ERRORS = {
+    "lr 10**400": (lambda h: moonxp.train(h[2], h[0], h[1], lr=10**400), InvalidInputError),
+    "descent lr 10**400": (lambda h: moonxp.descent(h[2], h[2], 10**400), InvalidInputError),
+    "noise 10**400": (lambda h: moonxp.make_problem(noise=10**400), InvalidInputError),
+    "lo -10**400": (lambda h: moonxp.evaluate_grid(h[2], 5, lo=-10**400), InvalidInputError),
+    "empty batch": (lambda h: moonxp.evaluate_grid(EMPTY_BATCH, 5), InvalidInputError),
+    "snapshot 1.5": (lambda h: moonxp.snapshot_iterations(1.5), InvalidInputError),
+    "to_host list": (lambda h: moonxp.to_host([1, 2]), InvalidTypeError),
+    "torch meta train": (_torch_meta, InvalidTypeError),
+    "masked X": (lambda h: moonxp.forward(h[2], np.ma.masked_array(h[0], mask=h[0] > 2)), InvalidTypeError),
+    "grid overflow": (lambda h: moonxp.evaluate_grid(h[2], 5, -1e308, 1e308), InvalidInputError),
+    "float32 grid beyond range": (lambda h: moonxp.evaluate_grid(Params(*(a.astype(np.float32) for a in h[2])), 5,
+                                                                 -1e39, 1e39), InvalidInputError),
+    "one label for N points": (lambda h: moonxp.train(h[2], h[0], np.ones(1), iters=1), InvalidInputError),
+    "one label, backprop": (lambda h: moonxp.backprop(h[2], h[0], np.ones(1)), InvalidInputError),
+}
+
+
+@pytest.mark.parametrize("name", RAW_ERRORS)
+def test_every_library_error_is_a_documented_type(homework, name):
+    call, kind = RAW_ERRORS[name]
+    with pytest.raises(kind) as info:
+        call(homework)
+    assert isinstance(info.value, moonxp.MoonxpError) and "\n" not in str(info.value)
+
+
+def test_numpy_integer_grid_size_is_accepted(homework):
+    grid = moonxp.evaluate_grid(homework[2], np.int16(400))
+    assert grid.shape == (400, 400) and np.isfinite(grid).all()
