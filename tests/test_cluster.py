@@ -60,6 +60,11 @@ def test_cli_sweep_on_a_cluster_writes_the_same_files_as_in_process(client, tmp_
     assert len(files) == 3 and files == sorted(p.name for p in there.iterdir() if p.name != "sweep.json")
     for name in files:
         assert (here / name).read_bytes() == (there / name).read_bytes(), name
+    import json
+    summary = json.loads((there / "sweep.json").read_text())
+    assert summary["versions"]["moonxp"] == moonxp.__version__ and "cluster" not in json.loads(
+        (here / "sweep.json").read_text())
+    assert {w["numpy"] for w in summary["cluster"]["workers"].values()} == {np.__version__}
 
 
 def test_a_sweep_completes_identically_when_a_worker_dies(client):
@@ -101,6 +106,30 @@ def test_data_parallel_training_on_the_cluster_is_bit_identical_to_in_process(cl
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("scattered", [True, False], ids=["scattered shards", "drawn shards"])
+def test_data_parallel_training_survives_a_worker_that_dies_bit_identically(client, scattered):
+    X, T, params = moonxp.make_problem(0, 3000, hidden=8)
+    spec = ("cpu", None, "float64")
+
+    def train(progress=None):
+        if scattered:  # the CLI's path: the points sent from here
+            return sharded.trainer(client, 4, spec)(params, X, T, lr=0.3, iters=24, check_every=4, progress=progress)
+        return sharded.train_sharded(seed=1, samples=3000, shards=4, hidden=8, lr=0.3, iters=24, check_every=4,
+                                     client=client, progress=progress)
+    expected = train()
+    killed = []
+
+    def progress(done: int, total: int) -> None:
+        if not killed and done >= 8:
+            killed.append(done)
+            _kill_one_worker(client)
+    got = train(progress)
+    assert killed
+    for a, b in zip(got[0], expected[0]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got[1], expected[1])
+
+
 def test_cli_train_on_a_cluster_matches_in_process(client, tmp_path):
     import json
     argv = ["train", "--iters", "20", "--samples", "300", "--no-plot", "--quiet"]
@@ -109,6 +138,9 @@ def test_cli_train_on_a_cluster_matches_in_process(client, tmp_path):
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("a", "b"))
     assert a["final_error"] == pytest.approx(b["final_error"], rel=1e-9, abs=1e-12)
     assert a["accuracy"] == b["accuracy"]
+    assert "cluster" not in a and b["cluster"]["scheduler"]["moonxp"] == moonxp.__version__  # the versions met
+    assert sorted(b["cluster"]["workers"]) == sorted(client.scheduler_info()["workers"])
+    assert {w["moonxp"] for w in b["cluster"]["workers"].values()} == {moonxp.__version__}
 
 
 def test_ctrl_c_stops_the_local_cluster_and_leaves_whole_partial_results(tmp_path):

@@ -19,7 +19,8 @@ from typing import Any, Sequence, TextIO
 
 from .. import __version__
 from ..defaults import DTYPES, GRID, HIDDEN, ITERS, LR, MAX_SEED, NOISE, SAMPLES, SEED, SWEEP_BLOCK
-from ..errors import BackendError, CompileWarning, DivergedError, MoonxpError, OutputError, first_line
+from ..errors import BackendError, CompileWarning, DivergedError, InvalidInputError, MoonxpError, OutputError, \
+    first_line
 from ..outputs import output_directory, writable
 from . import process
 from .model import MAX_PLOT_GRID, TABLE_FORMATS, BenchConfig, Config, SweepConfig, name, number, seeds, values
@@ -227,7 +228,7 @@ def _progress_bar(stderr: TextIO, quiet: bool, total: int, unit: str) -> Any:
 
 
 def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, started: float) -> int:
-    from ..engine.cluster import check_scheduler, connect
+    from ..engine.cluster import check_scheduler, connect, describe
     from ..saved import save_params
     from . import job, report
 
@@ -236,6 +237,11 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, started: fl
                     backend=args.backend, dtype=args.dtype, compile=args.compile, animate=args.animate)
     run = job.start(config, plots=not args.no_plot)  # bad input, sizes, backend or device fail here, before --out
     check_scheduler(args.scheduler)
+    if args.scheduler is not None:
+        if args.compile:
+            raise InvalidInputError("--compile does not apply with --scheduler: the shards train eager on the "
+                                    "workers; leave --compile out")
+        run.execution = "eager, data-parallel on the cluster's workers"
     if args.save and report.owns(Path(args.out), args.save):
         raise OutputError(f"--save {args.save!r} is a file the report writes in --out {args.out!r}; "
                           f"save the params under another name (e.g. params.npz)")
@@ -263,10 +269,14 @@ def _train(args: argparse.Namespace, stdout: TextIO, stderr: TextIO, started: fl
     try:  # from here on, whatever stops the run leaves metrics.json of this run saying why
         say(report.header(run))
         try:
-            with connect(args.scheduler) as client:
+            with connect(args.scheduler, quiet=True) as client:
                 trainer = None
                 if client is not None:
+                    from ..engine.cluster import prepare
                     from ..engine.sharded import trainer as data_parallel
+                    say(describe(client))
+                    found = prepare(client, run.backend.name, say)  # a worker there, running this moonxp
+                    run.cluster = {"scheduler": found["scheduler"], "workers": found["workers"]}
                     trainer = data_parallel(client, sum(client.nthreads().values()),
                                             (config.device, config.backend, config.dtype))
                 job.execute(run, lambda snapshot: say(report.snapshot_line(snapshot)), progress, trainer)

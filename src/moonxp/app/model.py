@@ -114,6 +114,7 @@ class Run:
     params: Params | None = None             # the trained networks (on the device)
     frames: list[tuple[int, Params]] = field(default_factory=list)  # (iteration, the first networks' params)
     timings: dict = field(default_factory=dict)
+    cluster: dict = field(default_factory=dict)  # on a cluster: the versions of its scheduler and workers
     finished: bool = False
 
 
@@ -136,6 +137,12 @@ def frame_iterations(iters: int, every: int) -> list[int]:
     at most MAX_FRAMES frames."""
     every = every or max(1, math.ceil(iters / (MAX_FRAMES - 1)))
     return sorted(set(range(0, iters + 1, every)) | {iters})
+
+
+def frame_count(iters: int, every: int) -> int:
+    """len(frame_iterations(iters, every)), without listing them (a memory check of 10**7 frames is instant)."""
+    every = every or max(1, math.ceil(iters / (MAX_FRAMES - 1)))
+    return len(range(0, iters + 1, every)) + (iters % every != 0)
 
 
 # -- option parsers (argparse types) ------------------------------------------------------------------

@@ -70,6 +70,7 @@ def metrics(run: Run, status: str = "ok", message: str | None = None) -> dict:
         "backend": {"name": b.name, "version": b.version, "device": b.device_name, "dtype": b.dtype_name,
                     "execution": run.execution},
         "versions": versions(b.name),
+        **({"cluster": run.cluster} if run.cluster else {}),
         "snapshots": [{"iteration": s.iteration, "error": _floats(s.errors[0, -1:])[0]} for s in run.snapshots],
         "errors": _floats(errors[0]),
         "timings": run.timings,

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 import numpy as np
 
-from ..engine.cluster import check_scheduler, connect, describe, parse_scheduler
+from ..engine.cluster import check_scheduler, connect, describe, parse_scheduler, prepare
 from ..engine.sweep import COLUMNS, plan, run, table
+from ..engine.tasks import task_backend
+from ..environment import versions
 from ..errors import BackendError, MoonxpError, install_hint
 from ..outputs import locked, output_directory, remove, write_bytes, write_figure, write_json
 from .model import TABLE_FORMATS, SweepConfig
@@ -204,10 +206,15 @@ def main(config: SweepConfig, stdout: TextIO, progress_bar: Callable[[int, str],
     finished: list = []
     trained_from = time.perf_counter()
     stop: BaseException | None = None
+    backend = task_backend((config.device, config.backend, config.dtype[0])).name
+    summary["versions"] = versions(backend)
     try:
-        with connect(config.scheduler) as client:
-            if client is not None and not config.quiet:
-                stdout.write(describe(client) + "\n")
+        with connect(config.scheduler, quiet=True) as client:
+            if client is not None:
+                say = (lambda line: None) if config.quiet else (lambda line: stdout.write(line + "\n"))
+                say(describe(client))
+                found = prepare(client, backend, say)  # workers there, running this moonxp, before any task
+                summary["cluster"] = {"scheduler": found["scheduler"], "workers": found["workers"]}
             columns = run(tasks, device=config.device, backend=config.backend, client=client,
                           progress=lambda done, total: bar.update(done - bar.n), done=finished)
     except (KeyboardInterrupt, Exception) as exc:  # the finished rows are written all the same

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
 import re
+import time
 import weakref
-from typing import Any, Iterator
+from concurrent.futures import CancelledError
+from typing import Any, Callable, Iterator, Sequence
 
 from ..environment import host_memory
 from ..errors import BackendError, InvalidInputError, install_hint
@@ -19,6 +23,10 @@ from ..errors import BackendError, InvalidInputError, install_hint
 EXTRA_HINT = f"install the cluster extra: {install_hint('cluster')}"
 CONNECT_TIMEOUT_S = 2.0  # an address that does not answer within this is reported, not waited on
 LOCAL_HOST = "127.0.0.1"  # a local cluster listens on loopback only (scheduler, workers, dashboard)
+WORKER_WAIT_S = 120.0  # how long a run waits for a worker able to take its tasks, unless set in:
+WORKER_WAIT_ENV = "MOONXP_WORKER_WAIT_S"
+POLL_S = 0.2  # how often a run waiting on its tasks looks at the scheduler and its workers
+LOCAL_PRELOAD = "moonxp.engine.workers"  # its `dask_setup` runs first in each local worker process
 LOCAL_WORKER_BYTES = 256 << 20  # a local worker process: Python, NumPy, Dask and moonxp (~75 MB) and its tasks
 _SCHEDULER = re.compile(r"^(?:local(?::(\d+))?|(tcp|tls)://\S+:\d+)$")
 
@@ -59,12 +67,13 @@ def check_scheduler(scheduler: str | None) -> None:
 
 
 @contextlib.contextmanager
-def connect(scheduler: str | None, *, timeout: float = CONNECT_TIMEOUT_S) -> Iterator[Any]:
+def connect(scheduler: str | None, *, timeout: float = CONNECT_TIMEOUT_S, quiet: bool = False) -> Iterator[Any]:
     """A `distributed.Client` for `scheduler` (None: in-process, yields None), closed on leaving.
 
     'local[:N]' starts a LocalCluster of N worker processes on 127.0.0.1 (dashboard
     included) and closes it on leaving, Ctrl-C included. 'tls://' uses Dask's
-    `Security` from the Dask configuration (``distributed.comm.tls.*``).
+    `Security` from the Dask configuration (``distributed.comm.tls.*``). `quiet`: `workers.quiet_logs` first. The
+    cluster is made ready for moonxp (versions checked) by `prepare`, before the first task.
 
     Raises
     ------
@@ -78,15 +87,17 @@ def connect(scheduler: str | None, *, timeout: float = CONNECT_TIMEOUT_S) -> Ite
         return
     kind, workers = parse_scheduler(scheduler)
     distributed = import_distributed()
+    if quiet:
+        from .workers import quiet_logs
+        quiet_logs()
     with contextlib.ExitStack() as stack:
         if kind == "local":
             cluster = stack.enter_context(distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, host=LOCAL_HOST,
-                dashboard_address=f"{LOCAL_HOST}:0", silence_logs=logging.ERROR))
+                dashboard_address=f"{LOCAL_HOST}:0", silence_logs=logging.CRITICAL, preload=[LOCAL_PRELOAD]))
             client = stack.enter_context(distributed.Client(cluster))
         else:
             client = stack.enter_context(_remote(distributed, kind, timeout))
-        prepare(client)
         yield client
 
 
@@ -94,20 +105,117 @@ def _remote(distributed: Any, address: str, timeout: float) -> Any:
     try:
         return distributed.Client(address, timeout=timeout)
     except Exception as exc:  # refused, timed out, or something that is not a Dask scheduler answered
-        raise BackendError(f"no Dask scheduler answers at {address} within {timeout:g} s "
-                           f"({type(exc).__name__}); start one (dask scheduler) or check the address") from exc
+        reason = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+        if address.startswith("tls://") and (isinstance(exc, (TypeError, OSError)) and "ssl" in str(exc).lower()
+                                             or isinstance(exc, FileNotFoundError)):
+            raise BackendError(f"cannot open a TLS connection to {address} ({reason}): give Dask the certificates "
+                               f"(distributed.comm.tls.ca-file, .client.cert and .client.key in its "
+                               f"configuration)") from None
+        raise BackendError(f"no Dask scheduler answers at {address} within {timeout:g} s ({reason}); start one "
+                           f"(dask scheduler) or check the address") from None
 
 
 _prepared: weakref.WeakSet = weakref.WeakSet()  # clients whose cluster runs `WorkerSetup`
+_checked: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # client -> {backend: versions found}
 
 
-def prepare(client: Any) -> None:
-    """Have every worker of `client`'s cluster, present and future, run moonxp's set-up once (a WorkerPlugin);
-    None (in-process) needs nothing."""
-    if client is not None and client not in _prepared:
+def worker_wait_s() -> float:
+    """How long a run waits for a worker that can take its tasks: $MOONXP_WORKER_WAIT_S, else WORKER_WAIT_S."""
+    text = os.environ.get(WORKER_WAIT_ENV, "")
+    try:
+        wait = float(text) if text.strip() else WORKER_WAIT_S
+    except ValueError:
+        wait = float("nan")
+    if not (wait > 0 and math.isfinite(wait)):
+        raise InvalidInputError(f"{WORKER_WAIT_ENV}={text!r} is not a number of seconds > 0")
+    return wait
+
+
+def prepare(client: Any, backend: str | None = None, say: Callable[[str], None] | None = None) -> dict:
+    """Make `client`'s cluster ready for moonxp's tasks; None (in-process) needs nothing.
+
+    Waits for a worker (saying so through `say`, up to `worker_wait_s()`), checks that the
+    scheduler and every worker run this moonxp and the packages that change results (with
+    `backend`'s library: `handshake.check`), then has every worker, present and future, run
+    `WorkerSetup` once: moonxp's set-up, and a worker joining later with other versions closes.
+
+    Returns
+    -------
+    The versions of this process, the scheduler and the workers (`handshake.check`), {} in-process.
+
+    Raises
+    ------
+    BackendError
+        No worker came within the wait, or versions differ (one line naming them).
+    """
+    if client is None:
+        return {}
+    from . import handshake
+    if client not in _prepared:
+        if not client.scheduler_info().get("workers"):
+            wait = worker_wait_s()
+            if say is not None:
+                say(f"waiting up to {wait:g} s for a worker to join ({WORKER_WAIT_ENV} sets how long)")
+            try:
+                client.wait_for_workers(1, timeout=wait)
+            except TimeoutError:
+                raise BackendError(f"no worker joined the scheduler at {client.scheduler.address} within {wait:g} s; "
+                                   f"start workers (dask worker {client.scheduler.address}) or set "
+                                   f"{WORKER_WAIT_ENV}") from None
+    checked = _checked.setdefault(client, {})
+    if backend is None and checked:  # checked already; workers joining since check themselves (WorkerSetup)
+        backend = next(iter(checked))
+    if backend not in checked:
+        checked[backend] = handshake.check(client, backend)
+    if client not in _prepared:
         from .workers import WorkerSetup
-        client.register_plugin(WorkerSetup(), name=WorkerSetup.name)
+        setup = WorkerSetup(handshake.compared(checked[backend]["client"], None))
+        client.register_plugin(setup, name=setup.name)
         _prepared.add(client)
+    return checked[backend]
+
+
+def completed(client: Any, futures: Sequence) -> Iterator[tuple[Any, Any]]:
+    """(future, result) of each of `futures` as it finishes, never waiting forever; a task's error is raised.
+
+    Raises
+    ------
+    BackendError
+        The scheduler is lost (one line naming it), or no worker able to take moonxp's tasks
+        has been there for `worker_wait_s()` seconds (all died).
+    CancelledError
+        A future was cancelled with the scheduler still there (its inputs were lost with a worker).
+    """
+    distributed = import_distributed()
+    finished = distributed.as_completed(futures, with_results=True)  # results fetched as soon as each is done
+    wait, idle_since = worker_wait_s(), None
+    while not finished.is_empty():
+        if finished.has_ready():
+            future, result = finished.next()
+            if isinstance(result, CancelledError):
+                check_connection(client)
+                raise result
+            yield future, result
+            continue
+        check_connection(client)
+        idle_since = None if client.scheduler_info().get("workers") else idle_since or time.monotonic()
+        if idle_since is not None and time.monotonic() - idle_since > wait:
+            raise BackendError(_no_worker(client, wait))
+        with finished.thread_condition:
+            finished.thread_condition.wait(timeout=POLL_S)
+
+
+def check_connection(client: Any) -> None:
+    """Nothing while `client` is connected to its scheduler; a BackendError naming the scheduler once it is lost."""
+    if client.status not in ("running", "connecting") or client.scheduler_comm is None or \
+            client.scheduler_comm.comm is None or client.scheduler_comm.comm.closed():
+        raise BackendError(f"lost the connection to the Dask scheduler at {client.scheduler.address}: it stopped "
+                           f"or the network failed; the finished work was kept, start the scheduler again")
+
+
+def _no_worker(client: Any, wait: float) -> str:
+    return (f"no worker has been connected to the scheduler at {client.scheduler.address} for {wait:g} s (all "
+            f"left or died); start workers, or set {WORKER_WAIT_ENV} to wait longer")
 
 
 def describe(client: Any) -> str:

@@ -11,6 +11,7 @@ tasks run here, in the same order: the results are bit-identical.
 from __future__ import annotations
 
 import functools
+from concurrent.futures import CancelledError
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -21,12 +22,13 @@ from ..data import initial_params, moons
 from ..defaults import CHECK_EVERY, HIDDEN, ITERS, LR, NOISE, SEED
 from ..errors import DivergedError
 from ..kernels import Params, descent, error_and_gradient_sums
-from .cluster import prepare
+from .cluster import completed, prepare
 from .policy import policy as policy_for
 from .tasks import Spec, task_backend
 from .training import tiled_sums
 
 FAN_IN = 16  # partial sums added per reduction task: a tree past FAN_IN shards
+RETRIES = 3  # times the steps since the last read-back run again after workers died
 
 
 def _submitter(client: Any) -> Callable:
@@ -90,14 +92,18 @@ def _reduce(submit: Callable, parts: list) -> Any:
 
 def train_shards(shards: Sequence, params: Params, samples: int, *, lr: float = LR, iters: int = ITERS,
                  check_every: int = CHECK_EVERY, spec: Spec = ("cpu", None, "float64"),
-                 client: Any = None, progress: Callable[[int, int], None] | None = None) -> tuple[Params, np.ndarray]:
+                 client: Any = None, progress: Callable[[int, int], None] | None = None,
+                 reshard: Callable[[], Sequence] | None = None) -> tuple[Params, np.ndarray]:
     """Train on points held in `shards` (futures on the cluster, or (X, T) pairs here): (params, errors).
 
     Each step maps the gradient sums over the shards, adds them in a fixed tree and
     steps, so the result does not depend on where tasks ran. params: host arrays
     (leading batch dims allowed) in the dtype of `spec` = (device, backend, dtype);
     samples: the points in all shards. errors (..., iters + 1) as for `train`, read back
-    every `check_every` steps.
+    every `check_every` steps. A worker that dies takes the futures it held: the steps
+    since the last read-back run again from the parameters read back (the same bits),
+    on the shards of `reshard()` where given (shards scattered from here are lost with
+    their worker; drawn ones Dask draws again), at most `RETRIES` times per read-back.
 
     Raises
     ------
@@ -109,20 +115,31 @@ def train_shards(shards: Sequence, params: Params, samples: int, *, lr: float = 
     validate.count("check_every", check_every, 1)
     prepare(client)
     submit = _submitter(client)
-    gather = (lambda values: values) if client is None else client.gather
-    state: Any = (Params(*(np.asarray(p, dtype=spec[2]) for p in params)), None)
+    gather = (lambda values: values) if client is None else functools.partial(_gather, client)
+    state: Any = (Params(*(np.asarray(p, dtype=spec[2]) for p in params)), None)  # the last one read back
 
-    def sums(state: Any) -> Any:
-        return _reduce(submit, [submit(_shard_sums, shard, state, spec) for shard in shards])
-    chunks, done = [], 0
-    while True:
-        count = min(check_every, iters - done)
+    def steps(shards: Sequence, state: Any, count: int, last: bool) -> list:
+        """The futures of `count` steps from `state` (and, `last`, of the error after them)."""
+        def sums(state: Any) -> Any:
+            return _reduce(submit, [submit(_shard_sums, shard, state, spec) for shard in shards])
         states = []
         for _ in range(count):
             state = submit(_descend, state, sums(state), lr, samples)
             states.append(state)
+        return states + ([submit(_mean_error, sums(state), samples)] if last else [])
+    chunks, done = [], 0
+    while True:
+        count = min(check_every, iters - done)
         last = done + count == iters
-        values = gather(states + ([submit(_mean_error, sums(state), samples)] if last else []))
+        for attempt in range(RETRIES + 1):
+            try:
+                values = gather(steps(shards, state, count, last))
+                break
+            except CancelledError:  # a worker died with a step's inputs: again from the state read back
+                if client is None or attempt == RETRIES:
+                    raise
+                shards = shards if reshard is None else reshard()
+        state = values[count - 1] if count else state
         chunks.append(np.stack([v[1] if k < count else v for k, v in enumerate(values)], axis=-1))
         if not np.isfinite(chunks[-1]).all():
             bad = ~np.isfinite(np.concatenate(chunks, axis=-1))
@@ -131,8 +148,15 @@ def train_shards(shards: Sequence, params: Params, samples: int, *, lr: float = 
         if progress is not None:
             progress(done, iters)
         if last:
-            final = state if isinstance(state, tuple) else gather(state)
-            return Params(*final[0]), np.concatenate(chunks, axis=-1)
+            return Params(*state[0]), np.concatenate(chunks, axis=-1)
+
+
+def _gather(client: Any, futures: Any) -> Any:
+    """The results of `futures` (a list, in order, or one future), never waiting forever (`cluster.completed`)."""
+    listed = futures if isinstance(futures, list) else [futures]
+    found = {future.key: result for future, result in completed(client, listed)}
+    results = [found[future.key] for future in listed]
+    return results if isinstance(futures, list) else results[0]
 
 
 def _on_backend(shard: tuple, spec: Spec) -> tuple[Any, Any]:
@@ -190,12 +214,16 @@ def trainer(client: Any, shards: int, spec: Spec) -> Callable:
     def train(params: Params, X: Any, T: Any, *, lr: float = LR, iters: int = ITERS, compile: bool | None = None,
               check_every: int = CHECK_EVERY, progress: Callable[[int, int], None] | None = None):
         backend = task_backend(spec)
-        known = sent.get("arrays", (None, None))
-        if not (known[0] is X and known[1] is T):  # the arrays themselves are kept: an id can be reused
+
+        def reshard() -> list:
             sent.update(arrays=(X, T), shards=scatter_shards(
                 to_host(X), to_host(T), min(shards, X.shape[-2]), spec, client))
+            return sent["shards"]
+        known = sent.get("arrays", (None, None))
+        if not (known[0] is X and known[1] is T):  # the arrays themselves are kept: an id can be reused
+            reshard()
         params, errors = train_shards(sent["shards"], Params(*(to_host(p) for p in params)), X.shape[-2], lr=lr,
                                       iters=iters, check_every=check_every, spec=spec, client=client,
-                                      progress=progress)
+                                      progress=progress, reshard=reshard)
         return Params(*(backend.asarray(p) for p in params)), backend.asarray(errors)
     return train

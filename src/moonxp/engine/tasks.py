@@ -13,7 +13,7 @@ import functools
 from typing import Any, Callable, Sequence
 
 from .backend import Backend, resolve
-from .cluster import import_distributed, prepare
+from .cluster import completed, prepare
 
 Spec = tuple[str, "str | None", str]  # (device, backend, dtype) as `resolve` takes them
 
@@ -28,7 +28,8 @@ def map_tasks(client: Any, fn: Callable, items: Sequence, progress: Callable[[in
               on_result: Callable[[int, Any], None] | None = None, **kwargs: Any) -> list:
     """[fn(item, **kwargs) for item in items], on the cluster's workers when `client` is given.
 
-    Tasks are pure and keyed by their arguments, so Dask reruns the tasks of a worker that dies.
+    Tasks are pure and keyed by their arguments, so Dask reruns the tasks of a worker that dies; only workers
+    that run this moonxp take them, and a run never waits forever (`cluster.prepare`, `cluster.completed`).
     As each task finishes, `on_result(index, result)` and `progress(done, total)` are called.
     Results come back in the order of `items`.
     """
@@ -42,13 +43,12 @@ def map_tasks(client: Any, fn: Callable, items: Sequence, progress: Callable[[in
             if progress is not None:
                 progress(len(results), total)
         return results
-    distributed = import_distributed()
     prepare(client)
     futures = client.map(fn, items, pure=True, **kwargs)
     index = {future.key: k for k, future in enumerate(futures)}
     results: list = [None] * total
     try:
-        for done, (future, result) in enumerate(distributed.as_completed(futures, with_results=True), 1):
+        for done, (future, result) in enumerate(completed(client, futures), 1):
             results[index[future.key]] = result
             if on_result is not None:
                 on_result(index[future.key], result)
