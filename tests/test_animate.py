@@ -102,3 +102,15 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["metrics.json"]  # no figure set without its GIF, no temporary file
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["status"] == "failed" and "boundaries.gif" in metrics["message"]
+
+
+def test_the_memory_check_counts_frames_without_listing_them(tmp_path, monkeypatch):
+    from moonxp.app import model
+    for iters in (0, 1, 7, 199, 200, 12345):
+        for every in (0, 1, 3, 10):
+            assert model.frame_count(iters, every) == len(model.frame_iterations(iters, every))
+    monkeypatch.setattr(model, "frame_iterations", lambda *a: pytest.fail("frames listed before the memory check"))
+    err = io.StringIO()
+    argv = ["--animate", "1", "--iters", "10000000", "--out", str(tmp_path / "o")]
+    assert main(argv, stdout=io.StringIO(), stderr=err) == 2
+    assert "--animate needs about" in err.getvalue() and not (tmp_path / "o").exists()

@@ -60,6 +60,11 @@ def test_cli_sweep_on_a_cluster_writes_the_same_files_as_in_process(client, tmp_
     assert len(files) == 3 and files == sorted(p.name for p in there.iterdir() if p.name != "sweep.json")
     for name in files:
         assert (here / name).read_bytes() == (there / name).read_bytes(), name
+    import json
+    summary = json.loads((there / "sweep.json").read_text())
+    assert summary["versions"]["moonxp"] == moonxp.__version__ and "cluster" not in json.loads(
+        (here / "sweep.json").read_text())
+    assert {w["numpy"] for w in summary["cluster"]["workers"].values()} == {np.__version__}
 
 
 def test_a_sweep_completes_identically_when_a_worker_dies(client):
@@ -133,6 +138,9 @@ def test_cli_train_on_a_cluster_matches_in_process(client, tmp_path):
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("a", "b"))
     assert a["final_error"] == pytest.approx(b["final_error"], rel=1e-9, abs=1e-12)
     assert a["accuracy"] == b["accuracy"]
+    assert "cluster" not in a and b["cluster"]["scheduler"]["moonxp"] == moonxp.__version__  # the versions met
+    assert sorted(b["cluster"]["workers"]) == sorted(client.scheduler_info()["workers"])
+    assert {w["moonxp"] for w in b["cluster"]["workers"].values()} == {moonxp.__version__}
 
 
 def test_ctrl_c_stops_the_local_cluster_and_leaves_whole_partial_results(tmp_path):

@@ -572,6 +572,20 @@ def test_compilation_caches_live_in_one_moonxp_folder(monkeypatch, tmp_path):
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "xdg" / "moonxp" / "torchinductor")
 
 
+def test_torch_compile_trusts_the_cpus_vector_instructions(monkeypatch, tmp_path):
+    """Inductor takes the instruction sets the CPU reports instead of a trial C++ build of each (most of a
+    cold CPU compile, docs/gpu.md), unless the user chose (TORCHINDUCTOR_VEC_ISA_OK)."""
+    torch = pytest.importorskip("torch")
+    from torch._inductor import config as inductor
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    options = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: options.append(kwargs["options"]) or fn)
+    policy._torch_compile(len)
+    monkeypatch.setattr(inductor.cpp, "vec_isa_ok", False)
+    policy._torch_compile(len)
+    assert options == [{"cpp.vec_isa_ok": True}, {}]
+
+
 # ---------------------------------------------------------------- on a real GPU
 
 GPU_CASES = [  # few, small programs: each torch.compile takes seconds

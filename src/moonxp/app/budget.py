@@ -27,7 +27,7 @@ from ..engine.backend import Backend
 from ..engine.policy import free_device_memory, policy
 from ..environment import host_memory
 from ..errors import InvalidInputError
-from .model import Config, frame_iterations
+from .model import Config, frame_count
 
 HOST_ITEMSIZE = 8                 # data, parameters and errors are drawn and kept in float64 on the host
 DRAW_BYTES_PER_POINT = 96         # make_moons: points, labels, indices, noise and their scaled copies
@@ -63,7 +63,7 @@ def animation_needs(config: Config, itemsize: int) -> tuple[int, int]:
     and moved to the host, and the RGBA images Pillow keeps; (0, 0) without an animation."""
     if config.animate is None:
         return 0, 0
-    frames = len(frame_iterations(config.iters, config.animate))
+    frames = frame_count(config.iters, config.animate)
     panels = min(ENSEMBLE_PANELS, config.ensemble)
     grids = frames * panels * config.grid**2 * itemsize
     pixels = round(PANEL_INCHES * ANIMATION_DPI) ** 2 * panels
@@ -94,7 +94,7 @@ def check(config: Config, backend: Backend, plots: bool) -> None:
     if ok:
         return
     if config.animate is not None and fits(dataclasses.replace(config, animate=None))[0]:
-        frames = len(frame_iterations(config.iters, config.animate))
+        frames = frame_count(config.iters, config.animate)
         animation = sum(animation_needs(config, np.dtype(backend.dtype_name).itemsize))
         raise InvalidInputError(f"--animate needs about {_gib(animation)} for {frames} frames of a "
                                 f"{config.grid}x{config.grid} grid: with it this run needs about {_gib(need)} of "

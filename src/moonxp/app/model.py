@@ -139,6 +139,12 @@ def frame_iterations(iters: int, every: int) -> list[int]:
     return sorted(set(range(0, iters + 1, every)) | {iters})
 
 
+def frame_count(iters: int, every: int) -> int:
+    """len(frame_iterations(iters, every)), without listing them (a memory check of 10**7 frames is instant)."""
+    every = every or max(1, math.ceil(iters / (MAX_FRAMES - 1)))
+    return len(range(0, iters + 1, every)) + (iters % every != 0)
+
+
 # -- option parsers (argparse types) ------------------------------------------------------------------
 
 def number(kind: Callable) -> Callable[[str], float]:

@@ -235,12 +235,19 @@ def jax_cache() -> None:
 
 def _torch_compile(fn: Callable, static: tuple[str, ...] = ()) -> Callable:
     """`fn` compiled by torch.compile as one whole graph per input shape, with moonxp's persistent caches
-    (Dynamo specializes on the `static` keyword arguments by itself)."""
+    (Dynamo specializes on the `static` keyword arguments by itself).
+
+    For CPU code, Inductor takes the vector instruction sets the CPU reports (``cpp.vec_isa_ok``)
+    instead of proving each with a trial C++ build and a subprocess: with empty caches those builds
+    were more than half the homework's compile time (docs/gpu.md). A user's TORCHINDUCTOR_VEC_ISA_OK stays.
+    """
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_folder() / "torchinductor"))
     import torch
+    from torch._inductor import config as inductor
     # fullgraph: a graph break, or a recompile past the limit, raises instead of running part of it eager
     limit = {"recompile_limit": 64} if "recompile_limit" in inspect.signature(torch.compile).parameters else {}
-    return torch.compile(fn, dynamic=False, fullgraph=True, **limit)
+    options = {"cpp.vec_isa_ok": True} if inductor.cpp.vec_isa_ok is None else {}
+    return torch.compile(fn, dynamic=False, fullgraph=True, options=options, **limit)
 
 
 @functools.lru_cache(maxsize=None)
