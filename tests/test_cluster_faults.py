@@ -187,7 +187,10 @@ def test_a_scheduler_lost_mid_sweep_is_one_line_and_the_finished_rows_failed(clu
     c = cluster()
     c.add_worker(packages["this"])
     hook = _kill_hook("moonxp.engine.sweep._checked", c.scheduler.pid, calls=2)
-    code, out, err = run_child(hook, "sweep", *SMALL, "--scheduler", c.address, "--out", str(tmp_path), timeout=120)
+    # Tasks long enough (one worker thread, ~40 blocks) that the scheduler dies with many still to run:
+    # with SMALL's three quick blocks, every result may already be in the client by the second check.
+    longer = ["--hidden", "8", "--samples", "200", "--iters", "400", "--seeds", "0:40", "--block", "1", "--no-plot"]
+    code, out, err = run_child(hook, "sweep", *longer, "--scheduler", c.address, "--out", str(tmp_path), timeout=120)
     assert code == 2 and err.count("\n") == 1 and f"lost the connection to the Dask scheduler at {c.address}" in err, err
     summary = json.loads((tmp_path / "sweep.json").read_text())
     assert summary["status"] == "failed" and summary["tasks_done"] >= 1 and "scheduler" in summary["message"]
