@@ -28,7 +28,6 @@ def executed(path: Path, tmp_path: Path) -> tuple[list, str, list]:
     return outputs, printed, images
 
 
-@pytest.mark.slow
 def test_homework_notebook_runs_and_prints_the_homework_lines(tmp_path):
     _, printed, images = executed(NOTEBOOK, tmp_path)
     assert [line for line in printed.splitlines() if line.startswith("It:")] == HOMEWORK_LINES
@@ -36,7 +35,6 @@ def test_homework_notebook_runs_and_prints_the_homework_lines(tmp_path):
     assert "GPU" in printed  # the GPU cell ran, or said why not
 
 
-@pytest.mark.slow
 def test_estimator_notebook_compares_moonxp_and_mlp_on_three_data_sets(tmp_path):
     pytest.importorskip("sklearn")
     _, printed, images = executed(EXAMPLES / "estimator.ipynb", tmp_path)
