@@ -106,6 +106,20 @@ def ref_backprop(W, B, V, X, T):
     return X.T.dot(DZ) / N, DZ.sum(axis=0) / N, A.T.dot(DY) / N
 
 
+def central_differences(loss_of, p: Params, h: float = 1e-6) -> Params:
+    """d loss_of(p) / d p by central differences, one entry of W, b and v at a time (host NumPy float64)."""
+    grads = []
+    for name, param in zip("Wbv", p):
+        numeric = np.zeros_like(param)
+        for index in np.ndindex(param.shape):
+            plus, minus = param.copy(), param.copy()
+            plus[index] += h
+            minus[index] -= h
+            numeric[index] = (loss_of(p._replace(**{name: plus})) - loss_of(p._replace(**{name: minus}))) / (2 * h)
+        grads.append(numeric)
+    return Params(*grads)
+
+
 def smooth_network(rng: np.random.Generator, n: int = 12, hidden: int = 6, X: np.ndarray | None = None,
                    T: np.ndarray | None = None, inputs: int = 2):
     """(X (n, D), T (n,), Params) host float64 with every |z| and |y| >= MARGIN, some points misclassified."""

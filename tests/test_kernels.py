@@ -14,7 +14,7 @@ import pytest
 
 import moonxp
 import moonxp.kernels
-from helpers import (SEEDS_AND_WIDTHS, assert_close, assert_near, assert_on_case, on, ref_backprop, ref_forward,
+from helpers import (SEEDS_AND_WIDTHS, assert_close, central_differences, assert_near, assert_on_case, on, ref_backprop, ref_forward,
                      ref_loss, smooth_batch, smooth_network)
 from moonxp import Params
 
@@ -109,15 +109,9 @@ def test_backprop_equals_central_finite_differences(seed, inputs):
     X, T, p = smooth_network(np.random.default_rng(100 + seed), inputs=inputs)
     grads = moonxp.backprop(p, X, T)
     assert grads.W.shape == (inputs, p.W.shape[-1])
-    h = 1e-6  # moves every z and y by far less than MARGIN: no kink is crossed
-    for name, param, grad in zip("Wbv", p, grads):
-        numeric = np.zeros_like(param)
-        for index in np.ndindex(param.shape):
-            plus, minus = param.copy(), param.copy()
-            plus[index] += h
-            minus[index] -= h
-            numeric[index] = (_loss_of(p._replace(**{name: plus}), X, T)
-                              - _loss_of(p._replace(**{name: minus}), X, T)) / (2 * h)
+    # h = 1e-6 moves every z and y by far less than MARGIN: no kink is crossed
+    numerics = central_differences(lambda q: _loss_of(q, X, T), p, h=1e-6)
+    for name, grad, numeric in zip("Wbv", grads, numerics):
         assert np.abs(numeric).max() > 0.01, name
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8, err_msg=f"d E / d {name}, D = {inputs}")
 

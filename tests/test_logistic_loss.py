@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from array_api_compat import array_namespace, numpy as xp_np
 
-from helpers import assert_close, assert_on_case
 from moonxp import Params
 from moonxp.kernels import logistic_error_and_gradient_sums, logistic_terms
-from helpers import SEEDS_AND_WIDTHS, on, ref_forward, smooth_batch, smooth_network
+from helpers import SEEDS_AND_WIDTHS, assert_close, assert_on_case, central_differences, on, ref_forward, smooth_batch, smooth_network
 
 
 def ref_logistic_loss(Y, T, w):
@@ -71,17 +70,9 @@ def test_gradients_equal_central_finite_differences(seed, inputs):
     X, T, p = smooth_network(rng, inputs=inputs)
     w = weights_for(rng, len(X))
     _, grads = means(p, X, T, w)
-    h = 1e-6  # moves every z by far less than the test problems' distance to a kink
-
-    def loss_of(q):
-        return ref_logistic_loss(ref_forward(*q, X), T, w)
-    for name, param, grad in zip("Wbv", p, grads):
-        numeric = np.zeros_like(param)
-        for index in np.ndindex(param.shape):
-            plus, minus = param.copy(), param.copy()
-            plus[index] += h
-            minus[index] -= h
-            numeric[index] = (loss_of(p._replace(**{name: plus})) - loss_of(p._replace(**{name: minus}))) / (2 * h)
+    # h = 1e-6 moves every z by far less than the test problems' distance to a kink
+    numerics = central_differences(lambda q: ref_logistic_loss(ref_forward(*q, X), T, w), p, h=1e-6)
+    for name, grad, numeric in zip("Wbv", grads, numerics):
         assert np.abs(numeric).max() > 0.01, name
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8, err_msg=f"d E / d {name}, D = {inputs}")
 
