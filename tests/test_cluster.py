@@ -144,6 +144,7 @@ def test_cli_train_on_a_cluster_matches_in_process(client, tmp_path):
 
 
 def test_ctrl_c_stops_the_local_cluster_and_leaves_whole_partial_results(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
     out = tmp_path / "sweep"
     process = subprocess.Popen([sys.executable, "-m", "moonxp", "sweep", "--scheduler", "local:2", "--seeds",
                                 "0:200000", "--block", "20", "--format", "parquet", "--out", str(out)],
@@ -169,10 +170,54 @@ def test_ctrl_c_stops_the_local_cluster_and_leaves_whole_partial_results(tmp_pat
     import json
     summary = json.loads((out / "sweep.json").read_text())
     assert summary["status"] == "interrupted" and summary["tasks_done"] < summary["tasks"]
-    pq = pytest.importorskip("pyarrow.parquet")
     table = pq.read_table(out / "results.parquet")
     assert table.num_rows == 20 * summary["tasks_done"]
     assert table.schema.metadata[b"moonxp.status"] == b"interrupted"
+
+
+def _first_worker_process(parent, process) -> None:
+    """Wait until `parent` has started a local cluster's first worker process (multiprocessing's spawn child)."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        if any("spawn_main" in _command_line(child) for child in parent.children()):
+            return
+        time.sleep(0.005)
+
+
+def _command_line(process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # it exited meanwhile
+        return ""
+
+
+@pytest.mark.parametrize("command, signame, after", [
+    ("sweep", "SIGINT", 0.1), ("sweep", "SIGINT", 0.4), ("train", "SIGINT", 0.2), ("sweep", "SIGTERM", 0.2),
+    ("sweep", "SIGHUP", 0.2)])
+def test_a_signal_to_the_process_group_while_the_local_cluster_starts_is_one_line(tmp_path, command, signame,
+                                                                                    after):
+    """Sent to the whole group `after` s past the first worker's spawn, before its preload: moonxp's line only."""
+    options = ["--seeds", "0:2000"] if command == "sweep" else ["--no-plot"]
+    process = subprocess.Popen([sys.executable, "-m", "moonxp", command, "--scheduler", "local:2", *options,
+                                "--out", str(tmp_path / "out")], env={**os.environ, "PYTHONPATH": SRC},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    parent = psutil.Process(process.pid)
+    children = []
+    try:
+        _first_worker_process(parent, process)
+        time.sleep(after)
+        children = parent.children(recursive=True)
+        os.killpg(process.pid, getattr(signal, signame))
+        _, err = process.communicate(timeout=120)
+    finally:  # a failed test leaves no processes behind either
+        for child in parent.children(recursive=True) if process.poll() is None else []:
+            child.kill()
+        process.kill()
+    line = "moonxp: interrupted" + ("" if signame == "SIGINT" else f" ({signame})")
+    assert (process.returncode, err.splitlines()) == (128 + getattr(signal, signame), [line]), err
+    psutil.wait_procs(children, timeout=10)
+    assert [p.pid for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
 
 
 def test_shard_sums_run_with_the_shards_device_current(monkeypatch):

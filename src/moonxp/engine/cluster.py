@@ -71,7 +71,8 @@ def connect(scheduler: str | None, *, timeout: float = CONNECT_TIMEOUT_S, quiet:
     """A `distributed.Client` for `scheduler` (None: in-process, yields None), closed on leaving.
 
     'local[:N]' starts a LocalCluster of N worker processes on 127.0.0.1 (dashboard
-    included) and closes it on leaving, Ctrl-C included. 'tls://' uses Dask's
+    included) and closes it on leaving, Ctrl-C included; a signal while it starts takes effect once it is up
+    (`workers.held_signals`). 'tls://' uses Dask's
     `Security` from the Dask configuration (``distributed.comm.tls.*``). `quiet`: `workers.quiet_logs` first. The
     cluster is made ready for moonxp (versions checked) by `prepare`, before the first task.
 
@@ -87,15 +88,16 @@ def connect(scheduler: str | None, *, timeout: float = CONNECT_TIMEOUT_S, quiet:
         return
     kind, workers = parse_scheduler(scheduler)
     distributed = import_distributed()
+    from .workers import held_signals, quiet_logs
     if quiet:
-        from .workers import quiet_logs
         quiet_logs()
     with contextlib.ExitStack() as stack:
         if kind == "local":
-            cluster = stack.enter_context(distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, host=LOCAL_HOST,
-                dashboard_address=f"{LOCAL_HOST}:0", silence_logs=logging.CRITICAL, preload=[LOCAL_PRELOAD]))
-            client = stack.enter_context(distributed.Client(cluster))
+            with held_signals():  # a signal meanwhile stops the run once the cluster is up, and closes it
+                cluster = stack.enter_context(distributed.LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, host=LOCAL_HOST,
+                    dashboard_address=f"{LOCAL_HOST}:0", silence_logs=logging.CRITICAL, preload=[LOCAL_PRELOAD]))
+                client = stack.enter_context(distributed.Client(cluster))
         else:
             client = stack.enter_context(_remote(distributed, kind, timeout))
         yield client

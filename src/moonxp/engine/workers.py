@@ -1,5 +1,6 @@
 """What every Dask worker process runs once when it starts: moonxp's per-process set-up, as a WorkerPlugin,
-and, in a local cluster's workers, Dask's preload hook `dask_setup`.
+and, in a local cluster's workers, Dask's preload hook `dask_setup` (with `held_signals`, its counterpart in the
+process that starts the cluster).
 
 Imported only where a cluster is used (`cluster.prepare` registers it), since it imports Dask.
 """
@@ -7,9 +8,11 @@ Imported only where a cluster is used (`cluster.prepare` registers it), since it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from typing import Any
+from multiprocessing import resource_tracker
+from typing import Any, Iterator
 
 from distributed import WorkerPlugin
 
@@ -18,6 +21,7 @@ from .handshake import compared, fingerprint
 from .policy import keep_freed_memory
 
 QUIET_LOGGERS = ("distributed", "tornado", "asyncio")
+HELD_SIGNALS = {getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)}
 
 
 class WorkerSetup(WorkerPlugin):
@@ -38,9 +42,40 @@ class WorkerSetup(WorkerPlugin):
 def dask_setup(worker: Any) -> None:
     """Dask's preload hook, run first in each worker process of a local cluster (`cluster.connect`): a Ctrl-C
     to the process group is for moonxp's own process, which then closes the cluster; the worker ignores it,
-    and says nothing of the cluster's shutdown."""
+    and says nothing of the cluster's shutdown. The worker was started with `HELD_SIGNALS` blocked
+    (`held_signals`): a Ctrl-C that came while it started is discarded (ignored), SIGTERM and SIGHUP now stop it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
     quiet_logs()
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[None]:
+    """Block SIGINT, SIGTERM and SIGHUP in this thread while a local cluster starts; on leaving, one that came
+    meanwhile is delivered (moonxp's handler raises `Interrupted` there, and the started cluster is closed).
+
+    Why: a Ctrl-C that stops Dask half-way through starting leaves a cluster its own exit handler cannot close
+    (a traceback), and one that reaches a worker process before its preload (`dask_setup`) is a
+    KeyboardInterrupt traceback from its imports. The signal mask, unlike handlers, is inherited by the
+    threads created meanwhile (Dask's event loop, which starts the worker processes, now and when a nanny
+    restarts one) and by the processes they start, and Python does not unblock signals when it starts;
+    `dask_setup` unblocks them in each worker.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # no signal masks on this platform
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    try:
+        # Multiprocessing's resource tracker (the worker processes need it) is started here, before Dask's
+        # event loop would: CPython's `ensure_running` unblocks SIGINT and SIGTERM in the thread that starts
+        # it, whatever its mask was, so they are blocked again after it. The tracker keeps SIGHUP blocked
+        # (it ignores the other two), so a hang-up does not kill it; it exits with the cluster.
+        resource_tracker.ensure_running()
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def quiet_logs() -> None:
