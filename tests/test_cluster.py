@@ -42,6 +42,14 @@ def _kill_one_worker(client) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
+def _steady(client, workers: int = 2) -> None:
+    """Wait until the scheduler lists exactly `workers` workers: a killed worker's entry gone, its restart in."""
+    deadline = time.monotonic() + 60
+    while len(client.scheduler_info()["workers"]) != workers:
+        assert time.monotonic() < deadline, client.scheduler_info()["workers"]
+        time.sleep(0.1)
+
+
 def test_local_cluster_listens_on_loopback_only(client):
     info = client.scheduler_info()
     assert client.scheduler.address.startswith("tcp://127.0.0.1:")
@@ -133,6 +141,7 @@ def test_data_parallel_training_survives_a_worker_that_dies_bit_identically(clie
 def test_cli_train_on_a_cluster_matches_in_process(client, tmp_path):
     import json
     argv = ["train", "--iters", "20", "--samples", "300", "--no-plot", "--quiet"]
+    _steady(client)  # an earlier test's killed worker may still be restarting
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     assert main([*argv, "--out", str(tmp_path / "b"), "--scheduler", client.scheduler.address]) == 0
     a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("a", "b"))
