@@ -4,7 +4,7 @@ Each test starts its own `dask scheduler` and `dask worker` processes (a worker 
 "another moonxp" runs a copy of this package whose version says 0.2.0 and whose
 steps are 1.5 times as long; a worker "without moonxp" finds a package that fails
 to import). Waits are bounded: `MOONXP_WORKER_WAIT_S` is set to a second or two,
-and every process is killed at the end. About 30 s in all on 2 cores.
+and every process is killed at the end. About 40 s in all on 2 cores.
 """
 
 from __future__ import annotations
@@ -69,8 +69,9 @@ class Cluster:
         self.processes.append(process)
         return process
 
-    def add_worker(self, pythonpath: str) -> subprocess.Popen:
-        worker = self._start([*WORKER, self.address, "--nthreads", "1", "--no-dashboard", "--no-nanny"], pythonpath)
+    def add_worker(self, pythonpath: str, *options: str) -> subprocess.Popen:
+        worker = self._start([*WORKER, self.address, "--nthreads", "1", "--no-dashboard", "--no-nanny", *options],
+                             pythonpath)
         self.workers.append(worker)
         return worker
 
@@ -168,6 +169,55 @@ def test_workers_that_all_die_are_exit_2_after_the_limit(cluster, packages):
             moonxp.sweep(lr=(0.3,), hidden=(5,), samples=(40,), iters=(2000,), seeds=range(0, 40), block=1,
                          client=client, progress=progress)
     assert killed
+
+
+# A network of 100 000 samples is estimated at about 20 MB (engine.sweep.largest_task): 30 of them, 0.6 GB, are
+# more than a 600 MB worker has free, and take in truth a third of that (so they would run, unchecked).
+ROOMY = ["--hidden", "3", "--samples", "100000", "--iters", "1", "--seeds", "0:30", "--no-plot"]
+
+
+def test_a_task_larger_than_a_workers_memory_limit_is_refused_before_any_task(cluster, packages, tmp_path):
+    c = cluster()
+    c.add_worker(packages["this"], "--memory-limit", "600MB")
+    env = {**os.environ, "PYTHONPATH": SRC}
+
+    def sweep(block: int, out: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "moonxp", "sweep", *ROOMY, "--block", str(block), "--scheduler",
+                               c.address, "--out", str(tmp_path / out)], env=env, capture_output=True, text=True,
+                              timeout=START_S)
+    with distributed.Client(c.address, timeout=START_S) as client:
+        c.wait_for(client, 1)
+        [worker] = client.scheduler_info()["workers"]
+        refused = sweep(30, "big")
+        submitted = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+    err = refused.stderr
+    assert refused.returncode == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "a task of 30 networks (--block) with 100000 samples needs about" in err and worker in err, err
+    assert "0.56 GiB)" in err and "use --block " in err, err  # the limit, 600 MB, and the option that shrinks it
+    assert not any(name.startswith("train_block") for name in submitted), submitted  # no task reached the worker
+    summary = json.loads((tmp_path / "big" / "sweep.json").read_text())
+    assert (summary["status"], summary["tasks_done"]) == ("failed", 0) and "--block" in summary["message"]
+    fits = int(err.split("use --block ")[1].split()[0])
+    assert 3 < fits < 30
+    done = sweep(fits - 2, "fits")  # under the advice, with room for the worker's own memory to move a little
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "fits" / "sweep.json").read_text())["tasks_done"] == -(-30 // (fits - 2))
+
+
+def test_a_worker_joining_with_too_little_memory_for_the_tasks_takes_none(cluster, packages):
+    c = cluster()
+    c.add_worker(packages["this"], "--memory-limit", "600MB")
+    late = []
+
+    def progress(done: int, total: int) -> None:
+        if not late:  # a worker too small for a 10-network task (~0.2 GB) joins: it closes before it takes one
+            late.append(c.add_worker(packages["this"], "--memory-limit", "200MB"))
+            assert late[0].wait(timeout=START_S) is not None
+    with distributed.Client(c.address, timeout=START_S) as client:
+        c.wait_for(client, 1)
+        got = moonxp.sweep(hidden=(3,), samples=(100_000,), iters=(1,), seeds=range(0, 40), block=10, client=client,
+                           progress=progress)
+    assert late and len(got["seed"]) == 40
 
 
 def _kill_hook(function: str, pid: int, calls: int = 1) -> str:

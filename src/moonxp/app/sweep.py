@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, TextIO
 import numpy as np
 
 from ..engine.cluster import check_scheduler, connect, describe, parse_scheduler, prepare
-from ..engine.sweep import COLUMNS, plan, run, table
+from ..engine.sweep import COLUMNS, plan, run, table, workers_hold
 from ..engine.tasks import task_backend
 from ..environment import versions
 from ..errors import BackendError, MoonxpError, install_hint
@@ -177,7 +177,8 @@ def abandon(directory: Path, columns: dict[str, np.ndarray], summary: dict, form
 
 
 def _concurrent(scheduler: str | None) -> int | None:
-    """Tasks run at once on this host: one in-process, a worker each on a local cluster, none on a remote one."""
+    """Tasks run at once on this host: one in-process, a worker each on a local cluster, none on a remote one
+    (a cluster's workers are checked against their memory limits once connected: `workers_hold`)."""
     if scheduler is None:
         return 1
     kind, workers = parse_scheduler(scheduler)
@@ -215,8 +216,9 @@ def main(config: SweepConfig, stdout: TextIO, progress_bar: Callable[[int, str],
                 say(describe(client))
                 found = prepare(client, backend, say)  # workers there, running this moonxp, before any task
                 summary["cluster"] = {"scheduler": found["scheduler"], "workers": found["workers"]}
-            columns = run(tasks, device=config.device, backend=config.backend, client=client,
-                          progress=lambda done, total: bar.update(done - bar.n), done=finished)
+            with workers_hold(client, options, config.seeds, config.block, option="--"):  # before any task
+                columns = run(tasks, device=config.device, backend=config.backend, client=client,
+                              progress=lambda done, total: bar.update(done - bar.n), done=finished)
     except (KeyboardInterrupt, Exception) as exc:  # the finished rows are written all the same
         stop, columns = exc, table(finished)
     finally:

@@ -15,7 +15,7 @@ import re
 import time
 import weakref
 from concurrent.futures import CancelledError
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 from ..environment import host_memory
 from ..errors import BackendError, InvalidInputError, install_hint
@@ -175,6 +175,33 @@ def prepare(client: Any, backend: str | None = None, say: Callable[[str], None] 
         client.register_plugin(setup, name=setup.name)
         _prepared.add(client)
     return checked[backend]
+
+
+def worker_memory(client: Any) -> dict[str, tuple[int, int, int] | None]:
+    """{address: (bytes free below its memory limit, threads, memory limit)} of each worker of `client`.
+
+    Free: the limit less the memory its process uses now. None for a worker without a limit (0 or None): Dask does
+    not report its host's memory.
+    """
+    return {address: (info["memory_limit"] - info.get("metrics", {}).get("memory", 0), info["nthreads"],
+                      info["memory_limit"]) if info.get("memory_limit") else None
+            for address, info in sorted(client.scheduler_info()["workers"].items())}
+
+
+@contextlib.contextmanager
+def task_room(client: Any, task_bytes: int, checked: Collection[str]) -> Iterator[None]:
+    """While inside, a worker of `client`'s cluster not in `checked` (the addresses the caller checked) closes
+    before it takes a task unless its memory limit holds its threads' tasks of `task_bytes` at once
+    (`workers.TaskRoom`): workers that join later are checked as they join."""
+    from .workers import TaskRoom
+    room = TaskRoom(task_bytes, checked)
+    client.register_plugin(room, name=room.name)
+    try:
+        yield
+    finally:
+        if client.status == "running":  # a lost scheduler took the plugin with it
+            with contextlib.suppress(Exception):
+                client.unregister_worker_plugin(room.name)
 
 
 def completed(client: Any, futures: Sequence) -> Iterator[tuple[Any, Any]]:

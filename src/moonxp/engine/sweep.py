@@ -13,10 +13,11 @@ bits.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -28,6 +29,7 @@ from ..environment import host_memory
 from ..errors import DivergedError, InvalidInputError
 from ..kernels import Params
 from .backend import check_dtype
+from .cluster import prepare, task_room, worker_memory
 from .tasks import map_tasks, task_backend
 from .training import evaluate, train
 
@@ -103,17 +105,61 @@ def _check_sizes(lists: dict[str, Sequence], seeds: range, block: int, concurren
             (f" or fewer values of {', '.join(several)}" if several else ""))
     if concurrent is None:
         return
+    networks, network = largest_task(lists, seeds, block)
+    if networks * network * concurrent > free:
+        at_once = f", {concurrent} tasks at once," if concurrent > 1 else ""
+        raise InvalidInputError(
+            f"a task of {networks} networks ({option}block) with {max(lists['samples'])} samples needs about "
+            f"{networks * network / 2**30:.1f} GiB of host memory{at_once} but {free / 2**30:.1f} GiB is free; "
+            f"{block_advice(network, [(free, concurrent)], option)}")
+
+
+def largest_task(lists: dict[str, Sequence], seeds: range, block: int) -> tuple[int, int]:
+    """(networks, bytes per network) of a sweep's largest task: `block` networks (at most the seeds) of the
+    largest samples, iters and hidden, on the backend and the host."""
     network = (TASK_BYTES_PER_POINT * max(lists["samples"]) + TASK_BYTES_PER_ITERATION * (max(lists["iters"]) + 1)
                + TASK_BYTES_PER_UNIT * max(lists["hidden"]))
-    task = min(block, len(seeds)) * network
-    if task * concurrent > free:
-        at_once = f", {concurrent} tasks at once," if concurrent > 1 else ""
-        largest = free // (network * concurrent)
-        fix = f"use {option}block {largest} or less" if largest >= 1 else (
-            f"use a smaller {option}samples, {option}iters or {option}hidden")
+    return min(block, len(seeds)), network
+
+
+def block_advice(network: int, rooms: Sequence[tuple[int, int]], option: str) -> str:
+    """The option that shrinks a task of networks of `network` bytes until every (bytes free, tasks at once) of
+    `rooms` holds its tasks: "use --block K or less", or a smaller network where even one does not fit."""
+    largest = min(free // (network * at_once) for free, at_once in rooms)
+    return f"use {option}block {largest} or less" if largest >= 1 else (
+        f"use a smaller {option}samples, {option}iters or {option}hidden")
+
+
+@contextlib.contextmanager
+def workers_hold(client: Any, lists: dict[str, Sequence], seeds: range, block: int,
+                 option: str = "") -> Iterator[None]:
+    """While inside, every worker of `client` holds the sweep's largest task (`largest_task`) once per thread
+    within its memory limit: the workers there are checked now, before any task, and one that joins later closes
+    before it takes a task (`cluster.task_room`). None (in-process): nothing to check.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the workers whose memory limit is too small, and the `option`block that fits.
+    """
+    if client is None:
+        yield
+        return
+    prepare(client)
+    networks, network = largest_task(lists, seeds, block)
+    found = worker_memory(client)
+    short = {address: room for address, room in found.items() if room and networks * network * room[1] > room[0]}
+    if short:
+        named = ", ".join(f"{address} ({threads} threads, {free / 2**30:.2f} GiB free of {limit / 2**30:.2f} GiB)"
+                          for address, (free, threads, limit) in list(short.items())[:4])
+        more = f" and {len(short) - 4} more" if len(short) > 4 else ""
         raise InvalidInputError(
-            f"a task of {min(block, len(seeds))} networks ({option}block) with {max(lists['samples'])} samples "
-            f"needs about {task / 2**30:.1f} GiB of host memory{at_once} but {free / 2**30:.1f} GiB is free; {fix}")
+            f"a task of {networks} networks ({option}block) with {max(lists['samples'])} samples needs about "
+            f"{networks * network / 2**30:.2f} GiB of memory, as many at once on a worker as it has threads, more "
+            f"than {len(short)} worker(s) have free below their Dask memory limit: {named}{more}; "
+            f"{block_advice(network, [(free, threads) for free, threads, _ in short.values()], option)}")
+    with task_room(client, networks * network, found):
+        yield
 
 
 def _check_noise(samples: int, noise: float, hidden: int, dtype: str, option: str) -> None:
@@ -193,8 +239,10 @@ def sweep(lr: Sequence[float] = (LR,), hidden: Sequence[int] = (HIDDEN,), sample
     """
     todo = plan(lr, hidden, samples, noise, iters, dtype, seeds, device=device, backend=backend, block=block,
                 concurrent=1 if client is None else None)
-    return run(todo, device=device, backend=backend, client=client, check_every=check_every, progress=progress,
-               done=done)
+    lists = dict(lr=lr, hidden=hidden, samples=samples, noise=noise, iters=iters, dtype=dtype)
+    with workers_hold(client, lists, seeds, block):
+        return run(todo, device=device, backend=backend, client=client, check_every=check_every, progress=progress,
+                   done=done)
 
 
 def plan(lr: Sequence[float], hidden: Sequence[int], samples: Sequence[int], noise: Sequence[float],

@@ -1,6 +1,6 @@
 """What every Dask worker process runs once when it starts: moonxp's per-process set-up, as a WorkerPlugin,
-and, in a local cluster's workers, Dask's preload hook `dask_setup` (with `held_signals`, its counterpart in the
-process that starts the cluster).
+the memory check of a running sweep's tasks, another, and, in a local cluster's workers, Dask's preload hook
+`dask_setup` (with `held_signals`, its counterpart in the process that starts the cluster).
 
 Imported only where a cluster is used (`cluster.prepare` registers it), since it imports Dask.
 """
@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+import uuid
 from multiprocessing import resource_tracker
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 from distributed import WorkerPlugin
 
@@ -37,6 +38,22 @@ class WorkerSetup(WorkerPlugin):
         keep_freed_memory()
         if compared(versions(), None) != self.expected:
             asyncio.get_running_loop().create_task(worker.close(reason="moonxp-versions-differ"))
+
+
+class TaskRoom(WorkerPlugin):
+    """A worker not in `checked` whose memory limit (when it has one) less what its process uses cannot hold
+    `task_bytes` per thread closes before it takes a task: a sweep's largest task, for workers that join while it
+    runs (`cluster.task_room`). Each has its own name, so that sweeps on one cluster at once each keep theirs."""
+
+    def __init__(self, task_bytes: int, checked: Collection[str]):
+        self.task_bytes, self.checked = task_bytes, frozenset(checked)
+        self.name = f"moonxp-task-room-{uuid.uuid4().hex}"
+
+    def setup(self, worker: Any) -> None:
+        limit = worker.memory_manager.memory_limit
+        if worker.address not in self.checked and limit and \
+                self.task_bytes * worker.state.nthreads > limit - worker.monitor.get_process_memory():
+            asyncio.get_running_loop().create_task(worker.close(reason="moonxp-task-too-large"))
 
 
 def dask_setup(worker: Any) -> None:
