@@ -286,6 +286,19 @@ def test_to_host_of_a_scalar(case):
     assert isinstance(back, np.ndarray) and back.shape == () and float(back) == 4.0
 
 
+def test_stack_of_numpy_arrays_equals_np_stack():
+    """NumPy's own path of `arrays.stack` (one np.asarray): np.stack's values, shape, dtype and C order, for the
+    NumPy scalars that 0-d results are and for batches, at every axis."""
+    import array_api_compat.numpy as xp
+    from moonxp.arrays import stack
+    for parts in ([np.float64(0.5), np.float64(-1.5)], [np.arange(3, dtype=np.float32) + k for k in range(4)],
+                  [np.arange(6.0).reshape(2, 3) * k for k in range(5)]):
+        for axis in range(-1, parts[0].ndim + 1):
+            stacked = stack(xp, parts, axis)
+            np.testing.assert_array_equal(stacked, np.stack(parts, axis=axis), strict=True)
+            assert stacked.flags.c_contiguous
+
+
 def test_outputs_stay_on_the_inputs_device(case):
     """Every public function returns arrays on the input's device (strict's device1 catches a missing device=)."""
     X, T, p = moonxp.make_problem(3, n_samples=40, hidden=8)  # test_train's sizes: JAX compiles once

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 from array_api_compat import (array_namespace, device as device_of, is_array_api_obj, is_cupy_array,
                               is_cupy_namespace, is_jax_array, is_jax_namespace, is_lazy_array, is_numpy_array,
-                              is_torch_array)
+                              is_numpy_namespace, is_torch_array)
 
 from .errors import InvalidTypeError
 
@@ -95,7 +95,9 @@ HOST_CHECK_ELEMENTS = 1 << 16
 
 def all_true(xp: Namespace, arrays: list, test: Callable[[Namespace, Array], Array]) -> bool:
     """Whether the elementwise `test(namespace, a)` holds everywhere in every array: one read-back on their
-    device (small JAX arrays: on the host)."""
+    device (NumPy arrays and small JAX arrays: array by array on the host, where reads cost nothing)."""
+    if is_numpy_namespace(xp):
+        return all(test(np, a).all() for a in arrays)
     if is_jax_namespace(xp) and sum(math.prod(a.shape) for a in arrays) <= HOST_CHECK_ELEMENTS:
         return all(bool(np.all(test(np, to_host(a)))) for a in arrays)
     with device_context(xp, device_of(arrays[0])):  # CuPy launches on the current device
@@ -104,7 +106,11 @@ def all_true(xp: Namespace, arrays: list, test: Callable[[Namespace, Array], Arr
 
 def stack(xp: Namespace, arrays: list, axis: int = -1) -> Array:
     """``xp.stack(arrays, axis=axis)``; small JAX arrays are stacked on the host and moved back in one
-    transfer (eagerly, JAX would compile one stack per count of arrays)."""
+    transfer (eagerly, JAX would compile one stack per count of arrays). NumPy arrays are gathered by
+    ``np.asarray``, many times faster than ``np.stack`` for the NumPy scalars that 0-d results are."""
+    if is_numpy_namespace(xp):
+        stacked = np.asarray(arrays)
+        return stacked if stacked.ndim == 1 else np.ascontiguousarray(np.moveaxis(stacked, 0, axis))
     if is_jax_namespace(xp) and sum(math.prod(a.shape) for a in arrays) <= HOST_CHECK_ELEMENTS:
         import jax
         return jax.device_put(np.stack([to_host(a) for a in arrays], axis=axis), device_of(arrays[0]))
@@ -131,6 +137,8 @@ def values_readable(x: Array) -> bool:
     Under ``jax.jit`` even work on a concrete array is staged, so for JAX a fresh
     constant tells whether a trace is running.
     """
+    if isinstance(x, np.ndarray):  # the common case, answered before the other libraries' tests
+        return True
     if is_jax_array(x):
         import jax
         return not (isinstance(x, jax.core.Tracer) or isinstance(jax.numpy.zeros(()), jax.core.Tracer))

@@ -69,7 +69,7 @@ def points(xp: Any, X: Any, params: Params, *, into_batch: bool) -> None:
         raise InvalidInputError("X holds no points (N = 0): give at least one point")
     batch, pbatch = tuple(X.shape[:-2]), tuple(params.W.shape[:-2])
     try:
-        joint = np.broadcast_shapes(batch, pbatch)
+        joint = _broadcast_shapes(batch, pbatch)
     except ValueError as exc:
         raise InvalidInputError(f"X's batch dims {batch} do not broadcast with the params' {pbatch}") from exc
     if into_batch and joint != pbatch:
@@ -80,7 +80,7 @@ def points(xp: Any, X: Any, params: Params, *, into_batch: bool) -> None:
 
 def labels(xp: Any, T: Any, X: Any, params: Params) -> None:
     """T (..., N) for the outputs of `params` on points X (..., N, D), in X's dtype, every value -1 or +1."""
-    batch = np.broadcast_shapes(tuple(X.shape[:-2]), tuple(params.W.shape[:-2]))
+    batch = _broadcast_shapes(tuple(X.shape[:-2]), tuple(params.W.shape[:-2]))
     _labels(xp, T, batch + (X.shape[-2],), X.dtype, "X")
 
 
@@ -205,8 +205,13 @@ def _isfinite(xp: Any, a: Any) -> Any:
     return xp.isfinite(a)
 
 
+def _broadcast_shapes(a: tuple, b: tuple) -> tuple:
+    """``np.broadcast_shapes(a, b)``; equal shapes, the common case, answered without its microseconds."""
+    return a if a == b else np.broadcast_shapes(a, b)
+
+
 def _broadcasts_into(shape: tuple, target: tuple) -> bool:
     try:
-        return np.broadcast_shapes(shape, target) == target
+        return _broadcast_shapes(shape, target) == target
     except ValueError:
         return False

@@ -91,17 +91,15 @@ def _gradient_sums(params: Params, X: Array, T: Array, xp: Any, fused: bool) -> 
 
 
 def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any, policy: Policy,
-           compile: bool | None, compiled: bool) -> tuple[Params, tuple]:
+           step: Callable, sums: Callable) -> tuple[Params, tuple]:
     """`count` descent steps on X = [X, 1]: (params after them, (the error E (...) before each step)).
 
+    `step` and `sums` are the programs (`executor.program`) of `_step` and `_gradient_sums`.
     Tiles are planned here, outside any compiled program. Where one tile holds all the
     work, each step is one program (`_step`: a few fused kernels on a GPU); else the
     per-tile sums are the program (at most two tile shapes), added up and applied here.
     Out of device memory, the steps run again from `params` in smaller tiles (`fit`).
     """
-    step = program(_step, policy, compile, compiled, xp=xp)
-    sums = program(_gradient_sums, policy, compile, compiled, xp=xp)
-
     def attempt(tiles: list) -> tuple[Params, tuple]:
         current, errors = params, []
         for _ in range(count):
@@ -215,18 +213,19 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
         X = _ones_column(X, xp, policy, compile, compiled)
         blocks = _network_blocks(params, policy, compiled)
         inner = policy if len(blocks) == 1 else dataclasses.replace(policy, workers=1)  # a block's own tiles: in turn
+        step = program(_step, policy, compile, compiled, xp=xp)  # the programs: once per call, not once per chunk
+        steps = functools.partial(_steps, lr=lr, xp=xp, policy=inner, step=step,
+                                  sums=program(_gradient_sums, policy, compile, compiled, xp=xp))
         while done < iters:
             count = min(check_every, iters - done)
-            chunk = functools.partial(_steps, lr=lr, count=count, xp=xp, policy=inner, compile=compile,
-                                      compiled=compiled)
-            params, sums = _in_blocks(chunk, blocks, params, X, T, xp, policy.workers)
+            params, sums = _in_blocks(functools.partial(steps, count=count), blocks, params, X, T, xp, policy.workers)
             errors += sums
             _check_finite(xp, errors, count, params, lr)
             done += count
             if progress is not None:
                 progress(done, iters)
         if compiled:  # the step program's error at the final params, its update dropped: no second program
-            errors.append(_steps(params, X, T, lr, 1, xp, policy, compile, compiled)[1][0])
+            errors.append(steps(params, X, T, count=1, policy=policy)[1][0])
         else:
             errors.append(_scores(params, X, T, xp, policy, compile, compiled)[0] / X.shape[-2])
         _check_finite(xp, errors, 1, params, lr)
