@@ -299,6 +299,28 @@ def test_stack_of_numpy_arrays_equals_np_stack():
             assert stacked.flags.c_contiguous
 
 
+def test_eager_numpy_programs_compute_in_the_lean_namespace():
+    """array-api-compat's NumPy namespace with `astype` and `matrix_transpose` as the ndarray methods they wrap:
+    the same results (values, dtype, copy or view), everything else the same objects; eager NumPy programs get it."""
+    import array_api_compat.numpy as compat
+    from moonxp.arrays import kernel_namespace
+    from moonxp.engine import executor
+    lean = kernel_namespace(compat)
+    x = np.arange(24.0).reshape(2, 3, 4)
+    for copy in (True, False):
+        np.testing.assert_array_equal(lean.astype(x > 5, np.float32, copy=copy),
+                                      compat.astype(x > 5, np.float32, copy=copy), strict=True)
+    assert (lean.astype(x, x.dtype, copy=False) is x) and (lean.astype(x, x.dtype) is not x)
+    np.testing.assert_array_equal(lean.matrix_transpose(x), compat.matrix_transpose(x), strict=True)
+    assert np.shares_memory(lean.matrix_transpose(x), x)
+    assert lean.vecdot is compat.vecdot and lean.concat is compat.concat and lean.sum is compat.sum
+    seen = []
+    run = executor.program(lambda a, xp, fused: seen.append(xp), policy.policy(compat, "cpu", np.float64), None,
+                           False, xp=compat)
+    run(x)
+    assert seen == [lean]
+
+
 def test_outputs_stay_on_the_inputs_device(case):
     """Every public function returns arrays on the input's device (strict's device1 catches a missing device=)."""
     X, T, p = moonxp.make_problem(3, n_samples=40, hidden=8)  # test_train's sizes: JAX compiles once

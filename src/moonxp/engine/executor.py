@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..arrays import is_out_of_memory
+from ..arrays import is_out_of_memory, kernel_namespace
 from ..errors import (BackendError, CompileError, CompileWarning, DeviceMemoryError, InvalidTypeError, MoonxpError,
                       first_line, one_line)
 from .policy import Policy, remember_fitted, tile_elements as fitted_tile_elements
@@ -84,10 +84,11 @@ def program(fn: Callable, policy: Policy, compile: bool | None, compiled: bool, 
     """`fn` with keyword arguments bound, compiled by the policy's compiler if `compiled` (see `compiles`).
 
     `fn` takes ``fused``: compiled, it gets the policy's choice of kernel forms; eager, the
-    matmul forms. Under a `Bridge` the program computes in the bridge's namespace (``xp``
-    rebound) on the same memory, through DLPack. Cached, so a compiled function is
-    traced once per input shape, not once per call. `fn` must read no state of moonxp's
-    modules (a compiled program would keep what it read while tracing).
+    matmul forms, and for NumPy ``xp`` rebound to `arrays.kernel_namespace`. Under a `Bridge`
+    the program computes in the bridge's namespace (``xp`` rebound) on the same memory, through
+    DLPack. Cached, so a compiled function is traced once per input shape, not once per call.
+    `fn` must read no state of moonxp's modules (a compiled program would keep what it read
+    while tracing).
 
     A compiler that fails (a graph break, a missing C compiler or Triton, an XLA error)
     raises CompileError where `compile` is True; otherwise the program runs eager from then
@@ -105,7 +106,8 @@ def fall_back(compiler: str, reason: str) -> None:
 
 @functools.lru_cache(maxsize=32)
 def _program(fn: Callable, policy: Policy, compiled: bool, asked: bool, /, **bound: Any) -> Callable:
-    eager = functools.partial(fn, fused=False, **bound)
+    lean = {"xp": kernel_namespace(bound["xp"])} if "xp" in bound else {}
+    eager = functools.partial(fn, fused=False, **(bound | lean))
     if not compiled:
         return eager
     built: list = []  # the compiled program, built at the first call
