@@ -15,7 +15,7 @@ import pytest
 import array_api_compat.numpy as xp
 import moonxp
 from moonxp.engine.policy import Policy
-from moonxp.engine.executor import ALL, concat_tiles, map_tiles, plan, run, sum_over_points
+from moonxp.engine.executor import ALL, ALL_TILE, concat_tiles, map_tiles, plan, run, sum_over_points
 
 
 def _indices(part: slice, total: int) -> range:
@@ -90,6 +90,20 @@ def test_run_returns_results_in_tile_order(workers):
 
     assert run(work, tiles, workers) == [k * 10 for k in range(23)]
     assert (len(threads) > 1) == (workers > 1)
+
+
+def test_tile_workers_run_blas_on_one_thread_and_restore_it():
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    if not blas_threads():
+        pytest.skip("threadpoolctl finds no BLAS in this NumPy")
+    with threadpool_limits(limits=2, user_api="blas"):
+        seen = run(lambda tile: blas_threads(), [(slice(k, k + 1), ALL) for k in range(4)], 2)
+        assert seen == [[1] * len(blas_threads())] * 4
+        assert blas_threads() == [2] * len(seen[0])
+        assert run(lambda tile: blas_threads(), [ALL_TILE], 2) == [[2] * len(seen[0])]  # one tile: no workers
 
 
 def test_run_propagates_an_error_from_a_thread():

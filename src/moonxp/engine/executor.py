@@ -22,7 +22,7 @@ import numpy as np
 from ..arrays import is_out_of_memory, kernel_namespace
 from ..errors import (BackendError, CompileError, CompileWarning, DeviceMemoryError, InvalidTypeError, MoonxpError,
                       first_line, one_line)
-from .policy import Policy, remember_fitted, tile_elements as fitted_tile_elements
+from .policy import Policy, one_blas_thread, remember_fitted, tile_elements as fitted_tile_elements
 
 Tile = tuple[slice, slice]  # (first batch axis, points)
 ALL = slice(None)
@@ -157,7 +157,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 def run(work: Callable[[Tile], Any], tiles: Sequence[Tile], workers: int) -> list:
     """[work(tile) for tile in tiles], with contiguous blocks of tiles on `workers` threads.
 
-    Worker threads handle floating-point errors as the calling thread does (np.errstate).
+    Worker threads handle floating-point errors as the calling thread does (np.errstate), and
+    BLAS runs one thread per call while they work (`policy.one_blas_thread`).
     """
     workers = min(workers, len(tiles))
     if workers <= 1:
@@ -169,9 +170,10 @@ def run(work: Callable[[Tile], Any], tiles: Sequence[Tile], workers: int) -> lis
     def block(part: Sequence[Tile]) -> list:
         with np.errstate(**errors):
             return [work(t) for t in part]
-    others = [_pool(workers).submit(block, b) for b in blocks[1:]]
-    first = block(blocks[0])  # the calling thread takes a block too
-    return first + [r for f in others for r in f.result()]
+    with one_blas_thread():
+        others = [_pool(workers).submit(block, b) for b in blocks[1:]]
+        first = block(blocks[0])  # the calling thread takes a block too
+        return first + [r for f in others for r in f.result()]
 
 
 def fit(work: Callable[[list], Any], planner: Callable[[int], list], total: int, policy: Policy) -> tuple[list, Any]:

@@ -54,8 +54,9 @@ GPU_MEMORY_SHARE = 0.5  # of free device memory, for one tile's temporaries
 # Past 2**31 elements one array needs 64-bit indexing (CuPy, Triton): cap a GPU tile's temporaries there,
 # well above what a GPU needs to be saturated, so only work that does not fit the device is split.
 GPU_TILE_CAP = 1 << 31
-# Eager JAX on the CPU: larger tiles train faster (XLA fuses part of the temporaries).
-JAX_TILE_ELEMENTS = 1 << 23
+# JAX on the CPU (compiled per tile): 2**22 keeps N = 20 000 one step program and cuts N = 200 000 into
+# tiles that stay in cache; 2**23 and larger tiles measured up to 1.4x slower there (bench/RESULTS.md).
+JAX_TILE_ELEMENTS = 1 << 22
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
@@ -197,6 +198,23 @@ def keep_freed_memory() -> None:
         libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)
     except (OSError, AttributeError):  # not glibc
         pass
+
+
+@functools.lru_cache(maxsize=1)
+def _blas() -> Any:
+    """The BLAS libraries loaded in this process (threadpoolctl, found once: a search costs about 1.5 ms)."""
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController().select(user_api="blas")
+
+
+def one_blas_thread() -> contextlib.AbstractContextManager:
+    """A context in which BLAS calls run on the calling thread only, its previous threads restored after.
+
+    moonxp's tile workers already take every core; a BLAS that threads a tile's
+    contraction on top of them starts threads that spin for the same cores (see
+    docs/design.md). Entering and leaving costs about 15 us.
+    """
+    return _blas().limit(limits=1)
 
 
 def cache_folder() -> Path:
