@@ -94,7 +94,9 @@ def to_host(x: Array) -> np.ndarray:
 def kernel_namespace(xp: Namespace) -> Namespace:
     """The namespace eager kernels compute in: `xp`, except for NumPy array-api-compat's own with `astype`
     and `matrix_transpose` as the ndarray methods they wrap, the same operations without their Python
-    layers (about 2 us of a 27 us homework step)."""
+    layers (about 2 us of a 27 us homework step), and `matmul` of two matrices as `np.dot`: the same BLAS
+    call, but np.matmul holds the GIL for two matrices and np.dot does not, so tile workers' contractions
+    run side by side (docs/design.md)."""
     return _lean_numpy() if is_numpy_namespace(xp) else xp
 
 
@@ -105,6 +107,7 @@ def _lean_numpy() -> Namespace:
     vars(lean).update(vars(compat))
     lean.astype = _astype
     lean.matrix_transpose = _matrix_transpose
+    lean.matmul = _matmul
     return lean
 
 
@@ -114,6 +117,10 @@ def _astype(x: np.ndarray, dtype: Any, /, *, copy: bool = True) -> np.ndarray:
 
 def _matrix_transpose(x: np.ndarray, /) -> np.ndarray:
     return x.swapaxes(-1, -2)
+
+
+def _matmul(a: np.ndarray, b: np.ndarray, /) -> np.ndarray:
+    return np.dot(a, b) if a.ndim == 2 and b.ndim == 2 else np.matmul(a, b)
 
 
 # Small JAX arrays are checked on the host: copies cost less than eager JAX ops, which JAX compiles once per shape.
