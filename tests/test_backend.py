@@ -6,6 +6,7 @@ import importlib
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -319,6 +320,34 @@ def test_eager_numpy_programs_compute_in_the_lean_namespace():
                            False, xp=compat)
     run(x)
     assert seen == [lean]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lean_matmul_equals_numpys_bit_for_bit(dtype):
+    """The lean namespace's matmul (np.dot for two matrices, which releases the GIL): np.matmul's values."""
+    import array_api_compat.numpy as compat
+    from moonxp.arrays import kernel_namespace
+    lean, rng = kernel_namespace(compat), np.random.default_rng(0)
+    shapes = [((2, 5190), (5190, 50)), ((1, 5190), (5190, 50)), ((5190, 3), (3, 50)), ((5190, 50), (50, 1)),
+              ((4, 2, 100), (4, 100, 50)), ((100, 3), (4, 3, 50))]
+    for a_shape, b_shape in shapes:
+        a, b = rng.normal(size=a_shape).astype(dtype), rng.normal(size=b_shape).astype(dtype)
+        for a_view in (a, np.asfortranarray(a)):
+            np.testing.assert_array_equal(lean.matmul(a_view, b), np.matmul(a_view, b), strict=True)
+
+
+def test_kernels_contract_through_the_namespaces_matmul():
+    """Every contraction of the eager kernels is `xp.matmul` (an `@` would bypass the engine's choice)."""
+    import array_api_compat.numpy as compat
+    from moonxp.kernels import error_and_gradient_sums, forward, logistic_error_and_gradient_sums, with_ones
+    calls = []
+    spy = types.SimpleNamespace(**{**vars(compat), "matmul": lambda a, b: calls.append(1) or compat.matmul(a, b)})
+    X, T, p = moonxp.make_problem(0, n_samples=30, hidden=5)
+    forward(p, X, xp=spy)
+    error_and_gradient_sums(p, X, T, spy)
+    error_and_gradient_sums(p, with_ones(X, compat), T, spy, ones_column=True)
+    logistic_error_and_gradient_sums(p, X, T, np.ones_like(T), spy)
+    assert len(calls) == 2 + 5 + 5 + 5  # forward: X W, a v; each gradient: those and three sums over N
 
 
 def test_outputs_stay_on_the_inputs_device(case):
