@@ -5,10 +5,10 @@
 For each row of `bench/cpu_goals.py` that moonxp runs on NumPy, times the same call
 (medians over the rounds, wall clock):
 
-- one worker thread (the process pinned to one core, so the policy's workers are 1);
+- one worker thread (the process pinned to one core, so the policy's workers are 1, and one BLAS thread);
 - moonxp's default, one worker thread per core;
 - the work cut in one share per core (networks, points or grid rows), each share run
-  by its own process with one worker, all started together: no interpreter lock and
+  by its own process with one worker and one BLAS thread, all started together: no interpreter lock and
   no memory shared between them, so the slowest share's time is what these cores
   give this kernel form at best (`limit`).
 
@@ -74,11 +74,12 @@ def _share_process(row: str, share: int, shares: int, rounds: int, barrier, resu
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[share]})  # one core: the policy's workers = 1
     policies.keep_freed_memory()
     call = share_call(row, share, shares)
-    timed(call)
-    times = []
-    for _ in range(rounds):
-        barrier.wait()
-        times.append(timed(call))
+    with policies.one_blas_thread():  # one core: BLAS threads would only spin on it
+        timed(call)
+        times = []
+        for _ in range(rounds):
+            barrier.wait()
+            times.append(timed(call))
     results.put((share, times))
 
 
@@ -112,8 +113,9 @@ def main() -> None:
         threads = statistics.median(timed(whole) for _ in range(args.rounds))
         allowed = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {min(allowed)})  # one core: the policy's workers = 1
-        timed(whole)
-        single = statistics.median(timed(whole) for _ in range(args.rounds))
+        with policies.one_blas_thread():
+            timed(whole)
+            single = statistics.median(timed(whole) for _ in range(args.rounds))
         os.sched_setaffinity(0, allowed)
         limit = statistics.median(processes_time(row, n, args.rounds))
         print(f"| {row} | {single * 1e3:.1f} ms | {threads * 1e3:.1f} ms | {limit * 1e3:.1f} ms | "
