@@ -1,11 +1,15 @@
-"""The CPU goals of issue 19, timed in pairs: moonxp and its peer alternate in one process.
+"""The CPU goals of issue 19, timed in pairs: moonxp and its peer alternate, each in a fresh process.
 
-    PYTHONPATH=src python bench/cpu_goals.py [--rounds 7] [ROW ...]
+    PYTHONPATH=src python bench/cpu_goals.py [--rounds 7] [--repeat 3] [ROW ...]
 
 `moonxp bench` times each implementation's cases in turn, minutes apart; on a shared
 machine the load moves in between. Here each round times moonxp once and the peer
-once, back to back, so both see the same load; medians over the rounds, the ratio
-of the medians, and the load average before and after are printed as a Markdown table.
+once, back to back (a warm-up, then `--repeat` calls and 0.5 s at least: their median), so both
+see the same minutes; medians over the rounds, the ratio of the medians, and the
+load average before and after are printed as a Markdown table. Each side runs in a
+process of its own: in one process, the call after the JAX peer ran up to 1.7x
+slower (XLA's threads keep the cores for a while after its work; measured for B = 64:
+44-52 ms alone against 75-80 ms right after the peer, still 77 ms 2 s later).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 from moonxp import resolve, synchronize
@@ -33,6 +39,9 @@ ROWS = {
 }
 
 
+MIN_SECONDS = 0.5  # each process times its call at least `--repeat` times and for at least this long
+
+
 def timed(call):
     """Seconds of one call, its results synchronized."""
     start = time.perf_counter()
@@ -40,30 +49,54 @@ def timed(call):
     return time.perf_counter() - start
 
 
+def time_one(name: str, side: str, repeat: int) -> float:
+    """In this process: the median seconds of the row's moonxp or peer call (`repeat` calls and `MIN_SECONDS` at
+    least, after a warm-up)."""
+    os.environ.update(ENVIRONMENT)
+    keep_freed_memory()  # as `moonxp bench` times moonxp (and the peers in its process)
+    workload, size, backend, dtype, peer, _ = ROWS[name]
+    if "jax" in (backend, peer and peer.split("-")[0]):
+        fair_precision("jax")
+    workload = WORKLOADS[workload]
+    if side == "moonxp":
+        call = make_call(workload, size, resolve("cpu", backend, dtype))
+    else:
+        call = make_call(workload, size, resolve("cpu", "jax" if peer == "jax-jit" else "numpy", dtype), peer)
+    timed(call)  # warm-up: compilation, caches, first-touch pages
+    times, start = [], time.perf_counter()
+    while len(times) < repeat or time.perf_counter() - start < MIN_SECONDS:
+        times.append(timed(call))
+    return statistics.median(times)
+
+
+def in_fresh_process(name: str, side: str, repeat: int) -> float:
+    """`time_one` in a new Python process."""
+    done = subprocess.run([sys.executable, __file__, "--time-one", name, side, "--repeat", str(repeat)],
+                          capture_output=True, text=True, check=True)
+    return float(done.stdout.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("rows", nargs="*", choices=[[], *ROWS], default=[], help="rows to time (default: all)")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--repeat", type=int, default=3, help="calls per process at least, after its warm-up (their median)")
+    parser.add_argument("--time-one", nargs=2, metavar=("ROW", "SIDE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    os.environ.update(ENVIRONMENT)
-    keep_freed_memory()  # as `moonxp bench` times moonxp (and the peers in its process)
-    fair_precision("jax")
+    if args.time_one:
+        print(time_one(*args.time_one, args.repeat))
+        return
     print(f"load average before: {os.getloadavg()[0]:.1f}")
     print("| row | goal | moonxp | peer | peer / moonxp | moonxp throughput |")
     print("|---|---|---|---|---|---|")
     for name in args.rows or ROWS:
-        workload, size, backend, dtype, peer, goal = ROWS[name]
+        workload, size, _, _, peer, goal = ROWS[name]
         workload = WORKLOADS[workload]
-        mine = make_call(workload, size, resolve("cpu", backend, dtype))
-        theirs = peer and make_call(workload, size, resolve("cpu", "jax" if peer == "jax-jit" else "numpy", dtype),
-                                    peer)
-        calls = [mine, theirs] if theirs else [mine]
-        for call in calls:  # warm-up: compilation, caches, first-touch pages
-            timed(call)
-        rounds = [[timed(call) for call in calls] for _ in range(args.rounds)]
+        sides = ["moonxp", "peer"] if peer else ["moonxp"]
+        rounds = [[in_fresh_process(name, side, args.repeat) for side in sides] for _ in range(args.rounds)]
         m = statistics.median(r[0] for r in rounds)
         p = statistics.median(r[-1] for r in rounds)
-        versus = f"{p * 1e3:.1f} ms ({peer}) | {p / m:.2f}x" if theirs else "- | -"
+        versus = f"{p * 1e3:.1f} ms ({peer}) | {p / m:.2f}x" if peer else "- | -"
         rate = workload.items(size) / m
         print(f"| {name} | {goal} | {m * 1e3:.1f} ms | {versus} | "
               f"{f'{rate / 1e6:.1f} M' if rate >= 1e6 else f'{rate:.0f}'} {workload.unit} |", flush=True)
