@@ -415,6 +415,36 @@ def test_jax_training_compiles_no_eager_op(homework):
     assert errors.shape == (2,) and float(errors[-1]) == 0.0
 
 
+def test_jax_training_in_tiles_of_points_compiles_no_eager_op(homework):
+    """Tiles of points on JAX: the tiles' sums (two tile shapes) and one program adding them up and taking the
+    step (`training._apply`) are lowered, and no eager op but the tiles' slices (made once per chunk of steps):
+    each would be an XLA program of its own, dispatched every step (docs/design.md)."""
+    jax = pytest.importorskip("jax")
+    from jax import monitoring
+    X, T, p = homework
+    P, Xd, Td = on(moonxp.resolve("cpu", "jax", "float64"), p, X, T)
+    expected = moonxp.train(p, X, T, iters=20)[1]
+    jax.clear_caches()
+    executor._program.cache_clear()
+    moonxp.train(P, Xd[:10], Td[:10], iters=0)  # what JAX compiles once per process (array_api_compat's namespace)
+    lowered = []
+
+    def listen(event, seconds, **kwargs):
+        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+            lowered.append(kwargs.get("fun_name"))
+    monitoring.register_event_duration_secs_listener(listen)
+    try:
+        with limit_tiles(30 * (4 * 50 + 2)):  # 30 points a tile: 4 tiles, the last one of 10 points
+            P, errors = moonxp.train(P, Xd, Td, iters=20)
+    finally:
+        monitoring.unregister_event_duration_listener(listen)
+        executor._program.cache_clear()
+        jax.clear_caches()  # later tests count their own traces
+    programs = sorted(name for name in lowered if name != "jit(dynamic_slice)")  # the tiles' points, once a chunk
+    assert programs == ["jit(_apply)", "jit(_gradient_sums)", "jit(_gradient_sums)", "jit(_with_ones)"], lowered
+    np.testing.assert_allclose(moonxp.to_host(errors), expected, rtol=1e-12, atol=1e-14)
+
+
 def test_tiles_are_planned_outside_compiled_programs(homework, monkeypatch):
     """Tiled, the per-tile sums are the program: at most two tile shapes, so at most two traces, whatever the
     number of tiles and steps."""
@@ -511,7 +541,7 @@ def test_out_of_memory_inside_a_compiled_program_retries_in_tiles(homework, monk
 
     def compiler(fn, static):
         def compiled(*args, **kwargs):
-            if args[1].shape[-2] > 50:  # X: more than 50 points do not "fit"
+            if hasattr(args[1], "shape") and args[1].shape[-2] > 50:  # X: more than 50 points do not "fit"
                 try:
                     raise FakeOutOfMemoryError("CUDA out of memory")
                 except FakeOutOfMemoryError as exc:

@@ -90,18 +90,35 @@ def _gradient_sums(params: Params, X: Array, T: Array, xp: Any, fused: bool) -> 
     return error_and_gradient_sums(params, X, T, xp, fused, ones_column=True)
 
 
+def _apply(params: Params, tile_sums: tuple, step_size: float, n: int, xp: Any,
+           fused: bool) -> tuple[Params, Array]:
+    """The point tiles' (error, gradient) sums added in tile order, one descent step of `step_size` (lr / N):
+    (params after it, the error E before it). One program where the sums and the update would be some forty
+    ops, each a dispatch of its own in JAX."""
+    e, sums = sum_over_points([ALL_TILE] * len(tile_sums), list(tile_sums), xp)
+    return descent(params, sums, step_size), e / n
+
+
 def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any, policy: Policy,
-           step: Callable, sums: Callable) -> tuple[Params, tuple]:
+           step: Callable, sums: Callable, apply: Callable) -> tuple[Params, tuple]:
     """`count` descent steps on X = [X, 1]: (params after them, (the error E (...) before each step)).
 
-    `step` and `sums` are the programs (`executor.program`) of `_step` and `_gradient_sums`.
-    Tiles are planned here, outside any compiled program. Where one tile holds all the
-    work, each step is one program (`_step`: a few fused kernels on a GPU); else the
-    per-tile sums are the program (at most two tile shapes), added up and applied here.
+    `step`, `sums` and `apply` are the programs (`executor.program`) of `_step`, `_gradient_sums`
+    and `_apply`. Tiles are planned here, outside any compiled program. Where one tile holds all
+    the work, each step is one program (`_step`: a few fused kernels on a GPU); else the per-tile
+    sums are the program (at most two tile shapes), and tiles of points are added up and applied
+    by `apply` (tiles of networks here).
     Out of device memory, the steps run again from `params` in smaller tiles (`fit`).
     """
     def attempt(tiles: list) -> tuple[Params, tuple]:
         current, errors = params, []
+        if len(tiles) > 1 and all(nets is ALL for nets, _ in tiles):  # tiles of points: sliced once per chunk
+            pieces = [(X[..., points, :], T[..., points]) for _, points in tiles]
+            for _ in range(count):
+                tile_sums = run(lambda piece: sums(current, *piece), pieces, policy.workers)
+                current, e = apply(current, tuple(tile_sums), lr / X.shape[-2], X.shape[-2])
+                errors.append(e)
+            return current, tuple(errors)
         for _ in range(count):
             if len(tiles) == 1:
                 current, e = step(current, X, T, lr)
@@ -215,7 +232,8 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
         inner = policy if len(blocks) == 1 else dataclasses.replace(policy, workers=1)  # a block's own tiles: in turn
         step = program(_step, policy, compile, compiled, xp=xp)  # the programs: once per call, not once per chunk
         steps = functools.partial(_steps, lr=lr, xp=xp, policy=inner, step=step,
-                                  sums=program(_gradient_sums, policy, compile, compiled, xp=xp))
+                                  sums=program(_gradient_sums, policy, compile, compiled, xp=xp),
+                                  apply=program(_apply, policy, compile, compiled, xp=xp))
         while done < iters:
             count = min(check_every, iters - done)
             params, sums = _in_blocks(functools.partial(steps, count=count), blocks, params, X, T, xp, policy.workers)
