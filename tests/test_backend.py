@@ -334,6 +334,11 @@ def test_lean_matmul_equals_numpys_bit_for_bit(dtype):
         a, b = rng.normal(size=a_shape).astype(dtype), rng.normal(size=b_shape).astype(dtype)
         for a_view in (a, np.asfortranarray(a)):
             np.testing.assert_array_equal(lean.matmul(a_view, b), np.matmul(a_view, b), strict=True)
+    W = rng.normal(size=(7, 100)).astype(dtype)  # strides BLAS cannot take: np.dot's copy could differ
+    for a, b in ((rng.normal(size=(1, 7)).astype(dtype), W[:, ::2]), (W[::2, ::3].T, W[::2, :1]),
+                 (np.zeros((1, 1), dtype), -np.ones((1, 1), dtype))):
+        np.testing.assert_array_equal(lean.matmul(a, b), np.matmul(a, b), strict=True)
+        assert np.signbit(lean.matmul(a, b)).tolist() == np.signbit(np.matmul(a, b)).tolist()
 
 
 def test_kernels_contract_through_the_namespaces_matmul():

@@ -106,6 +106,24 @@ def test_tile_workers_run_blas_on_one_thread_and_restore_it():
         assert run(lambda tile: blas_threads(), [ALL_TILE], 2) == [[2] * len(seen[0])]  # one tile: no workers
 
 
+def test_tile_workers_started_from_another_thread_leave_blas_alone():
+    """OpenBLAS ignores a raise of its threads asked from a thread other than the main one: a limit set there
+    would stay for good, so only the main thread limits (a user's threads and Dask's run BLAS as they find it)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    if not blas_threads():
+        pytest.skip("threadpoolctl finds no BLAS in this NumPy")
+    seen = []
+    with threadpool_limits(limits=2, user_api="blas"):
+        thread = threading.Thread(target=lambda: seen.append(run(lambda tile: blas_threads(),
+                                                                 [(slice(k, k + 1), ALL) for k in range(4)], 2)))
+        thread.start()
+        thread.join()
+        assert seen == [[[2] * len(blas_threads())] * 4] and blas_threads() == [2] * len(blas_threads())
+
+
 def test_run_propagates_an_error_from_a_thread():
     def work(tile):
         if tile[0].start == 5:

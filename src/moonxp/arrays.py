@@ -120,7 +120,16 @@ def _matrix_transpose(x: np.ndarray, /) -> np.ndarray:
 
 
 def _matmul(a: np.ndarray, b: np.ndarray, /) -> np.ndarray:
-    return np.dot(a, b) if a.ndim == 2 and b.ndim == 2 else np.matmul(a, b)
+    """np.matmul's values: np.dot makes the same BLAS call only for matrices BLAS takes as they are (C or F
+    order; for other strides the two copy differently and can differ in the last bit), and a 1 x 1 product
+    by 1 x 1 is a plain multiply in np.dot (0 times -1 is -0 there, +0 in np.matmul)."""
+    if a.ndim == 2 and b.ndim == 2 and _blas_layout(a) and _blas_layout(b) and a.size * b.size > 1:
+        return np.dot(a, b)
+    return np.matmul(a, b)
+
+
+def _blas_layout(a: np.ndarray) -> bool:
+    return a.flags.c_contiguous or a.flags.f_contiguous
 
 
 # Small JAX arrays are checked on the host: copies cost less than eager JAX ops, which JAX compiles once per shape.

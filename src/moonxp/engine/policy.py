@@ -36,6 +36,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -208,12 +209,17 @@ def _blas() -> Any:
 
 
 def one_blas_thread() -> contextlib.AbstractContextManager:
-    """A context in which BLAS calls run on the calling thread only, its previous threads restored after.
+    """A context in which BLAS calls run on the calling thread only, its previous threads restored after; in
+    the main thread only, elsewhere BLAS is left as it is.
 
     moonxp's tile workers already take every core; a BLAS that threads a tile's
     contraction on top of them starts threads that spin for the same cores (see
-    docs/design.md). Entering and leaving costs about 15 us.
+    docs/design.md). OpenBLAS ignores a raise of its thread count asked from any other
+    thread than the main one, so a limit set there could not be undone (calls from a
+    user's threads or a Dask worker's run as before). Entering and leaving costs about 15 us.
     """
+    if threading.current_thread() is not threading.main_thread():
+        return contextlib.nullcontext()
     return _blas().limit(limits=1)
 
 
