@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import subprocess
@@ -315,19 +316,22 @@ def test_eager_numpy_programs_compute_in_the_lean_namespace():
     np.testing.assert_array_equal(lean.matrix_transpose(x), compat.matrix_transpose(x), strict=True)
     assert np.shares_memory(lean.matrix_transpose(x), x)
     assert lean.vecdot is compat.vecdot and lean.concat is compat.concat and lean.sum is compat.sum
+    assert lean.matmul is np.matmul and kernel_namespace(compat, threads=True).matmul is not np.matmul
     seen = []
-    run = executor.program(lambda a, xp, fused: seen.append(xp), policy.policy(compat, "cpu", np.float64), None,
-                           False, xp=compat)
-    run(x)
-    assert seen == [lean]
+    two_workers = dataclasses.replace(policy.policy(compat, "cpu", np.float64), workers=2)
+    for tiles in (False, True):
+        run = executor.program(lambda a, xp, fused: seen.append(xp), two_workers, None, False, tiles=tiles, xp=compat)
+        run(x)
+    assert seen == [lean, kernel_namespace(compat, threads=True)]  # tiles on threads: matmul releases the GIL
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_lean_matmul_equals_numpys_bit_for_bit(dtype):
-    """The lean namespace's matmul (np.dot for two matrices, which releases the GIL): np.matmul's values."""
+    """The lean namespace's matmul for tiles on threads (np.dot for two matrices, which releases the GIL):
+    np.matmul's values."""
     import array_api_compat.numpy as compat
     from moonxp.arrays import kernel_namespace
-    lean, rng = kernel_namespace(compat), np.random.default_rng(0)
+    lean, rng = kernel_namespace(compat, threads=True), np.random.default_rng(0)
     shapes = [((2, 5190), (5190, 50)), ((1, 5190), (5190, 50)), ((5190, 3), (3, 50)), ((5190, 50), (50, 1)),
               ((4, 2, 100), (4, 100, 50)), ((100, 3), (4, 3, 50))]
     for a_shape, b_shape in shapes:

@@ -91,23 +91,23 @@ def to_host(x: Array) -> np.ndarray:
     return np.from_dlpack(x)  # array-api-strict, on any of its devices
 
 
-def kernel_namespace(xp: Namespace) -> Namespace:
-    """The namespace eager kernels compute in: `xp`, except for NumPy array-api-compat's own with `astype`
-    and `matrix_transpose` as the ndarray methods they wrap, the same operations without their Python
-    layers (about 2 us of a 27 us homework step), and `matmul` of two matrices as `np.dot`: the same BLAS
-    call, but np.matmul holds the GIL for two matrices and np.dot does not, so tile workers' contractions
-    run side by side (docs/design.md)."""
-    return _lean_numpy() if is_numpy_namespace(xp) else xp
+def kernel_namespace(xp: Namespace, threads: bool = False) -> Namespace:
+    """The namespace eager kernels compute in: `xp`, except for NumPy array-api-compat's own with `astype`,
+    `matrix_transpose` and `matmul` as the NumPy functions and methods they wrap, the same operations
+    without their Python layers (about 2 us of a 27 us homework step). For programs whose tiles run on
+    `threads`, `matmul` of two matrices is `np.dot`: the same BLAS call, but np.matmul holds the GIL for
+    two matrices and np.dot does not, so the workers' contractions run side by side (docs/design.md)."""
+    return _lean_numpy(threads) if is_numpy_namespace(xp) else xp
 
 
 @functools.cache
-def _lean_numpy() -> Namespace:
+def _lean_numpy(threads: bool) -> Namespace:
     import array_api_compat.numpy as compat
     lean = types.ModuleType(compat.__name__, compat.__doc__)
     vars(lean).update(vars(compat))
     lean.astype = _astype
     lean.matrix_transpose = _matrix_transpose
-    lean.matmul = _matmul
+    lean.matmul = _matmul_releasing_the_gil if threads else np.matmul
     return lean
 
 
@@ -119,7 +119,7 @@ def _matrix_transpose(x: np.ndarray, /) -> np.ndarray:
     return x.swapaxes(-1, -2)
 
 
-def _matmul(a: np.ndarray, b: np.ndarray, /) -> np.ndarray:
+def _matmul_releasing_the_gil(a: np.ndarray, b: np.ndarray, /) -> np.ndarray:
     """np.matmul's values: np.dot makes the same BLAS call only for matrices BLAS takes as they are (C or F
     order; for other strides the two copy differently and can differ in the last bit), and a 1 x 1 product
     by 1 x 1 is a plain multiply in np.dot (0 times -1 is -0 there, +0 in np.matmul)."""

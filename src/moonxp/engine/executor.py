@@ -80,11 +80,13 @@ def execution(policy: Policy, compile: bool | None, steps: int, units: int) -> s
     return "eager (too small to compile)" if policy.cost is not None else "eager (compiles only when asked)"
 
 
-def program(fn: Callable, policy: Policy, compile: bool | None, compiled: bool, /, **bound: Any) -> Callable:
+def program(fn: Callable, policy: Policy, compile: bool | None, compiled: bool, /, *, tiles: bool = False,
+            **bound: Any) -> Callable:
     """`fn` with keyword arguments bound, compiled by the policy's compiler if `compiled` (see `compiles`).
 
     `fn` takes ``fused``: compiled, it gets the policy's choice of kernel forms; eager, the
-    matmul forms, and for NumPy ``xp`` rebound to `arrays.kernel_namespace`. Under a `Bridge`
+    matmul forms, and for NumPy ``xp`` rebound to `arrays.kernel_namespace` (`tiles`: the program
+    computes tiles, which the policy's workers run side by side). Under a `Bridge`
     the program computes in the bridge's namespace (``xp`` rebound) on the same memory, through
     DLPack. Cached, so a compiled function is traced once per input shape, not once per call.
     `fn` must read no state of moonxp's modules (a compiled program would keep what it read
@@ -94,7 +96,7 @@ def program(fn: Callable, policy: Policy, compile: bool | None, compiled: bool, 
     raises CompileError where `compile` is True; otherwise the program runs eager from then
     on, after one `CompileWarning`, and `execution` says so.
     """
-    return _program(fn, policy, compiled, compile is True, **bound)
+    return _program(fn, policy, compiled, compile is True, tiles and policy.workers > 1, **bound)
 
 
 def fall_back(compiler: str, reason: str) -> None:
@@ -105,8 +107,8 @@ def fall_back(compiler: str, reason: str) -> None:
 
 
 @functools.lru_cache(maxsize=32)
-def _program(fn: Callable, policy: Policy, compiled: bool, asked: bool, /, **bound: Any) -> Callable:
-    lean = {"xp": kernel_namespace(bound["xp"])} if "xp" in bound else {}
+def _program(fn: Callable, policy: Policy, compiled: bool, asked: bool, threads: bool, /, **bound: Any) -> Callable:
+    lean = {"xp": kernel_namespace(bound["xp"], threads)} if "xp" in bound else {}
     eager = functools.partial(fn, fused=False, **(bound | lean))
     if not compiled:
         return eager

@@ -162,7 +162,7 @@ def _score_sums(params: Params, X: Array, T: Array, xp: Any, fused: bool) -> tup
 def _scores(params: Params, X: Array, T: Array, xp: Any, policy: Policy, compile: bool | None,
             compiled: bool) -> tuple[Array, Array]:
     """Loss sum (...) and correct signs (...) over X = [X, 1], T: forward only, tile by tile."""
-    return tiled_sums(program(_score_sums, policy, compile, compiled, xp=xp), params, X, T, xp, policy)
+    return tiled_sums(program(_score_sums, policy, compile, compiled, tiles=True, xp=xp), params, X, T, xp, policy)
 
 
 def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = ITERS,
@@ -232,7 +232,7 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
         inner = policy if len(blocks) == 1 else dataclasses.replace(policy, workers=1)  # a block's own tiles: in turn
         step = program(_step, policy, compile, compiled, xp=xp)  # the programs: once per call, not once per chunk
         steps = functools.partial(_steps, lr=lr, xp=xp, policy=inner, step=step,
-                                  sums=program(_gradient_sums, policy, compile, compiled, xp=xp),
+                                  sums=program(_gradient_sums, policy, compile, compiled, tiles=True, xp=xp),
                                   apply=program(_apply, policy, compile, compiled, xp=xp))
         while done < iters:
             count = min(check_every, iters - done)
