@@ -229,6 +229,59 @@ def test_a_signal_to_the_process_group_while_the_local_cluster_starts_is_one_lin
     assert [p.pid for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
 
 
+@contextlib.contextmanager
+def _a_thread_that_takes_signals():
+    """Beside NumPy's BLAS threads (there may be none): a thread started before the window, not blocking signals."""
+    import threading
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join()
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal masks on this platform")
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_signal_while_signals_are_held_is_raised_after_the_window_not_inside(signame):
+    """Sent to the process, it may go to another thread: Python would run the handler in the window all the same."""
+    from moonxp.app.process import Interrupted
+    from moonxp.engine.workers import held_signals
+    signum = getattr(signal, signame)
+
+    def interrupt(number, frame):
+        raise Interrupted(number)
+    installed = signal.signal(signum, interrupt)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    inside = []
+    try:
+        with _a_thread_that_takes_signals(), pytest.raises(Interrupted) as raised:
+            with held_signals():
+                os.kill(os.getpid(), signum)
+                for _ in range(100):  # 1 s for the handler to run here, if it would
+                    time.sleep(0.01)
+                inside.append("reached the end")
+        assert inside == ["reached the end"] and raised.value.signum == signum
+        assert signal.getsignal(signum) is interrupt and signal.pthread_sigmask(signal.SIG_BLOCK, ()) == mask
+    finally:
+        signal.signal(signum, installed)
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="no signal masks on this platform")
+def test_held_signals_restores_the_handlers_and_the_mask_when_its_body_raises():
+    from moonxp.engine.workers import HELD_SIGNALS, held_signals
+    handlers = {signum: signal.getsignal(signum) for signum in HELD_SIGNALS}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    with pytest.raises(ValueError, match="the cluster did not start"):
+        with held_signals():
+            assert HELD_SIGNALS <= signal.pthread_sigmask(signal.SIG_BLOCK, ())
+            raise ValueError("the cluster did not start")
+    assert {signum: signal.getsignal(signum) for signum in HELD_SIGNALS} == handlers
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, ()) == mask
+
+
 def test_shard_sums_run_with_the_shards_device_current(monkeypatch):
     """CuPy launches on the current device: a shard on cuda:N is summed (and its tiles sized) with cuda:N current."""
     from moonxp.engine import sharded

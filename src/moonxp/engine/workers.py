@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import threading
 import uuid
 from multiprocessing import resource_tracker
 from typing import Any, Collection, Iterator
@@ -69,30 +70,43 @@ def dask_setup(worker: Any) -> None:
 
 @contextlib.contextmanager
 def held_signals() -> Iterator[None]:
-    """Block SIGINT, SIGTERM and SIGHUP in this thread while a local cluster starts; on leaving, one that came
-    meanwhile is delivered (moonxp's handler raises `Interrupted` there, and the started cluster is closed).
+    """Hold SIGINT, SIGTERM and SIGHUP while a local cluster starts; on leaving, one that came meanwhile is
+    delivered (moonxp's handler raises `Interrupted` there, and the started cluster is closed).
 
     Why: a Ctrl-C that stops Dask half-way through starting leaves a cluster its own exit handler cannot close
     (a traceback), and one that reaches a worker process before its preload (`dask_setup`) is a
-    KeyboardInterrupt traceback from its imports. The signal mask, unlike handlers, is inherited by the
-    threads created meanwhile (Dask's event loop, which starts the worker processes, now and when a nanny
-    restarts one) and by the processes they start, and Python does not unblock signals when it starts;
-    `dask_setup` unblocks them in each worker.
+    KeyboardInterrupt traceback from its imports. Two holds: the signal mask, blocked in this thread, is
+    inherited by the threads created meanwhile (Dask's event loop, which starts the worker processes, now and
+    when a nanny restarts one) and by the processes they start (Python does not unblock signals when it starts;
+    `dask_setup` unblocks them in each worker). But the kernel gives a signal to any thread that does not block
+    it (NumPy's BLAS threads, started before), and Python then runs the handler in the main thread all the same:
+    so, in the main thread, the handlers are replaced meanwhile by one that only records the signal.
     """
     if not hasattr(signal, "pthread_sigmask"):  # no signal masks on this platform
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    came: list[int] = []
+    handlers: dict[int, Any] = {}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # the mask as it is, changed inside the try only
     try:
+        if threading.current_thread() is threading.main_thread():
+            for signum in HELD_SIGNALS:
+                if signal.getsignal(signum) is not None:  # None: a handler not set from Python, left alone
+                    handlers[signum] = signal.signal(signum, lambda signum, frame: came.append(signum))
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
         # Multiprocessing's resource tracker (the worker processes need it) is started here, before Dask's
         # event loop would: CPython's `ensure_running` unblocks SIGINT and SIGTERM in the thread that starts
         # it, whatever its mask was, so they are blocked again after it. The tracker keeps SIGHUP blocked
-        # (it ignores the other two), so a hang-up does not kill it; it exits with the cluster.
+        # (it ignores the other two), so a hang-up does not kill it; it lives until moonxp's process exits.
         resource_tracker.ensure_running()
         signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # one pending in this thread is recorded now
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(came):
+            signal.raise_signal(signum)
 
 
 def quiet_logs() -> None:
