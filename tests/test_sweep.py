@@ -137,6 +137,25 @@ def test_sweep_sizes_are_refused_before_any_list_is_expanded(monkeypatch):
         moonxp.sweep(lr=0.1)
 
 
+def test_a_task_too_large_is_told_alike_here_and_on_workers_and_a_worker_over_its_limit_has_0_free(monkeypatch):
+    import re
+    from moonxp.engine import sweep as engine
+    options = dict(samples=(100_000,), seeds=range(10), block=10)  # 10 networks of about 20 MB: 0.19 GiB
+    monkeypatch.setattr(engine, "host_memory", lambda: 100 << 20)
+    with pytest.raises(moonxp.InvalidInputError) as here:
+        moonxp.sweep(**options)
+    monkeypatch.setattr(engine, "prepare", lambda client: {})
+    monkeypatch.setattr(engine, "task_room", lambda *args: pytest.fail("the worker was taken as large enough"))
+    over = -(50 << 20)  # the worker's process already uses 50 MB more than its 512 MB limit
+    monkeypatch.setattr(engine, "worker_memory", lambda client: {"tcp://127.0.0.1:9": (over, 1, 512 << 20)})
+    with pytest.raises(moonxp.InvalidInputError) as there:
+        moonxp.sweep(**options, client=object())
+    size = [re.search(r"^a task of 10 networks \(block\) with 100000 samples needs about [0-9.]+ GiB", str(error.value))
+            for error in (here, there)]
+    assert all(size) and size[0].group() == size[1].group(), (str(here.value), str(there.value))
+    assert "tcp://127.0.0.1:9 (1 threads, 0.00 GiB free of 0.50 GiB)" in str(there.value), str(there.value)
+
+
 @pytest.mark.parametrize("command", [["sweep"], ["train"]])
 def test_scheduler_without_the_cluster_extra_names_it(tmp_path, monkeypatch, command):
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if dask[distributed] were not installed

@@ -109,9 +109,8 @@ def _check_sizes(lists: dict[str, Sequence], seeds: range, block: int, concurren
     if networks * network * concurrent > free:
         at_once = f", {concurrent} tasks at once," if concurrent > 1 else ""
         raise InvalidInputError(
-            f"a task of {networks} networks ({option}block) with {max(lists['samples'])} samples needs about "
-            f"{networks * network / 2**30:.1f} GiB of host memory{at_once} but {free / 2**30:.1f} GiB is free; "
-            f"{block_advice(network, [(free, concurrent)], option)}")
+            f"{_task_size(lists, networks, network, option)} of host memory{at_once} but {free / 2**30:.1f} GiB is "
+            f"free; {block_advice(network, [(free, concurrent)], option)}")
 
 
 def largest_task(lists: dict[str, Sequence], seeds: range, block: int) -> tuple[int, int]:
@@ -120,6 +119,12 @@ def largest_task(lists: dict[str, Sequence], seeds: range, block: int) -> tuple[
     network = (TASK_BYTES_PER_POINT * max(lists["samples"]) + TASK_BYTES_PER_ITERATION * (max(lists["iters"]) + 1)
                + TASK_BYTES_PER_UNIT * max(lists["hidden"]))
     return min(block, len(seeds)), network
+
+
+def _task_size(lists: dict[str, Sequence], networks: int, network: int, option: str) -> str:
+    """ "a task of N networks (--block) with S samples needs about X GiB": the largest task (`largest_task`)."""
+    return (f"a task of {networks} networks ({option}block) with {max(lists['samples'])} samples needs about "
+            f"{networks * network / 2**30:.2f} GiB")
 
 
 def block_advice(network: int, rooms: Sequence[tuple[int, int]], option: str) -> str:
@@ -150,13 +155,13 @@ def workers_hold(client: Any, lists: dict[str, Sequence], seeds: range, block: i
     found = worker_memory(client)
     short = {address: room for address, room in found.items() if room and networks * network * room[1] > room[0]}
     if short:
-        named = ", ".join(f"{address} ({threads} threads, {free / 2**30:.2f} GiB free of {limit / 2**30:.2f} GiB)"
+        named = ", ".join(f"{address} ({threads} threads, {max(free, 0) / 2**30:.2f} GiB free of "
+                          f"{limit / 2**30:.2f} GiB)"  # free < 0: the worker is already over its limit
                           for address, (free, threads, limit) in list(short.items())[:4])
         more = f" and {len(short) - 4} more" if len(short) > 4 else ""
         raise InvalidInputError(
-            f"a task of {networks} networks ({option}block) with {max(lists['samples'])} samples needs about "
-            f"{networks * network / 2**30:.2f} GiB of memory, as many at once on a worker as it has threads, more "
-            f"than {len(short)} worker(s) have free below their Dask memory limit: {named}{more}; "
+            f"{_task_size(lists, networks, network, option)} of memory, as many at once on a worker as it has "
+            f"threads, more than {len(short)} worker(s) have free below their Dask memory limit: {named}{more}; "
             f"{block_advice(network, [(free, threads) for free, threads, _ in short.values()], option)}")
     with task_room(client, networks * network, found):
         yield
