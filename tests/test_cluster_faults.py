@@ -220,6 +220,36 @@ def test_a_worker_joining_with_too_little_memory_for_the_tasks_takes_none(cluste
     assert late and len(got["seed"]) == 40
 
 
+def test_the_memory_check_of_a_killed_sweep_client_refuses_no_worker(cluster, packages):
+    """The sweep's plugin stays registered when its client is killed: a small worker that joins later stays."""
+    c = cluster()
+    c.add_worker(packages["this"], "--memory-limit", "600MB")
+    sweep_client = (  # registers a check for tasks of 1 GiB (as a sweep does), is killed
+        f"import os, signal, distributed\nfrom moonxp.engine.cluster import task_room\n"
+        f"client = distributed.Client({c.address!r}, timeout={START_S})\nclient.wait_for_workers(1)\n"
+        f"room = task_room(client, 1 << 30, list(client.scheduler_info()['workers']))\nroom.__enter__()\n"
+        f"distributed.wait(client.submit(bool, pure=False))  # sent after any lease of task_room's\n"
+        f"os.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = subprocess.run([sys.executable, "-c", sweep_client], env={**os.environ, "PYTHONPATH": SRC},
+                            capture_output=True, text=True, timeout=START_S)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    with distributed.Client(c.address, timeout=START_S) as client:
+        c.wait_for(client, 1)
+        plugins = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))
+        assert any(name.startswith("moonxp-task-room-") for name in plugins), plugins  # left behind
+        before = set(client.scheduler_info()["workers"])
+        small = c.add_worker(packages["this"], "--memory-limit", "200MB")
+        deadline = time.monotonic() + START_S
+        while not set(client.scheduler_info()["workers"]) - before and small.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert small.poll() is None, "the small worker closed"
+        [joined] = set(client.scheduler_info()["workers"]) - before
+        # a task reaches a joining worker only once its plugins are set up: it would have closed by then
+        assert client.submit(sum, [1, 2], workers=[joined], pure=False).result(timeout=START_S) == 3
+        assert small.poll() is None
+
+
 def _kill_hook(function: str, pid: int, calls: int = 1) -> str:
     """Hook: SIGKILL process `pid` at the `calls`-th call of `function` (module.attr)."""
     module, name = function.rsplit(".", 1)

@@ -192,16 +192,20 @@ def worker_memory(client: Any) -> dict[str, tuple[int, int, int] | None]:
 def task_room(client: Any, task_bytes: int, checked: Collection[str]) -> Iterator[None]:
     """While inside, a worker of `client`'s cluster not in `checked` (the addresses the caller checked) closes
     before it takes a task unless its memory limit holds its threads' tasks of `task_bytes` at once
-    (`workers.TaskRoom`): workers that join later are checked as they join."""
+    (`workers.TaskRoom`): workers that join later are checked as they join. The plugin is removed on leaving;
+    should this process be killed or cut off first, it stays registered but refuses no worker: its lease, a
+    trivial task this client holds under the plugin's name, is forgotten by the scheduler with the client."""
     from .workers import TaskRoom
     room = TaskRoom(task_bytes, checked)
-    client.register_plugin(room, name=room.name)
+    lease = client.submit(bool, key=room.name)
     try:
+        client.register_plugin(room, name=room.name)
         yield
     finally:
-        if client.status == "running":  # a lost scheduler took the plugin with it
+        if client.status == "running":  # a lost scheduler took the plugin and the lease with it
             with contextlib.suppress(Exception):
                 client.unregister_worker_plugin(room.name)
+            lease.release()
 
 
 def completed(client: Any, futures: Sequence) -> Iterator[tuple[Any, Any]]:

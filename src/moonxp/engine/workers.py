@@ -44,16 +44,24 @@ class WorkerSetup(WorkerPlugin):
 class TaskRoom(WorkerPlugin):
     """A worker not in `checked` whose memory limit (when it has one) less what its process uses cannot hold
     `task_bytes` per thread closes before it takes a task: a sweep's largest task, for workers that join while it
-    runs (`cluster.task_room`). Each has its own name, so that sweeps on one cluster at once each keep theirs."""
+    runs (`cluster.task_room`). Each has its own name, so that sweeps on one cluster at once each keep theirs.
+
+    Only while the sweep's client is there: that client holds a task of the plugin's name (its lease), which the
+    scheduler forgets when the client goes, even killed or cut off without removing the plugin; a worker joining
+    after that asks the scheduler, finds no lease, and stays.
+    """
 
     def __init__(self, task_bytes: int, checked: Collection[str]):
         self.task_bytes, self.checked = task_bytes, frozenset(checked)
         self.name = f"moonxp-task-room-{uuid.uuid4().hex}"
 
-    def setup(self, worker: Any) -> None:
+    async def setup(self, worker: Any) -> None:
         limit = worker.memory_manager.memory_limit
-        if worker.address not in self.checked and limit and \
-                self.task_bytes * worker.state.nthreads > limit - worker.monitor.get_process_memory():
+        if worker.address in self.checked or not limit or \
+                self.task_bytes * worker.state.nthreads <= limit - worker.monitor.get_process_memory():
+            return
+        lease = await worker.scheduler.get_task_status(keys=[self.name])  # None: the scheduler forgot it
+        if lease.get(self.name) is not None:
             asyncio.get_running_loop().create_task(worker.close(reason="moonxp-task-too-large"))
 
 
