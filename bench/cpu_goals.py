@@ -55,7 +55,7 @@ def time_one(name: str, side: str, repeat: int) -> float:
     os.environ.update(ENVIRONMENT)
     keep_freed_memory()  # as `moonxp bench` times moonxp (and the peers in its process)
     workload, size, backend, dtype, peer, _ = ROWS[name]
-    if "jax" in (backend, peer and peer.split("-")[0]):
+    if backend == "jax" or peer == "jax-jit":
         fair_precision("jax")
     workload = WORKLOADS[workload]
     if side == "moonxp":

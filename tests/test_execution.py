@@ -387,18 +387,16 @@ def test_jax_compiles_one_program_per_kind_of_work(homework, monkeypatch):
         executor._program.cache_clear()
 
 
-def test_jax_training_compiles_no_eager_op(homework):
-    """Eager JAX compiles every distinct op (a stack of k errors, a transpose for the ones column): the
-    homework as the main job trains it (segments of 0, 1, 2, 4, ... 64 steps) lowers two XLA programs,
-    the ones column and the step, and nothing else (a lowering precedes every compile, cached or not)."""
-    jax = pytest.importorskip("jax")
+@contextlib.contextmanager
+def _jax_lowerings(P, X, T):
+    """The names of the XLA programs JAX lowers inside the `with` (a lowering precedes every compile, cached or
+    not), after a warm-up on 10 points for what JAX compiles once per process (array_api_compat's namespace, ...);
+    JAX's and moonxp's program caches cleared before and after."""
+    import jax
     from jax import monitoring
-    X, T, p = homework
-    P, Xd, Td = on(moonxp.resolve("cpu", "jax", "float64"), p, X, T)
-    few = Xd[:10], Td[:10]
     jax.clear_caches()
     executor._program.cache_clear()
-    moonxp.train(P, *few, iters=0)  # what JAX compiles once per process (array_api_compat's namespace, ...)
+    moonxp.train(P, X[:10], T[:10], iters=0)
     lowered = []
 
     def listen(event, seconds, **kwargs):
@@ -406,11 +404,23 @@ def test_jax_training_compiles_no_eager_op(homework):
             lowered.append(kwargs.get("fun_name"))
     monitoring.register_event_duration_secs_listener(listen)
     try:
-        for iters in (0, 1, 2, 4, 8, 16, 32, 64, 1):
-            P, errors = moonxp.train(P, Xd, Td, iters=iters)
+        yield lowered
     finally:
         monitoring.unregister_event_duration_listener(listen)
         executor._program.cache_clear()
+        jax.clear_caches()  # later tests count their own traces
+
+
+def test_jax_training_compiles_no_eager_op(homework):
+    """Eager JAX compiles every distinct op (a stack of k errors, a transpose for the ones column): the
+    homework as the main job trains it (segments of 0, 1, 2, 4, ... 64 steps) lowers two XLA programs,
+    the ones column and the step, and nothing else."""
+    pytest.importorskip("jax")
+    X, T, p = homework
+    P, Xd, Td = on(moonxp.resolve("cpu", "jax", "float64"), p, X, T)
+    with _jax_lowerings(P, Xd, Td) as lowered:
+        for iters in (0, 1, 2, 4, 8, 16, 32, 64, 1):
+            P, errors = moonxp.train(P, Xd, Td, iters=iters)
     assert sorted(lowered) == ["jit(_step)", "jit(_with_ones)"], lowered
     assert errors.shape == (2,) and float(errors[-1]) == 0.0
 
@@ -419,27 +429,12 @@ def test_jax_training_in_tiles_of_points_compiles_no_eager_op(homework):
     """Tiles of points on JAX: the tiles' sums (two tile shapes) and one program adding them up and taking the
     step (`training._apply`) are lowered, and no eager op but the tiles' slices (made once per chunk of steps):
     each would be an XLA program of its own, dispatched every step (docs/design.md)."""
-    jax = pytest.importorskip("jax")
-    from jax import monitoring
+    pytest.importorskip("jax")
     X, T, p = homework
     P, Xd, Td = on(moonxp.resolve("cpu", "jax", "float64"), p, X, T)
     expected = moonxp.train(p, X, T, iters=20)[1]
-    jax.clear_caches()
-    executor._program.cache_clear()
-    moonxp.train(P, Xd[:10], Td[:10], iters=0)  # what JAX compiles once per process (array_api_compat's namespace)
-    lowered = []
-
-    def listen(event, seconds, **kwargs):
-        if event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
-            lowered.append(kwargs.get("fun_name"))
-    monitoring.register_event_duration_secs_listener(listen)
-    try:
-        with limit_tiles(30 * (4 * 50 + 2)):  # 30 points a tile: 4 tiles, the last one of 10 points
-            P, errors = moonxp.train(P, Xd, Td, iters=20)
-    finally:
-        monitoring.unregister_event_duration_listener(listen)
-        executor._program.cache_clear()
-        jax.clear_caches()  # later tests count their own traces
+    with _jax_lowerings(P, Xd, Td) as lowered, limit_tiles(30 * (4 * 50 + 2)):  # 4 tiles, the last of 10 points
+        P, errors = moonxp.train(P, Xd, Td, iters=20)
     programs = sorted(name for name in lowered if name != "jit(dynamic_slice)")  # the tiles' points, once a chunk
     assert programs == ["jit(_apply)", "jit(_gradient_sums)", "jit(_gradient_sums)", "jit(_with_ones)"], lowered
     np.testing.assert_allclose(moonxp.to_host(errors), expected, rtol=1e-12, atol=1e-14)
