@@ -8,7 +8,8 @@ networks and one network on 20 000 and 200 000 points: trained parameters and er
 (whole and in tiny tiles), gradients, outputs, error and accuracy; and grids of 64 to
 2048 points per side (one network and a batch; whole and tiled). `check` exits 1
 unless every float64 array is bit-identical and every float32 one within 1e-5 of the
-largest value, naming each that is not.
+largest value, naming each that is not. Run it twice: as it is, the NumPy tile workers
+are processes (`moonxp.engine.processes`); with MOONXP_WORKER_PROCESSES=0, threads.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import numpy as np
 
 from moonxp import Params, backprop, evaluate, evaluate_grid, forward, resolve, train
 from moonxp.benchmark.workloads import WORKLOADS, host_problem
+from moonxp.engine import processes
 from moonxp.engine.policy import limit_tiles
+from moonxp.environment import cores
 
 TRAINING = [("homework", 100, 128), ("train-batched", 4, 16), ("train-batched", 64, 128),
             ("train-batched", 512, 16), ("train-large", 20_000, 32), ("train-large", 200_000, 8)]
@@ -72,6 +75,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] not in ("save", "check"):
         print("usage: bit_identity.py save|check FILE.npz", file=sys.stderr)
         return 2
+    processes.team(cores() - 1)  # the worker processes up before the first result (MOONXP_WORKER_PROCESSES=0:
+    processes.settle()            # threads throughout), so that one run checks one way of running
     now = {**results("float64"), **results("float32")}
     if argv[0] == "save":
         np.savez(argv[1], **now)

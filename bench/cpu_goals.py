@@ -25,6 +25,7 @@ from moonxp import resolve, synchronize
 from moonxp.benchmark.workloads import WORKLOADS, make_call
 from moonxp.benchmark.worker import ENVIRONMENT, fair_precision
 from moonxp.engine.policy import keep_freed_memory
+from moonxp.engine.processes import settle
 
 # row: (workload, size, moonxp's backend, dtype, peer (None: moonxp alone), goal as text)
 ROWS = {
@@ -62,7 +63,8 @@ def time_one(name: str, side: str, repeat: int) -> float:
         call = make_call(workload, size, resolve("cpu", backend, dtype))
     else:
         call = make_call(workload, size, resolve("cpu", "jax" if peer == "jax-jit" else "numpy", dtype), peer)
-    timed(call)  # warm-up: compilation, caches, first-touch pages
+    timed(call)  # warm-up: compilation, caches, first-touch pages, worker processes started
+    settle()
     times, start = [], time.perf_counter()
     while len(times) < repeat or time.perf_counter() - start < MIN_SECONDS:
         times.append(timed(call))

@@ -25,15 +25,35 @@ from helpers import (HOMEWORK_LINES, SRC, child, cli, interrupt_on, leftovers, m
 
 # ---------------------------------------------------------------- Ctrl-C
 
-@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name != "posix", reason="POSIX signals")
-def test_real_sigint_during_training(tmp_path):
-    """A real Ctrl-C (SIGINT) to `python -m moonxp` while it trains."""
-    process = subprocess.Popen([sys.executable, "-m", "moonxp", "--iters", "1000000", "--samples", "2000",
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux: /proc)."""
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(child) for child in f.read().split()]
+        except FileNotFoundError:  # a thread that just ended: its children moved to another
+            pass
+    return found
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or not os.path.exists("/proc/self/task"),
+                    reason="POSIX signals, Linux /proc")
+@pytest.mark.parametrize("samples", [2000, 20_000], ids=["threads", "worker-processes"])
+def test_real_sigint_during_training(tmp_path, samples):
+    """A real Ctrl-C (SIGINT) to `python -m moonxp` while it trains: on threads (one tile of 2000 points), or
+    with moonxp's worker processes (tiles of 20 000 points), which go with it."""
+    process = subprocess.Popen([sys.executable, "-m", "moonxp", "--iters", "1000000", "--samples", str(samples),
                                 "--no-plot", "--out", str(tmp_path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "MOONXP_WORKER_PROCESSES": "1"})
     try:
         header = process.stdout.readline()                         # printed just before training starts
         assert header.startswith("moonxp "), process.stderr.read()
+        deadline = time.monotonic() + (30 if samples > 2000 else 0.5)
+        while not (workers := _children(process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert bool(workers) == (samples > 2000), workers
         time.sleep(0.5)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
@@ -42,6 +62,10 @@ def test_real_sigint_during_training(tmp_path):
     assert process.returncode == 130 and err == "moonxp: interrupted\n"
     assert strict_json(tmp_path / "metrics.json")["status"] == "interrupted"
     assert os.listdir(tmp_path) == ["metrics.json"]
+    deadline = time.monotonic() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
 
 
 def interrupt_after(calls: int, real):

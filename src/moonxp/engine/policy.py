@@ -109,7 +109,8 @@ class Policy:
     imports that library and returns the `Bridge`. `writes_tiles`: tiles write their
     results into one preallocated array (NumPy) instead of being concatenated.
     `eager_compiles`: every distinct eager op compiles (JAX), so a compiled call's setup
-    (the ones column) is a compiled program too.
+    (the ones column) is a compiled program too. `processes`: training's tile workers may be
+    processes instead of threads (NumPy, `processes`).
     """
 
     tile_elements: int
@@ -121,6 +122,7 @@ class Policy:
     bridge: Callable[[], Bridge] | None = None
     writes_tiles: bool = False
     eager_compiles: bool = False
+    processes: bool = False
 
 
 def policy(xp: Any, device: Any, dtype: Any) -> Policy:
@@ -148,7 +150,7 @@ def policy(xp: Any, device: Any, dtype: Any) -> Policy:
                       fused=True)
     if is_numpy_namespace(xp):
         # NumPy releases the GIL in its loops, so tiles run on all cores.
-        return Policy(CPU_TILE_ELEMENTS, cores(), writes_tiles=True)
+        return Policy(CPU_TILE_ELEMENTS, cores(), writes_tiles=True, processes=True)
     if is_torch_namespace(xp):  # torch threads each op itself; on the CPU torch.compile only when asked
         return Policy(CPU_TILE_ELEMENTS, 1, _torch_compile, "torch.compile")
     return Policy(CPU_TILE_ELEMENTS, 1)

@@ -14,17 +14,26 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from .. import validate
-from ..arrays import all_true, device_context, stack, to_host, values_readable
+from ..arrays import all_true, device_context, namespace_of, stack, to_host, values_readable
 from ..defaults import CHECK_EVERY, ITERS, LR
 from ..errors import DivergedError, InvalidTypeError
 from ..kernels import STEP_TEMPORARIES, Params, descent, error_and_gradient_sums, forward, loss_terms, with_ones
+from . import processes
 from .executor import ALL, ALL_TILE, Tile, compiles, fit, map_tiles, plan, program, run, sum_over_points
-from .policy import Policy, policy as policy_for
+from .policy import Policy, limit_tiles, one_blas_thread, policy as policy_for, tile_elements
+
+# Worker processes take a call's parallel NumPy work from this many (network, point, hidden unit) per step:
+# below it, an exchange (0.1-0.4 ms) is not small against a worker's share of a chunk of steps.
+PROCESS_MIN_UNITS = 1 << 16
+# A call waits for worker processes still starting (~0.3 s) if its work would take this long on threads,
+# at about `UNIT_S` per unit and step on one core (float32 and float64, 2-core EPYC, bench/RESULTS.md).
+WAIT_FOR_PROCESSES_S = 1.0
+UNIT_S = 2e-9
 
 Array = Any
 
@@ -99,23 +108,43 @@ def _apply(params: Params, tile_sums: tuple, step_size: float, n: int, xp: Any,
     return descent(params, sums, step_size), e / n
 
 
+def _programs(policy: Policy, compile: bool | None, compiled: bool, xp: Any) -> tuple[Callable, Callable, Callable]:
+    """The programs (`executor.program`) of `_step`, `_gradient_sums` (its tiles on the policy's workers) and
+    `_apply`."""
+    return (program(_step, policy, compile, compiled, xp=xp),
+            program(_gradient_sums, policy, compile, compiled, tiles=True, xp=xp),
+            program(_apply, policy, compile, compiled, xp=xp))
+
+
 def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any, policy: Policy,
-           step: Callable, sums: Callable, apply: Callable) -> tuple[Params, tuple]:
+           step: Callable, sums: Callable, apply: Callable,
+           team: processes.Team | None = None) -> tuple[Params, tuple]:
     """`count` descent steps on X = [X, 1]: (params after them, (the error E (...) before each step)).
 
-    `step`, `sums` and `apply` are the programs (`executor.program`) of `_step`, `_gradient_sums`
-    and `_apply`. Tiles are planned here, outside any compiled program. Where one tile holds all
-    the work, each step is one program (`_step`: a few fused kernels on a GPU); else the per-tile
-    sums are the program (at most two tile shapes), and tiles of points are added up and applied
-    by `apply` (tiles of networks here).
+    `step`, `sums` and `apply` are the programs of `_programs`. Tiles are planned here, outside any
+    compiled program. Where one tile holds all the work, each step is one program (`_step`: a few
+    fused kernels on a GPU); else the per-tile sums are the program (at most two tile shapes), and
+    tiles of points are added up and applied by `apply` (tiles of networks here). Tiles of points
+    run on the policy's workers: threads, or `team`'s processes, each holding its share of the
+    points for the chunk.
     Out of device memory, the steps run again from `params` in smaller tiles (`fit`).
     """
     def attempt(tiles: list) -> tuple[Params, tuple]:
         current, errors = params, []
         if len(tiles) > 1 and all(nets is ALL for nets, _ in tiles):  # tiles of points: sliced once per chunk
             pieces = [(X[..., points, :], T[..., points]) for _, points in tiles]
+            shares = _shares(pieces, 1 + len(team)) if team is not None else []
+            for k, share in enumerate(shares[1:]):
+                team.hold(k, share)
             for _ in range(count):
-                tile_sums = run(lambda piece: sums(current, *piece), pieces, policy.workers)
+                if team is None:
+                    tile_sums = run(lambda piece: sums(current, *piece), pieces, policy.workers)
+                else:
+                    first, *others = processes.spread(
+                        team, lambda: [sums(current, *piece) for piece in shares[0]],
+                        [(_sums_of_held, current, processes.HELD, policy) for _ in shares[1:]])
+                    tile_sums = first + [(e[i], Params(W[i], b[i], v[i])) for e, (W, b, v) in others
+                                         for i in range(e.shape[0])]
                 current, e = apply(current, tuple(tile_sums), lr / X.shape[-2], X.shape[-2])
                 errors.append(e)
             return current, tuple(errors)
@@ -129,6 +158,43 @@ def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any, p
         return current, tuple(errors)
     shape = _shape(params, X)
     return fit(attempt, functools.partial(plan, *shape), math.prod(shape), policy)[1]
+
+
+def _shares(items: list, workers: int) -> list[list]:
+    """`items` in contiguous shares, one per worker (as `executor.run` splits its tiles)."""
+    workers = min(workers, len(items))
+    return [items[len(items) * k // workers:len(items) * (k + 1) // workers] for k in range(workers)]
+
+
+def _sums_of_held(params: Params, pieces: list, policy: Policy) -> tuple[Array, Params]:
+    """In a worker process: `_gradient_sums` of each (X, T) piece it holds, as train's threads compute them,
+    stacked along a new first axis (a few arrays to send, not four per piece)."""
+    xp = namespace_of(*params)
+    sums = [_programs(policy, None, False, xp)[1](params, *piece) for piece in pieces]
+    e, W, b, v = (xp.stack(leaves) for leaves in zip(*((e, *gradients) for e, gradients in sums)))
+    return e, Params(W, b, v)
+
+
+def _chunks_of_a_block(params: Params, X: Array, T: Array, lr: float, counts: list[int], policy: Policy,
+                       elements: int) -> Iterator:
+    """In a worker process: (params, errors) after each chunk of `counts` steps of one block of networks, in tiles
+    of `elements` at most (the caller's `policy.tile_elements`), as train's threads run them (`_chunks`)."""
+    xp = namespace_of(*params, X, T)
+    inner, programs = dataclasses.replace(policy, workers=1), _programs(policy, None, False, xp)
+    with limit_tiles(elements):
+        for count in counts:
+            params, errors = _steps(params, X, T, lr, count, xp, inner, *programs)
+            yield params, errors
+
+
+def _team(policy: Policy, compiled: bool, parallel: bool, params: Params, X: Array,
+          iters: int) -> processes.Team | None:
+    """Worker processes for this call's parallel eager work (`processes.team`), where a step has
+    `PROCESS_MIN_UNITS` at least; None: threads."""
+    units = _units(params, X)
+    if compiled or not parallel or not policy.processes or units < PROCESS_MIN_UNITS:
+        return None
+    return processes.team(policy.workers - 1, wait=units * iters * UNIT_S / policy.workers >= WAIT_FOR_PROCESSES_S)
 
 
 def _network_blocks(params: Params, policy: Policy, compiled: bool) -> list[Tile]:
@@ -145,12 +211,30 @@ def _network_blocks(params: Params, policy: Policy, compiled: bool) -> list[Tile
     return [(slice(networks * k // workers, networks * (k + 1) // workers), ALL) for k in range(workers)]
 
 
-def _in_blocks(chunk: Callable, blocks: list[Tile], params: Params, X: Array, T: Array, xp: Any,
-               workers: int) -> tuple[Params, tuple]:
-    """`chunk(params, X, T)` on each block of networks side by side, the blocks' results put back together."""
+def _chunks(steps: Callable, blocks: list[Tile], params: Params, X: Array, T: Array, xp: Any, policy: Policy,
+            team: processes.Team | None, lr: float, counts: list[int]) -> Iterator[tuple[Params, tuple, int]]:
+    """(params after it, its errors, its step count) for each chunk of `counts` steps (`steps`), the blocks of
+    networks side by side: on threads, meeting once per chunk, or on `team`'s processes, which run their
+    blocks' chunks through while this thread checks each chunk as it comes."""
     if len(blocks) == 1:
-        return chunk(params, X, T)
-    return sum_over_points(blocks, run(lambda block: chunk(*_tile(params, X, T, block)), blocks, workers), xp)
+        for count in counts:
+            params, errors = steps(params, X, T, count=count)
+            yield params, errors, count
+        return
+    parts = [_tile(params, X, T, block) for block in blocks]
+    for k, part in enumerate(parts[1:] if team is not None else []):
+        team.send(k, _chunks_of_a_block, *part, lr, counts, policy, tile_elements(policy))
+    for count in counts:
+        if team is None:
+            results = run(lambda part: steps(*part, count=count), parts, policy.workers)
+        else:
+            with one_blas_thread():
+                results = [steps(*parts[0], count=count)]
+            results += [team.receive(k) for k in range(len(parts) - 1)]
+        parts = [(result[0], *part[1:]) for result, part in zip(results, parts)]
+        yield *sum_over_points(blocks, results, xp), count
+    for k in range(len(parts) - 1 if team is not None else 0):
+        team.receive(k)  # the end of the worker's call
 
 
 def _score_sums(params: Params, X: Array, T: Array, xp: Any, fused: bool) -> tuple[Array, Array]:
@@ -229,19 +313,20 @@ def train(params: Params, X: Array, T: Array, *, lr: float = LR, iters: int = IT
         compiled = compiles(policy, compile, iters, _units(params, X))
         X = _ones_column(X, xp, policy, compile, compiled)
         blocks = _network_blocks(params, policy, compiled)
+        parallel = len(blocks) > 1 or len(plan(*_shape(params, X), tile_elements(policy))) > 1
+        team = _team(policy, compiled, parallel, params, X, iters)
         inner = policy if len(blocks) == 1 else dataclasses.replace(policy, workers=1)  # a block's own tiles: in turn
-        step = program(_step, policy, compile, compiled, xp=xp)  # the programs: once per call, not once per chunk
-        steps = functools.partial(_steps, lr=lr, xp=xp, policy=inner, step=step,
-                                  sums=program(_gradient_sums, policy, compile, compiled, tiles=True, xp=xp),
-                                  apply=program(_apply, policy, compile, compiled, xp=xp))
-        while done < iters:
-            count = min(check_every, iters - done)
-            params, sums = _in_blocks(functools.partial(steps, count=count), blocks, params, X, T, xp, policy.workers)
-            errors += sums
-            _check_finite(xp, errors, count, params, lr)
-            done += count
-            if progress is not None:
-                progress(done, iters)
+        step, sums, apply = _programs(policy, compile, compiled, xp)  # once per call, not once per chunk
+        steps = functools.partial(_steps, lr=lr, xp=xp, policy=inner, step=step, sums=sums, apply=apply,
+                                  team=team if len(blocks) == 1 else None)
+        counts = [min(check_every, iters - done) for done in range(0, iters, check_every)]
+        with processes.owing(team):
+            for params, chunk_errors, count in _chunks(steps, blocks, params, X, T, xp, policy, team, lr, counts):
+                errors += chunk_errors
+                _check_finite(xp, errors, count, params, lr)
+                done += count
+                if progress is not None:
+                    progress(done, iters)
         if compiled:  # the step program's error at the final params, its update dropped: no second program
             errors.append(steps(params, X, T, count=1, policy=policy)[1][0])
         else:

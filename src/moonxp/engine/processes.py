@@ -1,0 +1,344 @@
+"""NumPy tile workers in processes of their own: the work of moonxp's worker threads, without one shared GIL.
+
+A NumPy training step is some 25 NumPy calls per tile; on two threads each call hands
+the GIL to the other thread, a futex wake every time, which left the threads 1.3-1.8x
+behind one process per core (docs/design.md, "Tile workers on two cores"). Training
+sends its parallel work here instead, where the processes are up (`team`).
+
+The processes start once per Python process, in the background, when training first
+has parallel NumPy work (one per core beyond the caller's); until they are ready the
+work runs on threads, so no call waits for them (`settle` waits, for a benchmark's
+warm-up). Each is ``python -c`` importing moonxp from where this process did, BLAS on
+one thread, SIGINT ignored; it exits when its socket closes (this process exited or
+gave it up). A worker gets a module-level function and its arguments, pickled, and
+sends back the result, or each value a generator function yields as it goes, or the
+exception raised; it holds one value between calls (`Team.hold`), which arguments
+name as `HELD`.
+
+Only the main thread uses them (a Dask worker's or a user's threads keep threads),
+on POSIX, unless ``MOONXP_WORKER_PROCESSES=0``. Work that stops early (`owing`)
+stops the workers' calls and reads what they still send; an interrupt closes the
+processes instead, and the next call starts new ones. If they cannot start at all,
+the work stays on threads, with one warning.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import inspect
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .policy import one_blas_thread
+
+SPIN_S = 0.005  # a message is polled for this long before the reader sleeps (`_await`)
+START_TIMEOUT_S = 60.0  # for a worker to import moonxp and say it is ready
+PRELOAD = "moonxp.engine.training"  # what the work needs, imported before a worker says it is ready
+ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+class WorkerProcessWarning(UserWarning):
+    """moonxp's worker processes could not start: NumPy tiles run on threads instead."""
+
+
+class WorkerProcessError(RuntimeError):
+    """A worker process exited while a call was running on it, or its result could not be sent."""
+
+
+class Held:
+    """In a call's arguments: the value the worker holds (`Team.hold`)."""
+
+
+HELD = Held()
+
+
+class Team:
+    """Worker processes, each reached through its own socket. Used from one thread at a time."""
+
+    def __init__(self, processes: list[subprocess.Popen], connections: list[Connection]):
+        self.processes, self.connections = processes, connections
+        self.running = [0] * len(connections)  # calls sent to each worker and not yet ended
+
+    def __len__(self) -> int:
+        return len(self.connections)
+
+    def hold(self, k: int, value: Any) -> None:
+        """Worker `k` keeps `value` (its previous one dropped) for calls that name it `HELD`."""
+        self._send(k, ("hold", value))
+
+    def send(self, k: int, fn: Callable, *args: Any) -> None:
+        """Start ``fn(*args)`` on worker `k` (`fn` module-level), under this thread's np.errstate."""
+        self._send(k, ("call", fn, args, np.geterr()))
+        self.running[k] += 1
+
+    def receive(self, k: int) -> Any:
+        """The result of worker `k`'s oldest call, or for a generator function, its next value (then None once
+        it is done); raises what the call raised."""
+        try:
+            kind, value = _await(self.connections[k]).recv()
+        except (EOFError, ConnectionResetError):
+            raise self._lost(k) from None
+        if kind != "item":
+            self.running[k] -= 1
+        if kind == "error":
+            raise value
+        return value
+
+    def stop(self) -> None:
+        """End every call still running: a generator stops at its next value; read what they send till then."""
+        for k in range(len(self)):
+            if self.running[k]:
+                self._send(k, ("stop",))
+            while self.running[k]:
+                with contextlib.suppress(Exception):
+                    self.receive(k)
+
+    def _send(self, k: int, message: tuple) -> None:
+        try:
+            self.connections[k].send(message)
+        except (BrokenPipeError, ConnectionResetError):
+            raise self._lost(k) from None
+
+    def _lost(self, k: int) -> WorkerProcessError:
+        process = self.processes[k]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=1.0)
+        return WorkerProcessError(f"moonxp's worker process {process.pid} exited (exit status {process.poll()}); "
+                                  f"the next call starts a new one")
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.processes)
+
+    def close(self) -> None:
+        """Close the sockets (an idle worker exits when it reads their end); a worker still running a call is
+        killed rather than waited for."""
+        for connection in self.connections:
+            connection.close()
+        for process, running in zip(self.processes, self.running):
+            if running:
+                process.kill()
+            try:
+                process.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def team(size: int, wait: bool = False) -> Team | None:
+    """`size` running worker processes for this thread's parallel work, or None: use threads.
+
+    The first call starts them in the background; until they are up, None, unless `wait`
+    (work long enough to wait for them: a start takes some 0.3 s).
+    """
+    if size < 1 or not _usable():
+        return None
+    if wait:
+        team(size)
+        settle()
+    with _lock:
+        current = _state["team"]
+        if current is not None and len(current) >= size and current.alive():
+            return current
+        if current is not None:  # too few (more cores now), or one died: start afresh
+            _state["team"] = None
+            current.close()
+        if _state["failed"] is not None:
+            reason, _state["failed"] = _state["failed"], ""
+            if reason:
+                warnings.warn(f"moonxp's worker processes did not start ({reason}): NumPy tiles run on threads",
+                              WorkerProcessWarning, stacklevel=3)
+            return None
+        if _state["starting"] is None:
+            _state["starting"] = threading.Thread(target=_start, args=(size,), name="moonxp-start-workers",
+                                                  daemon=True)
+            _state["starting"].start()
+    return None
+
+
+def settle() -> None:
+    """Wait until worker processes being started are up (or have failed)."""
+    starting = _state["starting"]
+    if starting is not None:
+        starting.join()
+
+
+@contextlib.contextmanager
+def owing(team: Team | None) -> Iterator[None]:
+    """A block that sends calls to `team` (None: nothing to do). Left by an exception while calls still run,
+    they are stopped and their messages read, so the team answers the next call; left by an interrupt
+    (KeyboardInterrupt, SystemExit, ...), or if that fails, the team is closed."""
+    try:
+        yield
+    except Exception:
+        if team is not None and any(team.running):
+            try:
+                team.stop()
+            except BaseException:  # noqa: BLE001 - the exception that left the block is the one to raise
+                _drop(team)
+        raise
+    except BaseException:
+        if team is not None and any(team.running):
+            _drop(team)
+        raise
+
+
+def spread(team: Team, here: Callable[[], Any], calls: list[tuple]) -> list:
+    """[here(), then the result of each call (fn, *args) on its worker], the calls side by side with `here` (BLAS on
+    one thread here meanwhile, as on the workers)."""
+    with owing(team):
+        for k, (fn, *args) in enumerate(calls):
+            team.send(k, fn, *args)
+        with one_blas_thread():
+            first = here()
+        return [first] + [team.receive(k) for k in range(len(calls))]
+
+
+def _drop(team: Team) -> None:
+    """Close `team` and forget it: the next call starts new workers."""
+    with _lock:
+        if _state["team"] is team:
+            _state["team"] = None
+    team.close()
+
+
+def _usable() -> bool:
+    return (os.name == "posix" and bool(sys.executable) and os.environ.get("MOONXP_WORKER_PROCESSES", "1") != "0"
+            and threading.current_thread() is threading.main_thread())
+
+
+def _start(size: int) -> None:
+    """Start `size` workers and wait for each to be ready; in the background (`team`)."""
+    started: list = []
+    try:
+        started = [_spawn() for _ in range(size)]
+        for process, connection in started:
+            if not connection.poll(START_TIMEOUT_S):
+                raise WorkerProcessError(f"a worker was not ready after {START_TIMEOUT_S:.0f} s")
+            try:
+                _, location = connection.recv()
+            except EOFError:
+                raise WorkerProcessError(f"a worker exited while starting (exit status {process.wait()})") from None
+            if location != _location():
+                raise WorkerProcessError(f"a worker imported moonxp from {location}, not {_location()}")
+        _state["team"] = Team([p for p, _ in started], [c for _, c in started])
+    except Exception as exc:  # noqa: BLE001 - any failure leaves the work on threads
+        Team([p for p, _ in started], [c for _, c in started]).close()
+        _state["failed"] = str(exc) or type(exc).__name__
+    finally:
+        _state["starting"] = None
+
+
+def _location() -> str:
+    """The folder moonxp is imported from."""
+    return str(Path(__file__).resolve().parents[2])
+
+
+def _spawn() -> tuple[subprocess.Popen, Connection]:
+    """One worker process and this side of its socket."""
+    from .policy import keep_freed_memory
+    malloc = keep_freed_memory.cache_info().currsize > 0  # as this process: the command line and the benchmark
+    ours, theirs = socket.socketpair()
+    here = _location()
+    code = (f"import sys; sys.path.insert(0, {here!r}) if {here!r} not in sys.path else None; "
+            f"from moonxp.engine.processes import serve; serve({theirs.fileno()}, {malloc})")
+    try:
+        process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **ONE_THREAD},
+                                   pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+    finally:
+        theirs.close()
+    return process, Connection(ours.detach())
+
+
+def serve(fd: int, keep_freed_memory: bool) -> None:
+    """A worker's loop: run the calls that arrive on socket `fd` until it closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle; it closes the socket
+    connection = Connection(fd)
+    importlib.import_module(PRELOAD)
+    if keep_freed_memory:
+        from .policy import keep_freed_memory as tune
+        tune()
+    connection.send(("ready", _location()))
+    held = None
+    with contextlib.suppress(EOFError, OSError):
+        while True:
+            message = _await(connection).recv()
+            if message[0] == "hold":
+                held = message[1]
+            elif message[0] == "call":  # a "stop" that came after its call ended is dropped
+                _, fn, args, errors = message
+                with np.errstate(**errors):
+                    _answer(connection, fn, [held if isinstance(a, Held) else a for a in args])
+
+
+def _answer(connection: Connection, fn: Callable, args: list) -> None:
+    """Run ``fn(*args)`` and send its result: ("ok", result), or ("item", value) for each value a generator
+    yields until it ends or a "stop" arrives, then ("ok", None); ("error", exception) if it raises."""
+    try:
+        result = fn(*args)
+        if inspect.isgenerator(result):
+            for value in result:
+                connection.send(("item", value))
+                if connection.poll() and connection.recv()[0] == "stop":
+                    result.close()
+                    break
+            result = None
+        reply = ("ok", result)
+    except Exception as exc:  # noqa: BLE001 - the caller raises it
+        reply = ("error", exc)
+    try:
+        connection.send(reply)
+    except (OSError, EOFError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a result or exception that does not pickle
+        connection.send(("error", WorkerProcessError(f"the worker could not send its reply: {type(exc).__name__}: "
+                                                     f"{exc}")))
+
+
+def _await(connection: Connection) -> Connection:
+    """`connection` once it has a message: polled for up to `SPIN_S`, then waited for asleep.
+
+    A process asleep in a read wakes some 0.1-0.5 ms after the message arrives (measured on a
+    2-core VM), a delay paid at every exchange; polling reads it at once.
+    """
+    end = time.perf_counter() + SPIN_S
+    while not connection.poll():
+        if time.perf_counter() > end:
+            connection.poll(None)
+            break
+    return connection
+
+
+@atexit.register
+def _close() -> None:
+    current, _state["team"] = _state["team"], None
+    if current is not None:
+        current.close()
+
+
+def _forget() -> None:
+    """In a child forked from this process: its parent's workers are not its own (their sockets are closed here)."""
+    current = _state["team"]
+    _state.update(team=None, starting=None, failed=None)
+    for connection in current.connections if current is not None else []:
+        connection.close()
+
+
+os.register_at_fork(after_in_child=_forget)
+
+
+_lock = threading.Lock()
+_state: dict = {"team": None, "starting": None, "failed": None}  # failed: why the start failed ("" once warned)

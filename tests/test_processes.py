@@ -1,0 +1,220 @@
+"""NumPy tile workers as processes (moonxp.engine.processes): the same bits as threads, each way training
+spreads its work, and what happens when a call stops early, a worker dies, or the workers cannot start."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import moonxp
+from moonxp import Params
+from moonxp.engine import policy, processes, training
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="worker processes run on POSIX only")
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """Worker processes of this test's own (two worker threads' worth: policy.cores is 2), closed after it."""
+    monkeypatch.setattr(processes, "_state", {"team": None, "starting": None, "failed": None})
+    monkeypatch.setattr(policy, "cores", lambda: 2)
+    monkeypatch.delenv("MOONXP_WORKER_PROCESSES", raising=False)
+    yield processes._state
+    processes.settle()
+    if processes._state["team"] is not None:
+        processes._state["team"].close()
+
+
+def up(size: int = 1) -> processes.Team:
+    team = processes.team(size, wait=True)
+    assert team is not None, processes._state
+    return team
+
+
+def sent(monkeypatch) -> list:
+    """The functions sent to worker processes from now on."""
+    calls = []
+    real = processes.Team.send
+    monkeypatch.setattr(processes.Team, "send", lambda self, k, fn, *args: (calls.append(fn.__name__),
+                                                                            real(self, k, fn, *args))[1])
+    return calls
+
+
+def batch(networks: int = 16, samples: int = 100, hidden: int = 50, dtype=np.float64):
+    X, T, p = moonxp.make_ensemble(1, networks, n_samples=samples, hidden=hidden)
+    return X.astype(dtype), T.astype(dtype), Params(*(a.astype(dtype) for a in p))
+
+
+def large(samples: int = 12_000, dtype=np.float64):
+    X, T, p = moonxp.make_problem(2, n_samples=samples, hidden=50)
+    return X.astype(dtype), T.astype(dtype), Params(*(a.astype(dtype) for a in p))
+
+
+def on_threads(monkeypatch, *args, **kwargs):
+    with monkeypatch.context() as m:
+        m.setenv("MOONXP_WORKER_PROCESSES", "0")
+        return moonxp.train(*args, **kwargs)
+
+
+def assert_same_bits(a, b):
+    for x, y in zip((*a[0], a[1]), (*b[0], b[1]), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("tiles", [None, 20_000], ids=["whole", "tiles"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_blocks_of_networks_in_a_process_equal_threads_bit_for_bit(fresh, monkeypatch, tiles, dtype):
+    """With the points whole or in tiles (a worker tiles its block as this process says: `limit_tiles`)."""
+    X, T, p = batch(dtype=dtype)
+    with policy.limit_tiles(tiles or 1 << 62):
+        threads = on_threads(monkeypatch, p, X, T, lr=0.1, iters=40, check_every=16)
+        up()
+        calls = sent(monkeypatch)
+        ours = moonxp.train(p, X, T, lr=0.1, iters=40, check_every=16)
+    assert calls == ["_chunks_of_a_block"]  # one call streams every chunk
+    assert_same_bits(ours, threads)
+
+
+def test_tiles_of_points_in_a_process_equal_threads_bit_for_bit(fresh, monkeypatch):
+    X, T, p = large()
+    threads = on_threads(monkeypatch, p, X, T, lr=0.1, iters=20, check_every=8)
+    up()
+    calls = sent(monkeypatch)
+    ours = moonxp.train(p, X, T, lr=0.1, iters=20, check_every=8)
+    assert calls == ["_sums_of_held"] * 20  # one exchange per step
+    assert_same_bits(ours, threads)
+
+
+def test_small_work_stays_on_threads_and_starts_nothing(fresh):
+    X, T, p = batch(networks=2)
+    moonxp.train(p, X, T, iters=3)
+    X, T, p = moonxp.make_problem(0)  # the homework: one tile
+    moonxp.train(p, X, T, iters=3)
+    assert fresh == {"team": None, "starting": None, "failed": None}
+
+
+def test_the_first_call_starts_the_workers_without_waiting_for_them_a_long_one_waits(fresh, monkeypatch):
+    X, T, p = batch()
+    calls = sent(monkeypatch)
+    moonxp.train(p, X, T, iters=4)
+    assert calls == []  # on threads meanwhile
+    processes.settle()
+    assert fresh["team"] is not None
+    fresh["team"].close()
+    fresh["team"] = None
+    monkeypatch.setattr(training, "WAIT_FOR_PROCESSES_S", 0.0)
+    moonxp.train(p, X, T, iters=4)
+    assert calls == ["_chunks_of_a_block"]
+
+
+def test_off_where_asked_and_outside_the_main_thread(fresh, monkeypatch):
+    monkeypatch.setenv("MOONXP_WORKER_PROCESSES", "0")
+    assert processes.team(1, wait=True) is None
+    monkeypatch.delenv("MOONXP_WORKER_PROCESSES")
+    found = []
+    thread = threading.Thread(target=lambda: found.append(processes.team(1, wait=True)))
+    thread.start()
+    thread.join()
+    assert found == [None] and fresh["starting"] is None and fresh["team"] is None
+
+
+def test_divergence_is_reported_as_on_threads_and_the_workers_stay(fresh, monkeypatch):
+    X, T, p = batch()
+    p = Params(p.W, p.b, p.v * np.where(np.arange(16) == 11, 1e300, 1.0)[:, None])  # network 11, in the worker's half
+    with pytest.raises(moonxp.DivergedError) as on_threads_error:
+        on_threads(monkeypatch, p, X, T, iters=64, check_every=4)
+    team = up()
+    with pytest.raises(moonxp.DivergedError) as on_processes_error:
+        moonxp.train(p, X, T, iters=64, check_every=4)
+    assert str(on_processes_error.value) == str(on_threads_error.value)
+    assert "1 of 16 networks" in str(on_processes_error.value)
+    assert not any(team.running) and processes.team(1) is team  # stopped, read, and ready for the next call
+    X, T, p = batch()
+    assert_same_bits(moonxp.train(p, X, T, iters=4), on_threads(monkeypatch, p, X, T, iters=4))
+
+
+def test_a_failing_progress_callback_stops_the_worker_an_interrupt_closes_it(fresh, monkeypatch):
+    X, T, p = batch()
+    team = up()
+
+    def fail(error):
+        def progress(done, total):
+            if done == 8:
+                raise error
+        return progress
+    with pytest.raises(ValueError):
+        moonxp.train(p, X, T, iters=64, check_every=4, progress=fail(ValueError("callback")))
+    assert processes.team(1) is team and team.alive()
+    with pytest.raises(KeyboardInterrupt):
+        moonxp.train(p, X, T, iters=64, check_every=4, progress=fail(KeyboardInterrupt()))
+    assert fresh["team"] is None and not team.alive()
+    ours = moonxp.train(p, X, T, iters=8)  # threads now, new workers starting
+    processes.settle()
+    assert fresh["team"] is not None and fresh["team"] is not team
+    assert_same_bits(moonxp.train(p, X, T, iters=8), ours)
+
+
+def test_a_worker_that_dies_is_one_clear_error_and_the_next_call_starts_new_ones(fresh, monkeypatch):
+    X, T, p = large()
+    team = up()
+    os.kill(team.processes[0].pid, signal.SIGKILL)
+    team.processes[0].wait()
+    assert processes.team(1) is None  # noticed before any work is sent: started afresh
+    processes.settle()
+    team = fresh["team"]
+    assert team is not None and team.alive()
+
+    def kill_the_worker(done, total):
+        os.kill(team.processes[0].pid, signal.SIGKILL)
+    with pytest.raises(processes.WorkerProcessError, match="worker process .* exited"):
+        moonxp.train(p, X, T, iters=200, check_every=2, progress=kill_the_worker)
+    assert processes.team(1) is None
+    processes.settle()
+    assert fresh["team"] is not team and fresh["team"].alive()
+    assert_same_bits(moonxp.train(p, X, T, iters=4), on_threads(monkeypatch, p, X, T, iters=4))
+
+
+def test_workers_that_cannot_start_warn_once_and_the_work_runs_on_threads(fresh, monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    X, T, p = batch()
+    with pytest.warns(processes.WorkerProcessWarning, match="exited while starting"):
+        moonxp.train(p, X, T, iters=4)
+        processes.settle()
+        moonxp.train(p, X, T, iters=4)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = moonxp.train(p, X, T, iters=4)
+    assert fresh["team"] is None and fresh["starting"] is None
+    assert_same_bits(result, on_threads(monkeypatch, p, X, T, iters=4))
+
+
+FORKED = """
+import os
+from moonxp.engine import processes
+team = processes.team(1, wait=True)
+assert team is not None
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:  # the child: its parent's workers are forgotten here
+    ok = processes._state == {"team": None, "starting": None, "failed": None}
+    os.write(write, b"1" if ok else b"0")
+    os._exit(0)
+os.waitpid(pid, 0)
+assert os.read(read, 1) == b"1", "the forked child kept its parent's workers"
+assert team.alive() and processes.team(1) is team, "the parent's workers were touched"
+print("ok")
+"""
+
+
+def test_a_child_forked_from_a_process_with_workers_starts_its_own():
+    """In a fresh process (one without JAX's threads, which a fork would copy)."""
+    done = subprocess.run([sys.executable, "-c", FORKED], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MOONXP_WORKER_PROCESSES": "1"})
+    assert done.stdout == "ok\n", done.stderr
