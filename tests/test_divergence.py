@@ -98,3 +98,12 @@ def test_non_finite_parameters_after_a_step_are_divergence(homework):
         with pytest.raises(moonxp.DivergedError, match="diverged at iteration 1:"):
             moonxp.train(homework[2], np.array([[-0.8, 1.0]]), np.array([1.0]), lr=1e308, iters=5,
                          check_every=check_every)
+
+
+def test_moonxp_errors_with_their_own_arguments_pickle_whole():
+    """A worker process or a Dask task sends them pickled: message and fields arrive unchanged."""
+    import pickle
+    from moonxp.errors import CompileError
+    for error in (DivergedError(7, 0.5, " (2 of 4 networks)"), CompileError("jax.jit", "XLA failed")):
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error) and str(back) == str(error) and vars(back) == vars(error)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="worker processes run
 @pytest.fixture
 def fresh(monkeypatch):
     """Worker processes of this test's own (two worker threads' worth: policy.cores is 2), closed after it."""
-    monkeypatch.setattr(processes, "_state", {"team": None, "starting": None, "failed": None})
+    monkeypatch.setattr(processes, "_state", {"team": None, "starting": None, "failed": None, "spawned": []})
     monkeypatch.setattr(policy, "cores", lambda: 2)
     monkeypatch.delenv("MOONXP_WORKER_PROCESSES", raising=False)
     yield processes._state
@@ -96,7 +97,7 @@ def test_small_work_stays_on_threads_and_starts_nothing(fresh):
     moonxp.train(p, X, T, iters=3)
     X, T, p = moonxp.make_problem(0)  # the homework: one tile
     moonxp.train(p, X, T, iters=3)
-    assert fresh == {"team": None, "starting": None, "failed": None}
+    assert fresh == {"team": None, "starting": None, "failed": None, "spawned": []}
 
 
 def test_the_first_call_starts_the_workers_without_waiting_for_them_a_long_one_waits(fresh, monkeypatch):
@@ -180,6 +181,104 @@ def test_a_worker_that_dies_is_one_clear_error_and_the_next_call_starts_new_ones
     assert_same_bits(moonxp.train(p, X, T, iters=4), on_threads(monkeypatch, p, X, T, iters=4))
 
 
+def test_a_worker_that_dies_while_a_stopped_call_is_read_closes_the_team_without_waiting(fresh):
+    X, T, p = batch()
+    team = up()
+
+    def fail(done, total):
+        os.kill(team.processes[0].pid, signal.SIGKILL)  # its call still running: `stop` reads an end of file
+        raise ValueError("callback")
+    with pytest.raises(ValueError, match="callback"):
+        moonxp.train(p, X, T, iters=400, check_every=4, progress=fail)
+    assert fresh["team"] is None and not team.alive()
+
+
+def test_an_error_in_this_process_s_share_stops_the_worker_s_and_keeps_the_team(fresh, monkeypatch):
+    X, T, p = large()
+    team = up()
+    calls = [0]
+    real = training._gradient_sums
+
+    def failing(*args, **kwargs):  # this process's tiles only: the worker has its own module
+        calls[0] += 1
+        if calls[0] == 5:
+            raise ValueError("a tile here")
+        return real(*args, **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(training, "_gradient_sums", failing)
+        with pytest.raises(ValueError, match="a tile here"):
+            moonxp.train(p, X, T, iters=20)
+    assert processes.team(1) is team and not any(team.running) and not team.broken
+    assert_same_bits(moonxp.train(p, X, T, iters=8), on_threads(monkeypatch, p, X, T, iters=8))
+
+
+def test_an_interrupt_while_a_message_is_half_written_closes_the_team(fresh, monkeypatch):
+    X, T, p = large()
+    team = up()
+    connection = team.connections[0]
+    real = connection._send
+
+    def interrupted(buffer, *args):  # the first half of the worker's share of the points, then Ctrl-C
+        if len(buffer) > 1 << 16:
+            real(buffer[:len(buffer) // 2], *args)
+            raise KeyboardInterrupt
+        return real(buffer, *args)
+    monkeypatch.setattr(connection, "_send", interrupted, raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        moonxp.train(p, X, T, iters=4)
+    assert fresh["team"] is None and not team.alive()
+    processes.team(1, wait=True)
+    assert_same_bits(moonxp.train(p, X, T, iters=4), on_threads(monkeypatch, p, X, T, iters=4))
+
+
+def test_a_call_from_inside_a_call_runs_on_threads(fresh, monkeypatch):
+    """A progress callback that trains: the workers are busy with the outer call."""
+    X, T, p = batch()
+    want = on_threads(monkeypatch, p, X, T, iters=8, check_every=4)
+    outer_want = on_threads(monkeypatch, p, X, T, iters=16, check_every=4)
+    up()
+    inner = []
+    outer = moonxp.train(p, X, T, iters=16, check_every=4,
+                         progress=lambda done, total: inner.append(moonxp.train(p, X, T, iters=8, check_every=4)))
+    assert len(inner) == 4
+    for result in inner:
+        assert_same_bits(result, want)
+    assert_same_bits(outer, outer_want)
+
+
+class Unreadable(Exception):
+    def __init__(self, a, b):  # pickles, but does not unpickle (BaseException pickles its args only)
+        super().__init__(f"{a} and {b}")
+
+
+def raise_unreadable():
+    raise Unreadable(1, 2)
+
+
+def test_worker_errors_warnings_and_unreadable_replies(fresh):
+    X, T, p = batch()
+    diverging = Params(p.W, p.b, p.v * 1e300)
+    team = up()
+    with processes.owing(team):  # an exception raised in the worker comes back as itself
+        team.send(0, moonxp.train, diverging, X, T)
+        with pytest.raises(moonxp.DivergedError, match=r"diverged at iteration 1 \(16 of 16 networks\)"):
+            team.receive(0)
+    with pytest.warns(UserWarning, match="from the worker"):  # its warnings are given here
+        with processes.owing(team):
+            team.send(0, warnings.warn, "from the worker", UserWarning)
+            assert team.receive(0) is None
+    with processes.owing(team):  # one that would not unpickle here is told in words
+        team.send(0, raise_unreadable)
+        with pytest.raises(processes.WorkerProcessError, match="could not send Unreadable: 1 and 2"):
+            team.receive(0)
+    assert processes.team(1) is team and not team.broken
+    with pytest.raises(processes.WorkerProcessError, match="could not be read"):
+        with processes.owing(team):  # a result that does not unpickle here: the team cannot go on
+            team.send(0, Unreadable, 3, 4)
+            team.receive(0)
+    assert fresh["team"] is None and not team.alive()
+
+
 def test_workers_that_cannot_start_warn_once_and_the_work_runs_on_threads(fresh, monkeypatch):
     monkeypatch.setattr(sys, "executable", "/bin/false")
     X, T, p = batch()
@@ -187,7 +286,6 @@ def test_workers_that_cannot_start_warn_once_and_the_work_runs_on_threads(fresh,
         moonxp.train(p, X, T, iters=4)
         processes.settle()
         moonxp.train(p, X, T, iters=4)
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = moonxp.train(p, X, T, iters=4)
@@ -203,7 +301,8 @@ assert team is not None
 read, write = os.pipe()
 pid = os.fork()
 if pid == 0:  # the child: its parent's workers are forgotten here
-    ok = processes._state == {"team": None, "starting": None, "failed": None}
+    ok = (processes._state == {"team": None, "starting": None, "failed": None, "spawned": []}
+          and all(c.closed for c in team.connections))  # its copies closed: the workers see their end with the parent
     os.write(write, b"1" if ok else b"0")
     os._exit(0)
 os.waitpid(pid, 0)

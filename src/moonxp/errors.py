@@ -54,6 +54,9 @@ class CompileError(MoonxpError, RuntimeError):
         super().__init__(f"{reason}: without compile=True (--compile), moonxp falls back to eager")
         self.compiler, self.reason = compiler, reason
 
+    def __reduce__(self) -> tuple:  # pickled with its own arguments (a worker process, a Dask task)
+        return type(self), (self.compiler, self.reason)
+
 
 class CompileWarning(UserWarning):
     """The compiler failed where compiling was moonxp's own choice: the work runs eager instead."""
@@ -66,6 +69,9 @@ class DivergedError(MoonxpError, FloatingPointError):
         super().__init__(f"training diverged at iteration {iteration}{networks}: the error or the parameters "
                          f"are no longer finite; use a smaller learning rate than {lr:g}")
         self.iteration, self.lr, self.networks = iteration, lr, networks
+
+    def __reduce__(self) -> tuple:  # pickled with its own arguments (a worker process, a Dask task)
+        return type(self), (self.iteration, self.lr, self.networks)
 
     def after(self, done: int) -> DivergedError:
         """The same error for a run resumed after `done` iterations: the iteration counts from its start."""

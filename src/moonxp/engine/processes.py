@@ -8,28 +8,31 @@ sends its parallel work here instead, where the processes are up (`team`).
 The processes start once per Python process, in the background, when training first
 has parallel NumPy work (one per core beyond the caller's); until they are ready the
 work runs on threads, so no call waits for them (`settle` waits, for a benchmark's
-warm-up). Each is ``python -c`` importing moonxp from where this process did, BLAS on
-one thread, SIGINT ignored; it exits when its socket closes (this process exited or
-gave it up). A worker gets a module-level function and its arguments, pickled, and
-sends back the result, or each value a generator function yields as it goes, or the
-exception raised; it holds one value between calls (`Team.hold`), which arguments
-name as `HELD`.
+warm-up). Each runs this interpreter with its flags and this process's `sys.path`,
+BLAS on one thread, in a session of its own (a terminal's Ctrl-C is this process's to
+handle), and exits when its socket closes (this process exited or gave it up). A
+worker gets a module-level function and its arguments, pickled, and sends back the
+result, or each value a generator function yields as it goes, or the exception raised,
+with the warnings the call gave; it holds one value between calls (`Team.hold`),
+which arguments name as `HELD`.
 
-Only the main thread uses them (a Dask worker's or a user's threads keep threads),
-on POSIX, unless ``MOONXP_WORKER_PROCESSES=0``. Work that stops early (`owing`)
-stops the workers' calls and reads what they still send; an interrupt closes the
-processes instead, and the next call starts new ones. If they cannot start at all,
-the work stays on threads, with one warning.
+Only the main thread uses them (a Dask worker's or a user's threads keep threads), one
+call at a time (a call made inside another, from a progress callback, runs on threads),
+on POSIX, unless ``MOONXP_WORKER_PROCESSES=0``. Work that stops early (`owing`) stops
+the workers' calls and reads what they still send; an interrupt, or anything that
+leaves a message half written or unread, closes the processes instead, and the next
+call starts new ones. If they cannot start at all, the work stays on threads, with one
+warning.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib
 import inspect
+import json
 import os
-import signal
+import pickle
 import socket
 import subprocess
 import sys
@@ -55,7 +58,7 @@ class WorkerProcessWarning(UserWarning):
 
 
 class WorkerProcessError(RuntimeError):
-    """A worker process exited while a call was running on it, or its result could not be sent."""
+    """A worker process exited while a call was running on it, or a message could not be read."""
 
 
 class Held:
@@ -66,11 +69,17 @@ HELD = Held()
 
 
 class Team:
-    """Worker processes, each reached through its own socket. Used from one thread at a time."""
+    """Worker processes, each reached through its own socket; used by one `owing` block at a time.
+
+    `running[k]`: calls sent to worker k and not yet ended. `broken`: a message was left half
+    written or unread (an exception inside `send` or `receive`), so the team must be closed.
+    """
 
     def __init__(self, processes: list[subprocess.Popen], connections: list[Connection]):
         self.processes, self.connections = processes, connections
-        self.running = [0] * len(connections)  # calls sent to each worker and not yet ended
+        self.running = [0] * len(connections)
+        self.broken = False
+        self.depth = 0  # `owing` blocks using the team now
 
     def __len__(self) -> int:
         return len(self.connections)
@@ -86,13 +95,8 @@ class Team:
 
     def receive(self, k: int) -> Any:
         """The result of worker `k`'s oldest call, or for a generator function, its next value (then None once
-        it is done); raises what the call raised."""
-        try:
-            kind, value = _await(self.connections[k]).recv()
-        except (EOFError, ConnectionResetError):
-            raise self._lost(k) from None
-        if kind != "item":
-            self.running[k] -= 1
+        it is done); raises what the call raised. The call's warnings are given again here."""
+        kind, value = self._message(k)
         if kind == "error":
             raise value
         return value
@@ -103,14 +107,50 @@ class Team:
             if self.running[k]:
                 self._send(k, ("stop",))
             while self.running[k]:
-                with contextlib.suppress(Exception):
-                    self.receive(k)
+                self._message(k)
+
+    def alive(self) -> bool:
+        return all(p.poll() is None for p in self.processes)
+
+    def close(self) -> None:
+        """Close the sockets (an idle worker exits when it reads their end); a worker still running a call, or
+        any worker of a broken team, is killed rather than waited for."""
+        for connection in self.connections:
+            connection.close()
+        for process, running in zip(self.processes, self.running):
+            if running or self.broken:
+                process.kill()
+            try:
+                process.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def _send(self, k: int, message: tuple) -> None:
+        self.broken = True  # until the whole message is written
         try:
             self.connections[k].send(message)
         except (BrokenPipeError, ConnectionResetError):
             raise self._lost(k) from None
+        self.broken = False
+
+    def _message(self, k: int) -> tuple[str, Any]:
+        """("item" | "ok" | "error", value) of worker `k`'s next message; its warnings given again here."""
+        self.broken = True  # until the message is read whole and unpickled
+        try:
+            data = _await(self.connections[k]).recv_bytes()
+        except (EOFError, ConnectionResetError):
+            raise self._lost(k) from None
+        try:
+            kind, value, caught = pickle.loads(data)
+        except Exception as exc:  # noqa: BLE001 - the reply of a call we can no longer tell apart
+            raise WorkerProcessError(f"a reply of moonxp's worker process could not be read ({exc})") from None
+        self.broken = False
+        if kind != "item":
+            self.running[k] -= 1
+        for message, category in caught:
+            warnings.warn(message, category, stacklevel=4)
+        return kind, value
 
     def _lost(self, k: int) -> WorkerProcessError:
         process = self.processes[k]
@@ -119,29 +159,13 @@ class Team:
         return WorkerProcessError(f"moonxp's worker process {process.pid} exited (exit status {process.poll()}); "
                                   f"the next call starts a new one")
 
-    def alive(self) -> bool:
-        return all(p.poll() is None for p in self.processes)
-
-    def close(self) -> None:
-        """Close the sockets (an idle worker exits when it reads their end); a worker still running a call is
-        killed rather than waited for."""
-        for connection in self.connections:
-            connection.close()
-        for process, running in zip(self.processes, self.running):
-            if running:
-                process.kill()
-            try:
-                process.wait(timeout=2.0)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
 
 def team(size: int, wait: bool = False) -> Team | None:
     """`size` running worker processes for this thread's parallel work, or None: use threads.
 
     The first call starts them in the background; until they are up, None, unless `wait`
-    (work long enough to wait for them: a start takes some 0.3 s).
+    (work long enough to wait for them: a start takes some 0.3 s). None too while they
+    are in use (a call from inside another call).
     """
     if size < 1 or not _usable():
         return None
@@ -150,6 +174,8 @@ def team(size: int, wait: bool = False) -> Team | None:
         settle()
     with _lock:
         current = _state["team"]
+        if current is not None and current.depth:
+            return None
         if current is not None and len(current) >= size and current.alive():
             return current
         if current is not None:  # too few (more cores now), or one died: start afresh
@@ -177,22 +203,33 @@ def settle() -> None:
 
 @contextlib.contextmanager
 def owing(team: Team | None) -> Iterator[None]:
-    """A block that sends calls to `team` (None: nothing to do). Left by an exception while calls still run,
-    they are stopped and their messages read, so the team answers the next call; left by an interrupt
-    (KeyboardInterrupt, SystemExit, ...), or if that fails, the team is closed."""
+    """A block that sends calls to `team` (None: nothing to do), which no other block uses meanwhile (`team`).
+
+    Left by an exception while calls still run, they are stopped and their messages read, so the
+    team answers the next call; left by an interrupt (KeyboardInterrupt, SystemExit, ...), with a
+    message half written or unread, or if stopping fails, the team is closed.
+    """
+    if team is None:
+        yield
+        return
+    team.depth += 1
     try:
         yield
     except Exception:
-        if team is not None and any(team.running):
+        if team.broken:
+            _drop(team)
+        elif any(team.running):
             try:
                 team.stop()
             except BaseException:  # noqa: BLE001 - the exception that left the block is the one to raise
                 _drop(team)
         raise
     except BaseException:
-        if team is not None and any(team.running):
+        if team.broken or any(team.running):
             _drop(team)
         raise
+    finally:
+        team.depth -= 1
 
 
 def spread(team: Team, here: Callable[[], Any], calls: list[tuple]) -> list:
@@ -221,9 +258,10 @@ def _usable() -> bool:
 
 def _start(size: int) -> None:
     """Start `size` workers and wait for each to be ready; in the background (`team`)."""
-    started: list = []
+    started: list = _state["spawned"]
     try:
-        started = [_spawn() for _ in range(size)]
+        for _ in range(size):
+            started.append(_spawn())
         for process, connection in started:
             if not connection.poll(START_TIMEOUT_S):
                 raise WorkerProcessError(f"a worker was not ready after {START_TIMEOUT_S:.0f} s")
@@ -233,12 +271,14 @@ def _start(size: int) -> None:
                 raise WorkerProcessError(f"a worker exited while starting (exit status {process.wait()})") from None
             if location != _location():
                 raise WorkerProcessError(f"a worker imported moonxp from {location}, not {_location()}")
-        _state["team"] = Team([p for p, _ in started], [c for _, c in started])
+        with _lock:
+            _state["team"] = Team([p for p, _ in started], [c for _, c in started])
+            _state["starting"], _state["spawned"] = None, []
     except Exception as exc:  # noqa: BLE001 - any failure leaves the work on threads
         Team([p for p, _ in started], [c for _, c in started]).close()
-        _state["failed"] = str(exc) or type(exc).__name__
-    finally:
-        _state["starting"] = None
+        with _lock:
+            _state["failed"] = str(exc) or type(exc).__name__
+            _state["starting"], _state["spawned"] = None, []
 
 
 def _location() -> str:
@@ -251,12 +291,13 @@ def _spawn() -> tuple[subprocess.Popen, Connection]:
     from .policy import keep_freed_memory
     malloc = keep_freed_memory.cache_info().currsize > 0  # as this process: the command line and the benchmark
     ours, theirs = socket.socketpair()
-    here = _location()
-    code = (f"import sys; sys.path.insert(0, {here!r}) if {here!r} not in sys.path else None; "
+    code = (f"import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
             f"from moonxp.engine.processes import serve; serve({theirs.fileno()}, {malloc})")
+    path = json.dumps([str(entry) for entry in sys.path])  # the same modules as here (numpy, moonxp, ...)
     try:
-        process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, **ONE_THREAD},
-                                   pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        process = subprocess.Popen([sys.executable, *subprocess._args_from_interpreter_flags(), "-c", code, path],
+                                   env={**os.environ, **ONE_THREAD}, pass_fds=[theirs.fileno()],
+                                   start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
     finally:
         theirs.close()
@@ -264,10 +305,10 @@ def _spawn() -> tuple[subprocess.Popen, Connection]:
 
 
 def serve(fd: int, keep_freed_memory: bool) -> None:
-    """A worker's loop: run the calls that arrive on socket `fd` until it closes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle; it closes the socket
+    """A worker's loop: run the calls that arrive on socket `fd` until it closes (or breaks the protocol)."""
     connection = Connection(fd)
-    importlib.import_module(PRELOAD)
+    os.environ["MOONXP_WORKER_PROCESSES"] = "0"  # work run here never starts workers of its own
+    __import__(PRELOAD)
     if keep_freed_memory:
         from .policy import keep_freed_memory as tune
         tune()
@@ -275,37 +316,59 @@ def serve(fd: int, keep_freed_memory: bool) -> None:
     held = None
     with contextlib.suppress(EOFError, OSError):
         while True:
-            message = _await(connection).recv()
+            message = _await(connection).recv()  # a message that does not unpickle ends the worker
             if message[0] == "hold":
                 held = message[1]
             elif message[0] == "call":  # a "stop" that came after its call ended is dropped
                 _, fn, args, errors = message
                 with np.errstate(**errors):
-                    _answer(connection, fn, [held if isinstance(a, Held) else a for a in args])
+                    if not _answer(connection, fn, [held if isinstance(a, Held) else a for a in args]):
+                        return
 
 
-def _answer(connection: Connection, fn: Callable, args: list) -> None:
+def _answer(connection: Connection, fn: Callable, args: list) -> bool:
     """Run ``fn(*args)`` and send its result: ("ok", result), or ("item", value) for each value a generator
-    yields until it ends or a "stop" arrives, then ("ok", None); ("error", exception) if it raises."""
+    yields until it ends or a "stop" arrives, then ("ok", None); ("error", exception) if it raises. False:
+    a message other than "stop" came during a generator (the caller broke the protocol)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # the caller's filters decide what is shown
+        try:
+            result = fn(*args)
+            if inspect.isgenerator(result):
+                for value in result:
+                    if not _reply(connection, "item", value, caught):
+                        result.close()
+                        return True  # the error sent instead ended the call
+                    if connection.poll():
+                        if connection.recv()[0] != "stop":
+                            return False
+                        result.close()
+                        break
+                result = None
+            kind, value = "ok", result
+        except Exception as exc:  # noqa: BLE001 - the caller raises it
+            kind, value = "error", exc
+        _reply(connection, kind, value, caught)
+    return True
+
+
+def _reply(connection: Connection, kind: str, value: Any, caught: list) -> bool:
+    """Send (kind, value, the warnings caught since the last reply). A value that does not pickle, or an
+    exception that does not unpickle (its __init__ wants other arguments), goes as a WorkerProcessError
+    instead (then False)."""
+    warned = [(str(w.message), w.category) for w in caught]
+    caught.clear()
     try:
-        result = fn(*args)
-        if inspect.isgenerator(result):
-            for value in result:
-                connection.send(("item", value))
-                if connection.poll() and connection.recv()[0] == "stop":
-                    result.close()
-                    break
-            result = None
-        reply = ("ok", result)
-    except Exception as exc:  # noqa: BLE001 - the caller raises it
-        reply = ("error", exc)
-    try:
-        connection.send(reply)
-    except (OSError, EOFError):
-        raise
-    except Exception as exc:  # noqa: BLE001 - a result or exception that does not pickle
-        connection.send(("error", WorkerProcessError(f"the worker could not send its reply: {type(exc).__name__}: "
-                                                     f"{exc}")))
+        data = pickle.dumps((kind, value, warned))
+        if kind == "error":
+            pickle.loads(data)
+    except Exception as exc:  # noqa: BLE001 - told to the caller instead
+        what = f"{type(value).__name__}: {value}" if kind == "error" else f"its result ({type(exc).__name__}: {exc})"
+        error = WorkerProcessError(f"moonxp's worker process could not send {what}"[:1000])
+        connection.send_bytes(pickle.dumps(("error", error, warned)))
+        return False
+    connection.send_bytes(data)
+    return True
 
 
 def _await(connection: Connection) -> Connection:
@@ -330,15 +393,18 @@ def _close() -> None:
 
 
 def _forget() -> None:
-    """In a child forked from this process: its parent's workers are not its own (their sockets are closed here)."""
-    current = _state["team"]
-    _state.update(team=None, starting=None, failed=None)
-    for connection in current.connections if current is not None else []:
-        connection.close()
+    """In a child forked from this process: its parent's workers are not its own. Its copies of their sockets are
+    closed, so that the workers still see their end when the parent exits."""
+    current, spawned = _state["team"], _state["spawned"]
+    _state.update(team=None, starting=None, failed=None, spawned=[])
+    for connection in [*(current.connections if current is not None else []), *(c for _, c in spawned)]:
+        with contextlib.suppress(OSError):
+            connection.close()
 
 
 os.register_at_fork(after_in_child=_forget)
 
-
 _lock = threading.Lock()
-_state: dict = {"team": None, "starting": None, "failed": None}  # failed: why the start failed ("" once warned)
+# team: the workers; starting: the thread starting them; spawned: (process, socket) it started so far;
+# failed: why the start failed ("" once warned)
+_state: dict = {"team": None, "starting": None, "failed": None, "spawned": []}

@@ -147,6 +147,8 @@ def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any, p
                                          for i in range(e.shape[0])]
                 current, e = apply(current, tuple(tile_sums), lr / X.shape[-2], X.shape[-2])
                 errors.append(e)
+            for k in range(len(shares) - 1):
+                team.hold(k, None)  # the worker's share freed with the chunk
             return current, tuple(errors)
         for _ in range(count):
             if len(tiles) == 1:
@@ -178,7 +180,7 @@ def _sums_of_held(params: Params, pieces: list, policy: Policy) -> tuple[Array, 
 def _chunks_of_a_block(params: Params, X: Array, T: Array, lr: float, counts: list[int], policy: Policy,
                        elements: int) -> Iterator:
     """In a worker process: (params, errors) after each chunk of `counts` steps of one block of networks, in tiles
-    of `elements` at most (the caller's `policy.tile_elements`), as train's threads run them (`_chunks`)."""
+    of `elements` at most (the caller's tile size for a block), as train's threads run them (`_chunks`)."""
     xp = namespace_of(*params, X, T)
     inner, programs = dataclasses.replace(policy, workers=1), _programs(policy, None, False, xp)
     with limit_tiles(elements):
@@ -223,7 +225,8 @@ def _chunks(steps: Callable, blocks: list[Tile], params: Params, X: Array, T: Ar
         return
     parts = [_tile(params, X, T, block) for block in blocks]
     for k, part in enumerate(parts[1:] if team is not None else []):
-        team.send(k, _chunks_of_a_block, *part, lr, counts, policy, tile_elements(policy))
+        block_tiles = tile_elements(dataclasses.replace(policy, workers=1))  # as train's `inner` policy tiles
+        team.send(k, _chunks_of_a_block, *part, lr, counts, policy, block_tiles)
     for count in counts:
         if team is None:
             results = run(lambda part: steps(*part, count=count), parts, policy.workers)
