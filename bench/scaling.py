@@ -1,4 +1,4 @@
-"""How far this machine's cores carry moonxp's NumPy work: one worker, moonxp's threads, separate processes.
+"""How far this machine's cores carry moonxp's NumPy work: one worker, threads, moonxp's worker processes, the limit.
 
     PYTHONPATH=src python bench/scaling.py [--rounds 7] [ROW ...]
 
@@ -6,13 +6,15 @@ For each row of `bench/cpu_goals.py` that moonxp runs on NumPy, times the same c
 (medians over the rounds, wall clock):
 
 - one worker thread (the process pinned to one core, so the policy's workers are 1, and one BLAS thread);
-- moonxp's default, one worker thread per core;
+- one worker thread per core (``MOONXP_WORKER_PROCESSES=0``);
+- moonxp's default: training's parallel work in worker processes (`moonxp.engine.processes`, up before
+  the clock runs); grids stay on threads;
 - the work cut in one share per core (networks, points or grid rows), each share run
   by its own process with one worker and one BLAS thread, all started together: no interpreter lock and
   no memory shared between them, so the slowest share's time is what these cores
   give this kernel form at best (`limit`).
 
-"threads / limit" near 1 means moonxp's threads already get what the cores give;
+"default / limit" near 1 means moonxp already gets what the cores give;
 the goal's best reachable ratio is then the peer's time (from `cpu_goals.py`) over
 `limit`. The load average before and after is printed: trust a quiet run only.
 """
@@ -29,7 +31,7 @@ import numpy as np
 
 from moonxp import Params, evaluate_grid, resolve, synchronize
 from moonxp.benchmark.workloads import WORKLOADS, host_problem
-from moonxp.engine import policy as policies
+from moonxp.engine import policy as policies, processes
 from moonxp.engine.training import train
 from moonxp.environment import cores
 
@@ -105,12 +107,18 @@ def main() -> None:
     policies.keep_freed_memory()
     n = cores()
     print(f"load average before: {os.getloadavg()[0]:.1f}; {n} cores")
-    print(f"| row | one worker | {n} threads (default) | {n} processes (limit) | threads / limit | limit / one worker |")
-    print("|---|---|---|---|---|---|")
+    print(f"| row | one worker | {n} threads | default | {n} processes (limit) | default / limit | limit / one worker |")
+    print("|---|---|---|---|---|---|---|")
     for row in args.rows or ROWS:
         whole = share_call(row, 0, 1)
+        asked = os.environ.get("MOONXP_WORKER_PROCESSES", "1")
+        os.environ["MOONXP_WORKER_PROCESSES"] = "0"
         timed(whole)
         threads = statistics.median(timed(whole) for _ in range(args.rounds))
+        os.environ["MOONXP_WORKER_PROCESSES"] = asked
+        timed(whole)
+        processes.settle()  # the worker processes that call started, up before the clock runs
+        default = statistics.median(timed(whole) for _ in range(args.rounds))
         allowed = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {min(allowed)})  # one core: the policy's workers = 1
         with policies.one_blas_thread():
@@ -118,8 +126,8 @@ def main() -> None:
             single = statistics.median(timed(whole) for _ in range(args.rounds))
         os.sched_setaffinity(0, allowed)
         limit = statistics.median(processes_time(row, n, args.rounds))
-        print(f"| {row} | {single * 1e3:.1f} ms | {threads * 1e3:.1f} ms | {limit * 1e3:.1f} ms | "
-              f"{threads / limit:.2f} | {single / limit:.2f}x |", flush=True)
+        print(f"| {row} | {single * 1e3:.1f} ms | {threads * 1e3:.1f} ms | {default * 1e3:.1f} ms | "
+              f"{limit * 1e3:.1f} ms | {default / limit:.2f} | {single / limit:.2f}x |", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 

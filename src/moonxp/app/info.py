@@ -11,6 +11,7 @@ from ..arrays import device_context
 from ..benchmark.limits import measure
 from ..defaults import DTYPES, HIDDEN, ITERS, SAMPLES
 from ..engine.backend import BACKENDS, MODULES, resolve
+from ..engine import processes
 from ..engine.executor import execution
 from ..engine.policy import policy
 from ..environment import machine, versions
@@ -73,6 +74,15 @@ def gpus() -> list[dict]:
         return []
 
 
+def _parallel_training(cores: int) -> str:
+    """How NumPy training uses the cores, in words."""
+    if cores < 2:
+        return "NumPy training on one thread"
+    if not processes.enabled():
+        return f"NumPy training on {cores} threads (worker processes off: MOONXP_WORKER_PROCESSES=0, or not POSIX)"
+    return f"NumPy training in this process and {cores - 1} worker process{'es' if cores > 2 else ''}"
+
+
 def text(measure_limits: bool = True) -> str:
     """The `info` text."""
     m = machine()
@@ -85,7 +95,7 @@ def text(measure_limits: bool = True) -> str:
                  "not usable" + (f": {why_not.pop('all')}" if "all" in why_not else ""))
         lines.append(f"  {b['name']:17} {b['version'] or '-':12} {state}")
         lines += [f"  {'':17} {'':12} {device}: {why}" for device, why in why_not.items()]
-    lines += ["", "devices:", f"  cpu: {m['cpu']}, {m['cores']} cores"]
+    lines += ["", "devices:", f"  cpu: {m['cpu']}, {m['cores']} cores; {_parallel_training(m['cores'])}"]
     found = gpus()  # each call initialises the CUDA libraries: once
     for g in found:
         lines.append(f"  {g['device']}: {g['name']}, {g['memory_gib']:.1f} GiB, compute capability "

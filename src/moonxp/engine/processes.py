@@ -251,9 +251,14 @@ def _drop(team: Team) -> None:
     team.close()
 
 
+def enabled() -> bool:
+    """Whether parallel NumPy training may use worker processes here: POSIX, an interpreter to start, and
+    ``MOONXP_WORKER_PROCESSES`` not 0 (from the main thread only, see `team`)."""
+    return os.name == "posix" and bool(sys.executable) and os.environ.get("MOONXP_WORKER_PROCESSES", "1") != "0"
+
+
 def _usable() -> bool:
-    return (os.name == "posix" and bool(sys.executable) and os.environ.get("MOONXP_WORKER_PROCESSES", "1") != "0"
-            and threading.current_thread() is threading.main_thread())
+    return enabled() and threading.current_thread() is threading.main_thread()
 
 
 def _start(size: int) -> None:
