@@ -156,24 +156,29 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers - 1, thread_name_prefix="moonxp")
 
 
+def shares(items: Sequence, workers: int) -> list:
+    """`items` cut in contiguous shares of sizes differing by one at most, one per worker (fewer workers than
+    items: one item each)."""
+    workers = min(workers, len(items))
+    return [items[len(items) * k // workers:len(items) * (k + 1) // workers] for k in range(workers)]
+
+
 def run(work: Callable[[Tile], Any], tiles: Sequence[Tile], workers: int) -> list:
     """[work(tile) for tile in tiles], with contiguous blocks of tiles on `workers` threads.
 
     Worker threads handle floating-point errors as the calling thread does (np.errstate), and
     BLAS runs one thread per call while they work (`policy.one_blas_thread`).
     """
-    workers = min(workers, len(tiles))
-    if workers <= 1:
+    blocks = shares(tiles, workers)
+    if len(blocks) <= 1:
         return [work(t) for t in tiles]
-    bounds = [len(tiles) * k // workers for k in range(workers + 1)]
-    blocks = [tiles[bounds[k]:bounds[k + 1]] for k in range(workers)]
     errors = np.geterr()
 
     def block(part: Sequence[Tile]) -> list:
         with np.errstate(**errors):
             return [work(t) for t in part]
     with one_blas_thread():
-        others = [_pool(workers).submit(block, b) for b in blocks[1:]]
+        others = [_pool(len(blocks)).submit(block, b) for b in blocks[1:]]
         first = block(blocks[0])  # the calling thread takes a block too
         return first + [r for f in others for r in f.result()]
 

@@ -24,7 +24,8 @@ from ..defaults import CHECK_EVERY, ITERS, LR
 from ..errors import DivergedError, InvalidTypeError
 from ..kernels import STEP_TEMPORARIES, Params, descent, error_and_gradient_sums, forward, loss_terms, with_ones
 from . import processes
-from .executor import ALL, ALL_TILE, Tile, compiles, fit, map_tiles, plan, program, run, sum_over_points
+from .executor import (ALL, ALL_TILE, Tile, compiles, fit, map_tiles, plan, program, run, shares,
+                       sum_over_points)
 from .policy import Policy, limit_tiles, one_blas_thread, policy as policy_for, tile_elements
 
 # Worker processes take a call's parallel NumPy work from this many (network, point, hidden unit) per step:
@@ -133,21 +134,21 @@ def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any, p
         current, errors = params, []
         if len(tiles) > 1 and all(nets is ALL for nets, _ in tiles):  # tiles of points: sliced once per chunk
             pieces = [(X[..., points, :], T[..., points]) for _, points in tiles]
-            shares = _shares(pieces, 1 + len(team)) if team is not None else []
-            for k, share in enumerate(shares[1:]):
+            split = shares(pieces, 1 + len(team)) if team is not None else []
+            for k, share in enumerate(split[1:]):
                 team.hold(k, share)
             for _ in range(count):
                 if team is None:
                     tile_sums = run(lambda piece: sums(current, *piece), pieces, policy.workers)
                 else:
                     first, *others = processes.spread(
-                        team, lambda: [sums(current, *piece) for piece in shares[0]],
-                        [(_sums_of_held, current, processes.HELD, policy) for _ in shares[1:]])
+                        team, lambda: [sums(current, *piece) for piece in split[0]],
+                        [(_sums_of_held, current, processes.HELD, policy) for _ in split[1:]])
                     tile_sums = first + [(e[i], Params(W[i], b[i], v[i])) for e, (W, b, v) in others
                                          for i in range(e.shape[0])]
                 current, e = apply(current, tuple(tile_sums), lr / X.shape[-2], X.shape[-2])
                 errors.append(e)
-            for k in range(len(shares) - 1):
+            for k in range(len(split) - 1):
                 team.hold(k, None)  # the worker's share freed with the chunk
             return current, tuple(errors)
         for _ in range(count):
@@ -160,12 +161,6 @@ def _steps(params: Params, X: Array, T: Array, lr: float, count: int, xp: Any, p
         return current, tuple(errors)
     shape = _shape(params, X)
     return fit(attempt, functools.partial(plan, *shape), math.prod(shape), policy)[1]
-
-
-def _shares(items: list, workers: int) -> list[list]:
-    """`items` in contiguous shares, one per worker (as `executor.run` splits its tiles)."""
-    workers = min(workers, len(items))
-    return [items[len(items) * k // workers:len(items) * (k + 1) // workers] for k in range(workers)]
 
 
 def _sums_of_held(params: Params, pieces: list, policy: Policy) -> tuple[Array, Params]:
