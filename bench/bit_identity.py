@@ -75,8 +75,8 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] not in ("save", "check"):
         print("usage: bit_identity.py save|check FILE.npz", file=sys.stderr)
         return 2
-    processes.team(cores() - 1)  # the worker processes up before the first result (MOONXP_WORKER_PROCESSES=0:
-    processes.settle()            # threads throughout), so that one run checks one way of running
+    processes.start(cores() - 1)  # the worker processes up before the first result (MOONXP_WORKER_PROCESSES=0:
+                                  # threads throughout), so that one run checks one way of running
     now = {**results("float64"), **results("float32")}
     if argv[0] == "save":
         np.savez(argv[1], **now)

@@ -25,7 +25,8 @@ from moonxp import resolve, synchronize
 from moonxp.benchmark.workloads import WORKLOADS, make_call
 from moonxp.benchmark.worker import ENVIRONMENT, fair_precision
 from moonxp.engine.policy import keep_freed_memory
-from moonxp.engine.processes import settle
+from moonxp.engine import processes
+from moonxp.environment import cores
 
 # row: (workload, size, moonxp's backend, dtype, peer (None: moonxp alone), goal as text)
 ROWS = {
@@ -63,8 +64,9 @@ def time_one(name: str, side: str, repeat: int) -> float:
         call = make_call(workload, size, resolve("cpu", backend, dtype))
     else:
         call = make_call(workload, size, resolve("cpu", "jax" if peer == "jax-jit" else "numpy", dtype), peer)
-    timed(call)  # warm-up: compilation, caches, first-touch pages, worker processes started
-    settle()
+    if backend == "numpy":
+        processes.start(cores() - 1)  # as `moonxp bench` times NumPy
+    timed(call)  # warm-up: compilation, caches, first-touch pages
     times, start = [], time.perf_counter()
     while len(times) < repeat or time.perf_counter() - start < MIN_SECONDS:
         times.append(timed(call))

@@ -7,8 +7,8 @@ For each row of `bench/cpu_goals.py` that moonxp runs on NumPy, times the same c
 
 - one worker thread (the process pinned to one core, so the policy's workers are 1, and one BLAS thread);
 - one worker thread per core (``MOONXP_WORKER_PROCESSES=0``);
-- moonxp's default: training's parallel work in worker processes (`moonxp.engine.processes`, up before
-  the clock runs); grids stay on threads;
+- moonxp's default: training's parallel work in worker processes (`moonxp.engine.processes`, started
+  before the clock runs, as `moonxp bench` does); grids stay on threads;
 - the work cut in one share per core (networks, points or grid rows), each share run
   by its own process with one worker and one BLAS thread, all started together: no interpreter lock and
   no memory shared between them, so the slowest share's time is what these cores
@@ -116,8 +116,8 @@ def main() -> None:
         timed(whole)
         threads = statistics.median(timed(whole) for _ in range(args.rounds))
         os.environ["MOONXP_WORKER_PROCESSES"] = asked
+        processes.start(n - 1)  # as `moonxp bench` times NumPy
         timed(whole)
-        processes.settle()  # the worker processes that call started, up before the clock runs
         default = statistics.median(timed(whole) for _ in range(args.rounds))
         allowed = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {min(allowed)})  # one core: the policy's workers = 1

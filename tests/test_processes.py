@@ -22,9 +22,11 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="worker processes run
 
 @pytest.fixture
 def fresh(monkeypatch):
-    """Worker processes of this test's own (two worker threads' worth: policy.cores is 2), closed after it."""
-    monkeypatch.setattr(processes, "_state", {"team": None, "starting": None, "failed": None, "spawned": []})
+    """Worker processes of this test's own (two worker threads' worth: policy.cores is 2), closed after it;
+    the first call with parallel work starts them (START_AFTER_S = 0)."""
+    monkeypatch.setattr(processes, "_state", {"team": None, "starting": None, "failed": None, "spawned": [], "work_s": 0.0})
     monkeypatch.setattr(policy, "cores", lambda: 2)
+    monkeypatch.setattr(processes, "START_AFTER_S", 0.0)
     monkeypatch.delenv("MOONXP_WORKER_PROCESSES", raising=False)
     yield processes._state
     processes.settle()
@@ -33,7 +35,7 @@ def fresh(monkeypatch):
 
 
 def up(size: int = 1) -> processes.Team:
-    team = processes.team(size, wait=True)
+    team = processes.start(size)
     assert team is not None, processes._state
     return team
 
@@ -97,32 +99,41 @@ def test_small_work_stays_on_threads_and_starts_nothing(fresh):
     moonxp.train(p, X, T, iters=3)
     X, T, p = moonxp.make_problem(0)  # the homework: one tile
     moonxp.train(p, X, T, iters=3)
-    assert fresh == {"team": None, "starting": None, "failed": None, "spawned": []}
+    assert fresh == {"team": None, "starting": None, "failed": None, "spawned": [], "work_s": 0.0}
 
 
-def test_the_first_call_starts_the_workers_without_waiting_for_them_a_long_one_waits(fresh, monkeypatch):
+def test_workers_start_once_work_adds_up_and_a_long_call_waits_for_them(fresh, monkeypatch):
+    """A one-off small batch starts nothing; work that adds up to START_AFTER_S starts the workers in the
+    background (calls meanwhile on threads); a call estimated at WAIT_S or more waits for them."""
     X, T, p = batch()
     calls = sent(monkeypatch)
+    work_s = 16 * 100 * 50 * 4 * training.UNIT_S / 2  # one call's estimate: 16 networks, 4 steps, 2 workers
+    monkeypatch.setattr(processes, "START_AFTER_S", 2.5 * work_s)
     moonxp.train(p, X, T, iters=4)
-    assert calls == []  # on threads meanwhile
+    moonxp.train(p, X, T, iters=4)
+    assert fresh["starting"] is None and fresh["team"] is None and fresh["work_s"] == pytest.approx(2 * work_s)
+    moonxp.train(p, X, T, iters=4)  # past START_AFTER_S: the start begins, this call on threads
+    assert fresh["starting"] is not None or fresh["team"] is not None
     processes.settle()
-    assert fresh["team"] is not None
-    fresh["team"].close()
-    fresh["team"] = None
-    monkeypatch.setattr(training, "WAIT_FOR_PROCESSES_S", 0.0)
+    assert calls == [] and fresh["team"] is not None
     moonxp.train(p, X, T, iters=4)
     assert calls == ["_chunks_of_a_block"]
+    fresh["team"].close()
+    fresh["team"] = None
+    monkeypatch.setattr(processes, "WAIT_S", work_s)
+    moonxp.train(p, X, T, iters=4)  # long enough to wait for new workers
+    assert calls == ["_chunks_of_a_block"] * 2
 
 
 def test_off_where_asked_and_outside_the_main_thread(fresh, monkeypatch):
     monkeypatch.setenv("MOONXP_WORKER_PROCESSES", "0")
-    assert processes.team(1, wait=True) is None
+    assert processes.start(1) is None and processes.team(1, work_s=60.0) is None
     monkeypatch.delenv("MOONXP_WORKER_PROCESSES")
     found = []
-    thread = threading.Thread(target=lambda: found.append(processes.team(1, wait=True)))
+    thread = threading.Thread(target=lambda: found.append((processes.start(1), processes.team(1, work_s=60.0))))
     thread.start()
     thread.join()
-    assert found == [None] and fresh["starting"] is None and fresh["team"] is None
+    assert found == [(None, None)] and fresh["starting"] is None and fresh["team"] is None
 
 
 def test_divergence_is_reported_as_on_threads_and_the_workers_stay(fresh, monkeypatch):
@@ -166,7 +177,7 @@ def test_a_worker_that_dies_is_one_clear_error_and_the_next_call_starts_new_ones
     team = up()
     os.kill(team.processes[0].pid, signal.SIGKILL)
     team.processes[0].wait()
-    assert processes.team(1) is None  # noticed before any work is sent: started afresh
+    assert processes.team(1, work_s=processes.START_AFTER_S) is None  # noticed before any work: started afresh
     processes.settle()
     team = fresh["team"]
     assert team is not None and team.alive()
@@ -175,7 +186,7 @@ def test_a_worker_that_dies_is_one_clear_error_and_the_next_call_starts_new_ones
         os.kill(team.processes[0].pid, signal.SIGKILL)
     with pytest.raises(processes.WorkerProcessError, match="worker process .* exited"):
         moonxp.train(p, X, T, iters=200, check_every=2, progress=kill_the_worker)
-    assert processes.team(1) is None
+    assert processes.team(1, work_s=processes.START_AFTER_S) is None
     processes.settle()
     assert fresh["team"] is not team and fresh["team"].alive()
     assert_same_bits(moonxp.train(p, X, T, iters=4), on_threads(monkeypatch, p, X, T, iters=4))
@@ -227,7 +238,7 @@ def test_an_interrupt_while_a_message_is_half_written_closes_the_team(fresh, mon
     with pytest.raises(KeyboardInterrupt):
         moonxp.train(p, X, T, iters=4)
     assert fresh["team"] is None and not team.alive()
-    processes.team(1, wait=True)
+    processes.start(1)
     assert_same_bits(moonxp.train(p, X, T, iters=4), on_threads(monkeypatch, p, X, T, iters=4))
 
 
@@ -296,12 +307,12 @@ def test_workers_that_cannot_start_warn_once_and_the_work_runs_on_threads(fresh,
 FORKED = """
 import os
 from moonxp.engine import processes
-team = processes.team(1, wait=True)
+team = processes.start(1)
 assert team is not None
 read, write = os.pipe()
 pid = os.fork()
 if pid == 0:  # the child: its parent's workers are forgotten here
-    ok = (processes._state == {"team": None, "starting": None, "failed": None, "spawned": []}
+    ok = (processes._state == {"team": None, "starting": None, "failed": None, "spawned": [], "work_s": 0.0}
           and all(c.closed for c in team.connections))  # its copies closed: the workers see their end with the parent
     os.write(write, b"1" if ok else b"0")
     os._exit(0)

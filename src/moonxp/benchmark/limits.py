@@ -14,7 +14,6 @@ import numpy as np
 
 from ..arrays import device_context, synchronize
 from ..engine.backend import Backend
-from ..engine.processes import settle
 
 # (matrix side n, copy bytes) per mode and device kind; GPU sizes fill an H100/H200
 SIZES = {"cpu": {"smoke": (256, 1 << 22), "quick": (1024, 1 << 26), "full": (2048, 1 << 28)},
@@ -24,8 +23,7 @@ LAUNCHES = {"cpu": 1, "cuda": 10}  # launches per sync: one GPU copy of 1 GB tak
 
 def median_time(call: Callable[[], Any], min_repeats: int = 5, min_seconds: float = 0.5,
                 max_repeats: int = 50, max_seconds: float = float("inf")) -> tuple[float, int]:
-    """The benchmark's timer: (median seconds, repeats) of `call()` after one warm-up call (and the worker
-    processes it started, `processes.settle`).
+    """The benchmark's timer: (median seconds, repeats) of `call()` after one warm-up call.
 
     Each timed call ends with a device sync before the clock is read. Repeats until both
     `min_repeats` and `min_seconds` are reached (at most `max_repeats`), or once
@@ -41,7 +39,6 @@ def median_time(call: Callable[[], Any], min_repeats: int = 5, min_seconds: floa
     (seconds, repeats) : the median of the timed calls and how many there were.
     """
     synchronize(call())
-    settle()  # worker processes the warm-up started are up before the clock runs
     times: list[float] = []
     while not times or (sum(times) < max_seconds and len(times) < max_repeats
                         and (len(times) < min_repeats or sum(times) < min_seconds)):

@@ -5,10 +5,11 @@ the GIL to the other thread, a futex wake every time, which left the threads 1.3
 behind one process per core (docs/design.md, "Tile workers on two cores"). Training
 sends its parallel work here instead, where the processes are up (`team`).
 
-The processes start once per Python process, in the background, when training first
-has parallel NumPy work (one per core beyond the caller's); until they are ready the
-work runs on threads, so no call waits for them (`settle` waits, for a benchmark's
-warm-up). Each runs this interpreter with its flags and this process's `sys.path`,
+The processes (one per core beyond the caller's) start once per Python process, in the
+background, once training's parallel NumPy work has added up to `START_AFTER_S` (a
+one-off command's small batch never pays for a start: ~0.3 s of a core); until they are
+ready the work runs on threads, and only a call that alone would take `WAIT_S` waits for
+them. The benchmark starts them before it times (`start`), as it warms caches. Each runs this interpreter with its flags and this process's `sys.path`,
 BLAS on one thread, in a session of its own (a terminal's Ctrl-C is this process's to
 handle), and exits when its socket closes (this process exited or gave it up). A
 worker gets a module-level function and its arguments, pickled, and sends back the
@@ -48,6 +49,8 @@ import numpy as np
 from .policy import one_blas_thread
 
 SPIN_S = 0.005  # a message is polled for this long before the reader sleeps (`_await`)
+START_AFTER_S = 0.5  # estimated seconds of parallel work on threads, in all, before the workers start
+WAIT_S = 1.0  # a call estimated to take this long on threads waits for workers still starting
 START_TIMEOUT_S = 60.0  # for a worker to import moonxp and say it is ready
 PRELOAD = "moonxp.engine.training"  # what the work needs, imported before a worker says it is ready
 ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -160,18 +163,35 @@ class Team:
                                   f"the next call starts a new one")
 
 
-def team(size: int, wait: bool = False) -> Team | None:
+def team(size: int, work_s: float = 0.0) -> Team | None:
     """`size` running worker processes for this thread's parallel work, or None: use threads.
 
-    The first call starts them in the background; until they are up, None, unless `wait`
-    (work long enough to wait for them: a start takes some 0.3 s). None too while they
-    are in use (a call from inside another call).
+    `work_s`: this call's work, estimated in seconds on threads. The workers start in the
+    background once such work adds up to `START_AFTER_S` in this process; until they are
+    up, None, unless this call alone is `WAIT_S` or more (then it waits). None too while
+    they are in use (a call from inside another call).
     """
     if size < 1 or not _usable():
         return None
-    if wait:
-        team(size)
-        settle()
+    _state["work_s"] += work_s
+    if work_s >= WAIT_S:
+        return start(size)
+    return _running(size, begin=_state["work_s"] >= START_AFTER_S)
+
+
+def start(size: int) -> Team | None:
+    """`size` worker processes, started now if need be and waited for (None where they cannot run here, or are in
+    use): what a benchmark does before its clock runs."""
+    if size < 1 or not _usable():
+        return None
+    _running(size, begin=True)
+    settle()
+    return _running(size, begin=False)
+
+
+def _running(size: int, begin: bool) -> Team | None:
+    """The team if it is up, has `size` workers or more and is not in use; else None, after starting one in the
+    background if `begin` (unless one is starting, or a start failed: then its warning, once)."""
     with _lock:
         current = _state["team"]
         if current is not None and current.depth:
@@ -185,10 +205,10 @@ def team(size: int, wait: bool = False) -> Team | None:
             reason, _state["failed"] = _state["failed"], ""
             if reason:
                 warnings.warn(f"moonxp's worker processes did not start ({reason}): NumPy tiles run on threads",
-                              WorkerProcessWarning, stacklevel=3)
+                              WorkerProcessWarning, stacklevel=4)
             return None
-        if _state["starting"] is None:
-            _state["starting"] = threading.Thread(target=_start, args=(size,), name="moonxp-start-workers",
+        if begin and _state["starting"] is None:
+            _state["starting"] = threading.Thread(target=_launch, args=(size,), name="moonxp-start-workers",
                                                   daemon=True)
             _state["starting"].start()
     return None
@@ -261,7 +281,7 @@ def _usable() -> bool:
     return enabled() and threading.current_thread() is threading.main_thread()
 
 
-def _start(size: int) -> None:
+def _launch(size: int) -> None:
     """Start `size` workers and wait for each to be ready; in the background (`team`)."""
     started: list = _state["spawned"]
     try:
@@ -401,7 +421,7 @@ def _forget() -> None:
     """In a child forked from this process: its parent's workers are not its own. Its copies of their sockets are
     closed, so that the workers still see their end when the parent exits."""
     current, spawned = _state["team"], _state["spawned"]
-    _state.update(team=None, starting=None, failed=None, spawned=[])
+    _state.update(team=None, starting=None, failed=None, spawned=[], work_s=0.0)
     for connection in [*(current.connections if current is not None else []), *(c for _, c in spawned)]:
         with contextlib.suppress(OSError):
             connection.close()
@@ -411,5 +431,5 @@ os.register_at_fork(after_in_child=_forget)
 
 _lock = threading.Lock()
 # team: the workers; starting: the thread starting them; spawned: (process, socket) it started so far;
-# failed: why the start failed ("" once warned)
-_state: dict = {"team": None, "starting": None, "failed": None, "spawned": []}
+# failed: why the start failed ("" once warned); work_s: parallel work seen so far, estimated seconds on threads
+_state: dict = {"team": None, "starting": None, "failed": None, "spawned": [], "work_s": 0.0}

@@ -31,9 +31,8 @@ from .policy import Policy, limit_tiles, one_blas_thread, policy as policy_for, 
 # Worker processes take a call's parallel NumPy work from this many (network, point, hidden unit) per step:
 # below it, an exchange (0.1-0.4 ms) is not small against a worker's share of a chunk of steps.
 PROCESS_MIN_UNITS = 1 << 16
-# A call waits for worker processes still starting (~0.3 s) if its work would take this long on threads,
-# at about `UNIT_S` per unit and step on one core (float32 and float64, 2-core EPYC, bench/RESULTS.md).
-WAIT_FOR_PROCESSES_S = 1.0
+# Seconds per unit and step on one core, to estimate a call's work for `processes.team` (float32 and float64,
+# 2-core EPYC: B = 64 41 M units in 80 ms, N = 200 000 for 32 steps 320 M units in 0.49 s; bench/RESULTS.md).
 UNIT_S = 2e-9
 
 Array = Any
@@ -191,7 +190,7 @@ def _team(policy: Policy, compiled: bool, parallel: bool, params: Params, X: Arr
     units = _units(params, X)
     if compiled or not parallel or not policy.processes or units < PROCESS_MIN_UNITS:
         return None
-    return processes.team(policy.workers - 1, wait=units * iters * UNIT_S / policy.workers >= WAIT_FOR_PROCESSES_S)
+    return processes.team(policy.workers - 1, work_s=units * iters * UNIT_S / policy.workers)
 
 
 def _network_blocks(params: Params, policy: Policy, compiled: bool) -> list[Tile]:
