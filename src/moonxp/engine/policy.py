@@ -55,9 +55,9 @@ GPU_MEMORY_SHARE = 0.5  # of free device memory, for one tile's temporaries
 # Past 2**31 elements one array needs 64-bit indexing (CuPy, Triton): cap a GPU tile's temporaries there,
 # well above what a GPU needs to be saturated, so only work that does not fit the device is split.
 GPU_TILE_CAP = 1 << 31
-# JAX on the CPU (compiled per tile): 2**22 keeps N = 20 000 one step program and cuts N = 200 000 into
-# tiles that stay in cache; 2**23 and larger tiles measured up to 1.4x slower there (bench/RESULTS.md).
-JAX_TILE_ELEMENTS = 1 << 22
+# JAX on the CPU (compiled per tile, the tiles' sums added and applied by one more program): 2**21 measured
+# fastest at N = 20 000 and N = 200 000 alike (1.2-1.35x 2**22; 2**23 and larger slower still; bench/RESULTS.md).
+JAX_TILE_ELEMENTS = 1 << 21
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 
 
