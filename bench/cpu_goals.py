@@ -64,7 +64,7 @@ def time_one(name: str, side: str, repeat: int) -> float:
         call = make_call(workload, size, resolve("cpu", backend, dtype))
     else:
         call = make_call(workload, size, resolve("cpu", "jax" if peer == "jax-jit" else "numpy", dtype), peer)
-    if backend == "numpy":
+    if side == "moonxp" and backend == "numpy":
         processes.start(cores() - 1)  # as `moonxp bench` times NumPy
     timed(call)  # warm-up: compilation, caches, first-touch pages
     times, start = [], time.perf_counter()

@@ -21,12 +21,15 @@ def test_info_lists_backends_devices_and_limits(monkeypatch):
     assert "cpu float32: 50.0 GFLOP/s, 20.0 GB/s" in text
 
 
-@pytest.mark.parametrize("setting, says", [("1", "NumPy training in this process and 3 worker processes"),
-                                           ("0", "NumPy training on 4 threads (worker processes off")])
-def test_info_says_how_numpy_training_uses_the_cores(monkeypatch, setting, says):
-    monkeypatch.setattr(info, "machine", lambda: {"cpu": "Some CPU", "cores": 4, "system": "Linux", "python": "3"})
+@pytest.mark.parametrize("cores, setting, says", [
+    (4, "1", "4 cores; NumPy training large enough to share: this process and 3 worker processes, once"),
+    (2, "1", "2 cores; NumPy training large enough to share: this process and 1 worker process, once"),
+    (4, "0", "4 cores; NumPy training on 4 threads (worker processes off"),
+    (1, "1", "1 cores; NumPy training on one thread")])
+def test_info_says_how_numpy_training_uses_the_cores(monkeypatch, cores, setting, says):
+    monkeypatch.setattr(info, "machine", lambda: {"cpu": "Some CPU", "cores": cores, "system": "Linux", "python": "3"})
     monkeypatch.setenv("MOONXP_WORKER_PROCESSES", setting)
-    assert f"  cpu: Some CPU, 4 cores; {says}" in info.text(measure_limits=False)
+    assert f"  cpu: Some CPU, {says}" in info.text(measure_limits=False)
 
 
 def test_backends_say_why_one_is_not_usable(monkeypatch):

@@ -125,6 +125,12 @@ def test_workers_start_once_work_adds_up_and_a_long_call_waits_for_them(fresh, m
     assert calls == ["_chunks_of_a_block"] * 2
 
 
+def test_start_waits_out_a_smaller_team_being_started_and_replaces_it(fresh):
+    processes._running(1, begin=True)  # one worker starting (the process's cores were fewer then)
+    team = processes.start(2)
+    assert team is not None and len(team) == 2 and team.alive() and fresh["starting"] is None
+
+
 def test_off_where_asked_and_outside_the_main_thread(fresh, monkeypatch):
     monkeypatch.setenv("MOONXP_WORKER_PROCESSES", "0")
     assert processes.start(1) is None and processes.team(1, work_s=60.0) is None
@@ -173,11 +179,13 @@ def test_a_failing_progress_callback_stops_the_worker_an_interrupt_closes_it(fre
 
 
 def test_a_worker_that_dies_is_one_clear_error_and_the_next_call_starts_new_ones(fresh, monkeypatch):
+    """However little work the process has seen (the benchmark starts its workers up front)."""
+    monkeypatch.setattr(processes, "START_AFTER_S", 1e9)
     X, T, p = large()
     team = up()
     os.kill(team.processes[0].pid, signal.SIGKILL)
     team.processes[0].wait()
-    assert processes.team(1, work_s=processes.START_AFTER_S) is None  # noticed before any work: started afresh
+    assert processes.team(1) is None and fresh["starting"] is not None  # noticed before any work: started afresh
     processes.settle()
     team = fresh["team"]
     assert team is not None and team.alive()
@@ -186,7 +194,7 @@ def test_a_worker_that_dies_is_one_clear_error_and_the_next_call_starts_new_ones
         os.kill(team.processes[0].pid, signal.SIGKILL)
     with pytest.raises(processes.WorkerProcessError, match="worker process .* exited"):
         moonxp.train(p, X, T, iters=200, check_every=2, progress=kill_the_worker)
-    assert processes.team(1, work_s=processes.START_AFTER_S) is None
+    assert processes.team(1) is None and fresh["starting"] is not None
     processes.settle()
     assert fresh["team"] is not team and fresh["team"].alive()
     assert_same_bits(moonxp.train(p, X, T, iters=4), on_threads(monkeypatch, p, X, T, iters=4))
@@ -293,10 +301,11 @@ def test_worker_errors_warnings_and_unreadable_replies(fresh):
 def test_workers_that_cannot_start_warn_once_and_the_work_runs_on_threads(fresh, monkeypatch):
     monkeypatch.setattr(sys, "executable", "/bin/false")
     X, T, p = batch()
-    with pytest.warns(processes.WorkerProcessWarning, match="exited while starting"):
+    with pytest.warns(processes.WorkerProcessWarning, match="exited while starting") as warned:
         moonxp.train(p, X, T, iters=4)
         processes.settle()
         moonxp.train(p, X, T, iters=4)
+    assert [w.filename for w in warned] == [__file__]  # told at the line that called train
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         result = moonxp.train(p, X, T, iters=4)
@@ -309,6 +318,7 @@ import os
 from moonxp.engine import processes
 team = processes.start(1)
 assert team is not None
+processes._state["work_s"] = 1.0  # the parent's count of work, which the child starts afresh
 read, write = os.pipe()
 pid = os.fork()
 if pid == 0:  # the child: its parent's workers are forgotten here

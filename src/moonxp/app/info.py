@@ -80,7 +80,8 @@ def _parallel_training(cores: int) -> str:
         return "NumPy training on one thread"
     if not processes.enabled():
         return f"NumPy training on {cores} threads (worker processes off: MOONXP_WORKER_PROCESSES=0, or not POSIX)"
-    return f"NumPy training in this process and {cores - 1} worker process{'es' if cores > 2 else ''}"
+    return (f"NumPy training large enough to share: this process and {cores - 1} worker "
+            f"process{'es' if cores > 2 else ''}, once such work has added up to about half a second")
 
 
 def text(measure_limits: bool = True) -> str:

@@ -157,8 +157,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 def shares(items: Sequence, workers: int) -> list:
-    """`items` cut in contiguous shares of sizes differing by one at most, one per worker (fewer workers than
-    items: one item each)."""
+    """`items` cut in contiguous shares of sizes differing by one at most, one per worker (fewer items than
+    workers: one item each)."""
     workers = min(workers, len(items))
     return [items[len(items) * k // workers:len(items) * (k + 1) // workers] for k in range(workers)]
 

@@ -175,8 +175,10 @@ def team(size: int, work_s: float = 0.0) -> Team | None:
         return None
     _state["work_s"] += work_s
     if work_s >= WAIT_S:
-        return start(size)
-    return _running(size, begin=_state["work_s"] >= START_AFTER_S)
+        _up(size)
+    found = _running(size, begin=_state["work_s"] >= START_AFTER_S)
+    _warn_if_failed(stacklevel=4)  # at train's caller: _warn_if_failed, team, training._team, train
+    return found
 
 
 def start(size: int) -> Team | None:
@@ -184,14 +186,22 @@ def start(size: int) -> Team | None:
     use): what a benchmark does before its clock runs."""
     if size < 1 or not _usable():
         return None
-    _running(size, begin=True)
-    settle()
+    _up(size)
+    _warn_if_failed(stacklevel=2)
     return _running(size, begin=False)
+
+
+def _up(size: int) -> None:
+    """Start `size` workers if need be and wait until they are up, the start failed, or the team is in use (a
+    smaller team being started is waited for, then replaced)."""
+    while _running(size, begin=True) is None and _state["starting"] is not None:
+        settle()
 
 
 def _running(size: int, begin: bool) -> Team | None:
     """The team if it is up, has `size` workers or more and is not in use; else None, after starting one in the
-    background if `begin` (unless one is starting, or a start failed: then its warning, once)."""
+    background if `begin`, or if the team had too few workers or one died (unless one is starting, or a start
+    failed)."""
     with _lock:
         current = _state["team"]
         if current is not None and current.depth:
@@ -199,19 +209,24 @@ def _running(size: int, begin: bool) -> Team | None:
         if current is not None and len(current) >= size and current.alive():
             return current
         if current is not None:  # too few (more cores now), or one died: start afresh
-            _state["team"] = None
+            _state["team"], begin = None, True
             current.close()
-        if _state["failed"] is not None:
-            reason, _state["failed"] = _state["failed"], ""
-            if reason:
-                warnings.warn(f"moonxp's worker processes did not start ({reason}): NumPy tiles run on threads",
-                              WorkerProcessWarning, stacklevel=4)
-            return None
-        if begin and _state["starting"] is None:
+        if begin and _state["starting"] is None and _state["failed"] is None:
             _state["starting"] = threading.Thread(target=_launch, args=(size,), name="moonxp-start-workers",
                                                   daemon=True)
             _state["starting"].start()
     return None
+
+
+def _warn_if_failed(stacklevel: int) -> None:
+    """One warning, the first time after a start failed (the work stays on threads in this process)."""
+    with _lock:
+        reason = _state["failed"]
+        if reason:
+            _state["failed"] = ""
+    if reason:
+        warnings.warn(f"moonxp's worker processes did not start ({reason}): NumPy tiles run on threads",
+                      WorkerProcessWarning, stacklevel=stacklevel + 1)
 
 
 def settle() -> None:
@@ -264,10 +279,11 @@ def spread(team: Team, here: Callable[[], Any], calls: list[tuple]) -> list:
 
 
 def _drop(team: Team) -> None:
-    """Close `team` and forget it: the next call starts new workers."""
+    """Close `team` and forget it: the next call with parallel work starts new workers."""
     with _lock:
         if _state["team"] is team:
             _state["team"] = None
+        _state["work_s"] = max(_state["work_s"], START_AFTER_S)
     team.close()
 
 
@@ -419,7 +435,10 @@ def _close() -> None:
 
 def _forget() -> None:
     """In a child forked from this process: its parent's workers are not its own. Its copies of their sockets are
-    closed, so that the workers still see their end when the parent exits."""
+    closed, so that the workers still see their end when the parent exits; the lock is new (another thread of the
+    parent may have held it)."""
+    global _lock
+    _lock = threading.Lock()
     current, spawned = _state["team"], _state["spawned"]
     _state.update(team=None, starting=None, failed=None, spawned=[], work_s=0.0)
     for connection in [*(current.connections if current is not None else []), *(c for _, c in spawned)]:

@@ -31,8 +31,9 @@ from .policy import Policy, limit_tiles, one_blas_thread, policy as policy_for, 
 # Worker processes take a call's parallel NumPy work from this many (network, point, hidden unit) per step:
 # below it, an exchange (0.1-0.4 ms) is not small against a worker's share of a chunk of steps.
 PROCESS_MIN_UNITS = 1 << 16
-# Seconds per unit and step on one core, to estimate a call's work for `processes.team` (float32 and float64,
-# 2-core EPYC: B = 64 41 M units in 80 ms, N = 200 000 for 32 steps 320 M units in 0.49 s; bench/RESULTS.md).
+# Seconds per (network, point, hidden unit) and step on one core, to estimate a call's work for `processes.team`
+# as if its workers shared it perfectly (2-core EPYC, one worker, `bench/scaling.py` 15:03: B = 64, 41 M units,
+# 80.9 ms; N = 200 000 for 32 steps, 320 M units, 483 ms; threads share it less well than that).
 UNIT_S = 2e-9
 
 Array = Any
