@@ -167,7 +167,8 @@ def _sums_of_held(params: Params, pieces: list, policy: Policy) -> tuple[Array, 
     """In a worker process: `_gradient_sums` of each (X, T) piece it holds, as train's threads compute them,
     stacked along a new first axis (a few arrays to send, not four per piece)."""
     xp = namespace_of(*params)
-    sums = [_programs(policy, None, False, xp)[1](params, *piece) for piece in pieces]
+    gradient_sums = _programs(policy, None, False, xp)[1]
+    sums = [gradient_sums(params, *piece) for piece in pieces]
     e, W, b, v = (xp.stack(leaves) for leaves in zip(*((e, *gradients) for e, gradients in sums)))
     return e, Params(W, b, v)
 
@@ -205,7 +206,7 @@ def _network_blocks(params: Params, policy: Policy, compiled: bool) -> list[Tile
     workers = min(policy.workers, networks)
     if compiled or workers <= 1:
         return [ALL_TILE]
-    return [(slice(networks * k // workers, networks * (k + 1) // workers), ALL) for k in range(workers)]
+    return [(slice(share.start, share.stop), ALL) for share in shares(range(networks), workers)]
 
 
 def _chunks(steps: Callable, blocks: list[Tile], params: Params, X: Array, T: Array, xp: Any, policy: Policy,
@@ -219,8 +220,8 @@ def _chunks(steps: Callable, blocks: list[Tile], params: Params, X: Array, T: Ar
             yield params, errors, count
         return
     parts = [_tile(params, X, T, block) for block in blocks]
+    block_tiles = tile_elements(dataclasses.replace(policy, workers=1))  # as train's `inner` policy tiles
     for k, part in enumerate(parts[1:] if team is not None else []):
-        block_tiles = tile_elements(dataclasses.replace(policy, workers=1))  # as train's `inner` policy tiles
         team.send(k, _chunks_of_a_block, *part, lr, counts, policy, block_tiles)
     for count in counts:
         if team is None:
